@@ -1,0 +1,242 @@
+"""RunConfig: the one description of a run, validated in one place.
+
+The UI, the CLI, the tests and `from_dict()` all build a RunConfig and call
+`validate()`, which raises one `ConfigError` listing every bad field with the
+values it allows. The validated config is saved with the run (config.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from twophase.errors import ConfigError
+
+ARMS = ("two-phase", "adam", "adam-lbfgs", "cg")
+ARM_DESCRIPTIONS = {
+    "two-phase": "Adam until the gradient norm has peaked, then nonlinear CG (the method)",
+    "adam": "Adam for every epoch (the baseline)",
+    "adam-lbfgs": "Adam, then torch.optim.LBFGS (strong Wolfe) at the same switch rule",
+    "cg": "nonlinear CG from the first epoch",
+}
+LOSSES = ("mse", "cross-entropy")
+CG_BETAS = ("pr+", "fr", "hz")
+LINE_SEARCHES = ("strong-wolfe", "golden")
+CG_DTYPES = ("float32", "float64")
+GRAD_NORM_MODES = ("full", "batch-mean")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Size keys a model accepts (checked again, with the real shapes, by models.build).
+MODEL_SIZE_KEYS = ("depth", "heads", "embed", "mlp", "patch", "width", "hidden")
+
+LIMITS = {
+    "epochs": (1, 100_000),
+    "batch_size": (1, 1_000_000),
+    "cg_iters_per_epoch": (1, 10_000),
+    "cg_max_ls": (2, 1_000),
+    "min_epochs": (0, 100_000),
+    "patience": (1, 100_000),
+    "threads": (0, 1_024),
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one comparison run. Plain data: JSON in, JSON out.
+
+    model, model_sizes: a name from `twophase.models.names()` and optional size
+        overrides (depth, heads, embed, mlp, patch, width, hidden).
+    dataset, data_root: a name from `twophase.data.names()`; the folder holding
+        torchvision's layout ("" means `twophase.data.default_root()`).
+    subset, val_subset: number of training / validation samples (None: all).
+    loss: "mse" (the paper's) or "cross-entropy".
+    arms: optimizer strategies trained from the same initial weights.
+    epochs: epochs per arm. batch_size: Adam's mini-batch size (the paper's 512).
+    lr, beta1, beta2, eps, weight_decay: Adam's settings (also the Adam phase).
+    tolerance, min_epochs, patience, smoothing, switch_epoch: the switch rule
+        (defaults: the paper's rule; switch_epoch fixes the split instead).
+    cg_beta, line_search, cg_dtype, cg_iters_per_epoch, cg_max_ls, cg_c2:
+        the conjugate-gradient phase; one CG "epoch" is cg_iters_per_epoch
+        iterations over the full training set.
+    grad_norm_mode: "full" (gradient of the loss over the whole training set at
+        the end of the epoch) or "batch-mean" (mean of the mini-batch norms).
+    hessian_probe: also estimate the Hessian's extreme eigenvalues every epoch.
+    seed, device, threads: reproducibility and hardware (threads 0 = torch's default).
+    name, tag: free text to find the run again; tag groups runs (e.g. a reproduction).
+    """
+
+    model: str = "mlp"
+    model_sizes: dict = field(default_factory=dict)
+    dataset: str = "mnist"
+    data_root: str = ""
+    subset: int | None = 2048
+    val_subset: int | None = 2000
+    loss: str = "mse"
+    arms: list = field(default_factory=lambda: ["two-phase", "adam"])
+    epochs: int = 40
+    batch_size: int = 512
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    tolerance: float = 0.9
+    min_epochs: int = 0
+    patience: int = 1
+    smoothing: float = 0.0
+    switch_epoch: int | None = None
+    cg_beta: str = "pr+"
+    line_search: str = "strong-wolfe"
+    cg_dtype: str = "float32"
+    cg_iters_per_epoch: int = 1
+    cg_max_ls: int = 25
+    cg_c2: float = 0.2
+    grad_norm_mode: str = "full"
+    hessian_probe: bool = False
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    name: str = ""
+    tag: str = ""
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> dict:
+        """A JSON-ready dict; `RunConfig.from_dict(c.to_dict()) == c`."""
+        d = dataclasses.asdict(self)
+        d["arms"] = list(self.arms)
+        d["model_sizes"] = dict(self.model_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, validate: bool = True) -> "RunConfig":
+        """Build from a dict. Unknown keys are errors, never silently dropped."""
+        if not isinstance(d, dict):
+            raise ConfigError({"config": f"must be a mapping of field names to values, got {type(d).__name__}"})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError({k: f"unknown field; allowed fields: {', '.join(sorted(known))}" for k in unknown})
+        cfg = cls(**d)
+        if validate:
+            cfg.validate()
+        return cfg
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ---------------------------------------------------------- validation
+    def validate(self) -> "RunConfig":
+        """Check every field; raise one ConfigError naming each bad one. Returns self."""
+        from twophase import data as data_mod
+        from twophase import models as models_mod
+
+        errors: dict[str, str] = {}
+
+        def choice(name, allowed):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                errors[name] = f"got {value!r}; allowed: {', '.join(allowed)}"
+                return False
+            return True
+
+        def integer(name, lo, hi, optional=False):
+            value = getattr(self, name)
+            if value is None and optional:
+                return True
+            if isinstance(value, bool) or not isinstance(value, int):
+                errors[name] = f"must be a whole number from {lo} to {hi}{' or empty' if optional else ''}, got {value!r}"
+                return False
+            if not lo <= value <= hi:
+                errors[name] = f"must be from {lo} to {hi}, got {value}"
+                return False
+            return True
+
+        def real(name, lo, hi, lo_open=False, hi_open=False):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                errors[name] = f"must be a finite number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {value!r}"
+                return False
+            ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+            if not ok:
+                errors[name] = f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {value}"
+                return False
+            return True
+
+        model_ok = choice("model", tuple(models_mod.names()))
+        dataset_ok = choice("dataset", tuple(data_mod.names()))
+        choice("loss", LOSSES)
+        choice("cg_beta", CG_BETAS)
+        choice("line_search", LINE_SEARCHES)
+        choice("cg_dtype", CG_DTYPES)
+        choice("grad_norm_mode", GRAD_NORM_MODES)
+        choice("device", DEVICES)
+
+        if not isinstance(self.arms, (list, tuple)) or not self.arms:
+            errors["arms"] = f"choose at least one of: {', '.join(ARMS)}"
+        else:
+            bad = [a for a in self.arms if a not in ARMS]
+            if bad:
+                errors["arms"] = f"unknown arm(s) {', '.join(map(repr, bad))}; allowed: {', '.join(ARMS)}"
+            elif len(set(self.arms)) != len(self.arms):
+                errors["arms"] = "each arm may appear once"
+
+        for name, (lo, hi) in LIMITS.items():
+            integer(name, lo, hi)
+        integer("seed", 0, 2**63 - 1)
+        integer("switch_epoch", 1, 100_000, optional=True)
+        if "switch_epoch" not in errors and "epochs" not in errors and self.switch_epoch is not None \
+                and self.switch_epoch > self.epochs:
+            errors["switch_epoch"] = f"must be at most epochs ({self.epochs}), got {self.switch_epoch}"
+
+        real("lr", 0, 10, lo_open=True)
+        real("beta1", 0, 1, hi_open=True)
+        real("beta2", 0, 1, hi_open=True)
+        real("eps", 0, 1, lo_open=True)
+        real("weight_decay", 0, 10)
+        real("tolerance", 0, 1, lo_open=True)
+        real("smoothing", 0, 1, hi_open=True)
+        real("cg_c2", 1e-4, 1, lo_open=True, hi_open=True)
+
+        if not isinstance(self.hessian_probe, bool):
+            errors["hessian_probe"] = f"must be true or false, got {self.hessian_probe!r}"
+        for name in ("data_root", "name", "tag"):
+            if not isinstance(getattr(self, name), str):
+                errors[name] = f"must be text, got {getattr(self, name)!r}"
+        if isinstance(self.name, str) and len(self.name) > 200:
+            errors["name"] = "must be at most 200 characters"
+
+        # Subsets need the dataset's real size.
+        sizes = data_mod.info(self.dataset) if dataset_ok else None
+        for name, key in (("subset", "train_size"), ("val_subset", "val_size")):
+            if integer(name, 1, 10**9, optional=True) and sizes and getattr(self, name) is not None:
+                if getattr(self, name) > sizes[key]:
+                    errors[name] = (f"{getattr(self, name)} is larger than the {self.dataset} "
+                                    f"{'training' if name == 'subset' else 'validation'} set ({sizes[key]} samples)")
+
+        # Model sizes: keys known, values positive ints, and the model must build on the data's shape.
+        if not isinstance(self.model_sizes, dict):
+            errors["model_sizes"] = f"must be a mapping like {{'embed': 64}}, got {self.model_sizes!r}"
+        else:
+            bad_keys = [k for k in self.model_sizes if k not in MODEL_SIZE_KEYS]
+            if bad_keys:
+                errors["model_sizes"] = f"unknown size(s) {', '.join(map(repr, bad_keys))}; allowed: {', '.join(MODEL_SIZE_KEYS)}"
+            elif model_ok and dataset_ok:
+                try:
+                    models_mod.check(self.model, sizes["input_shape"], sizes["num_classes"], **self.model_sizes)
+                except ConfigError as e:
+                    for k, v in e.errors.items():
+                        errors["model_sizes" if k != "model" else "model"] = f"{k}: {v}"
+
+        if errors:
+            raise ConfigError(errors)
+        return self
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def field_default(name: str) -> Any:
+    return RunConfig().__getattribute__(name)
