@@ -28,8 +28,6 @@ CG_DTYPES = ("float32", "float64")
 GRAD_NORM_MODES = ("full", "batch-mean")
 DEVICES = ("auto", "cpu", "cuda")
 
-# Size keys a model accepts (checked again, with the real shapes, by models.build).
-MODEL_SIZE_KEYS = ("depth", "heads", "embed", "mlp", "patch", "width", "hidden")
 
 LIMITS = {
     "epochs": (1, 100_000),
@@ -47,7 +45,8 @@ class RunConfig:
     """Everything that defines one comparison run. Plain data: JSON in, JSON out.
 
     model, model_sizes: a name from `twophase.models.names()` and optional size
-        overrides (depth, heads, embed, mlp, patch, width, hidden).
+        overrides (`twophase.models.defaults(model)` lists them: depth, heads,
+        embed_dim, mlp_dim, patch, pool for the ViTs; widths, hidden; width).
     dataset, data_root: a name from `twophase.data.names()`; the folder holding
         torchvision's layout ("" means `twophase.data.default_root()`).
     subset, val_subset: number of training / validation samples (None: all).
@@ -215,19 +214,14 @@ class RunConfig:
                     errors[name] = (f"{getattr(self, name)} is larger than the {self.dataset} "
                                     f"{'training' if name == 'subset' else 'validation'} set ({sizes[key]} samples)")
 
-        # Model sizes: keys known, values positive ints, and the model must build on the data's shape.
+        # Model sizes: the model must build on the data's shape (models.check names each bad size).
         if not isinstance(self.model_sizes, dict):
-            errors["model_sizes"] = f"must be a mapping like {{'embed': 64}}, got {self.model_sizes!r}"
-        else:
-            bad_keys = [k for k in self.model_sizes if k not in MODEL_SIZE_KEYS]
-            if bad_keys:
-                errors["model_sizes"] = f"unknown size(s) {', '.join(map(repr, bad_keys))}; allowed: {', '.join(MODEL_SIZE_KEYS)}"
-            elif model_ok and dataset_ok:
-                try:
-                    models_mod.check(self.model, sizes["input_shape"], sizes["num_classes"], **self.model_sizes)
-                except ConfigError as e:
-                    for k, v in e.errors.items():
-                        errors["model_sizes" if k != "model" else "model"] = f"{k}: {v}"
+            errors["model_sizes"] = f"must be a mapping like {{'embed_dim': 64}}, got {self.model_sizes!r}"
+        elif model_ok and dataset_ok:
+            try:
+                models_mod.check(self.model, sizes["input_shape"], sizes["num_classes"], **self.model_sizes)
+            except ConfigError as e:
+                errors["model_sizes"] = "; ".join(f"{k}: {v}" for k, v in e.errors.items())
 
         if errors:
             raise ConfigError(errors)

@@ -1,0 +1,78 @@
+"""The command line, run as a user runs it: `python -m twophase ...` in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from twophase import store
+from twophase.cli import main
+
+
+def cli(*args, env_extra=None, timeout=300):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "twophase", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_run_json_prints_a_parsable_summary_and_writes_the_run(data_root, tmp_path):
+    out = cli("run", "--model", "mlp", "--dataset", "mnist", "--subset", "256", "--val-subset", "256",
+              "--epochs", "3", "--batch-size", "64", "--switch-epoch", "2", "--data-dir", data_root,
+              "--runs-dir", str(tmp_path), "--threads", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "completed"
+    assert set(summary["arms"]) == {"two-phase", "adam"}
+    assert "epoch    3/3" in out.stdout and "switch" in out.stdout
+    runs = store.list_runs(str(tmp_path))
+    assert [r.run_id for r in runs] == [summary["run_id"]]
+
+
+
+def test_list_show_export(data_root, tmp_path, capsys):
+    assert main(["run", "--model", "mlp", "--subset", "256", "--val-subset", "256", "--epochs", "2",
+                 "--switch-epoch", "1", "--data-dir", data_root, "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    [info] = store.list_runs(str(tmp_path))
+    capsys.readouterr()
+    assert main(["list", "--runs-dir", str(tmp_path)]) == 0
+    assert info.run_id in capsys.readouterr().out
+    assert main(["show", info.run_id, "--runs-dir", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out
+    assert "train_loss" in shown and "two-phase" in shown and "completed" in shown
+    dest = tmp_path / "out.csv"
+    assert main(["export", info.run_id, "--format", "csv", "-o", str(dest), "--runs-dir", str(tmp_path)]) == 0
+    assert dest.read_text().startswith("arm,epoch,phase")
+    for fmt in ("parquet", "json"):
+        assert main(["export", info.run_id, "--format", fmt, "-o", str(tmp_path / f"out.{fmt}"),
+                     "--runs-dir", str(tmp_path)]) == 0
+        assert (tmp_path / f"out.{fmt}").stat().st_size > 0
+
+
+def test_bad_tolerance_exits_2_naming_the_flag(tmp_path):
+    out = cli("run", "--tolerance", "1.5", "--runs-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "--tolerance" in out.stderr and "(0, 1]" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert store.list_runs(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--epochs", "ten"], "--epochs"), (["--model", "resnet"], "--model"), (["--arms", "adam,sgd"], "--arms"),
+    (["--subset", "99999999"], "--subset"), (["--lr", "nan"], "--lr"), (["--hessian-probe", "maybe"], "--hessian-probe"),
+    (["--model-sizes", "embed_dim"], "--model-sizes"), (["--batch-size", "-1"], "--batch-size"),
+])
+def test_malformed_and_unknown_values_exit_2_naming_the_flag(tmp_path, capsys, args, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        code = main(["run", *args, "--runs-dir", str(tmp_path)])
+        raise SystemExit(code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert store.list_runs(str(tmp_path)) == []
+
+
+def test_show_rejects_a_path_as_run_id(tmp_path, capsys):
+    assert main(["show", "../../etc", "--runs-dir", str(tmp_path)]) == 2
+    assert "run_id" in capsys.readouterr().err

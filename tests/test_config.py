@@ -1,0 +1,53 @@
+"""RunConfig: one validate() for every field; exact dict round trip; unknown keys refused."""
+
+import math
+
+import pytest
+
+from twophase.config import RunConfig
+from twophase.errors import ConfigError
+
+
+def test_defaults_validate_and_round_trip():
+    cfg = RunConfig()
+    cfg.validate()
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    custom = RunConfig(model="vit-mlp", arms=["adam", "cg"], switch_epoch=3, model_sizes={"embed_dim": 32},
+                       subset=None, tolerance=0.8)
+    assert RunConfig.from_dict(custom.to_dict()) == custom
+
+
+def test_unknown_keys_are_errors():
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict({"model": "mlp", "learning_rate": 0.1})
+    assert "learning_rate" in info.value.errors
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("tolerance", 0.0, "(0, 1]"), ("tolerance", 1.01, "(0, 1]"), ("tolerance", math.nan, "finite"),
+    ("epochs", 0, "from 1"), ("epochs", -5, "from 1"), ("epochs", 2.5, "whole number"),
+    ("batch_size", "512", "whole number"), ("lr", -1e-3, "(0"), ("lr", math.inf, "finite"),
+    ("model", "resnet", "vit-mlp"), ("dataset", "imagenet", "mnist"), ("loss", "hinge", "mse"),
+    ("arms", [], "at least one"), ("arms", ["adam", "sgd"], "sgd"), ("cg_beta", "dy", "pr+"),
+    ("line_search", "armijo", "golden"), ("cg_dtype", "float16", "float64"), ("device", "tpu", "cuda"),
+    ("subset", 10**6, "60000"), ("subset", 0, "from 1"), ("switch_epoch", 500, "at most epochs"),
+    ("patience", 0, "from 1"), ("smoothing", 1.0, "[0, 1)"), ("model_sizes", {"depth2": 3}, "allowed sizes"),
+])
+def test_each_bad_field_is_named_with_its_allowed_values(field, value, needle):
+    with pytest.raises(ConfigError) as info:
+        RunConfig(**{field: value}).validate()
+    assert field in info.value.errors
+    assert needle in info.value.errors[field]
+    assert field in str(info.value)
+
+
+def test_all_bad_fields_are_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        RunConfig(tolerance=2, epochs=0, model="x").validate()
+    assert {"tolerance", "epochs", "model"} <= set(info.value.errors)
+
+
+def test_model_that_cannot_be_built_is_refused():
+    with pytest.raises(ConfigError) as info:
+        RunConfig(model="vit-mlp", model_sizes={"embed_dim": 30, "heads": 4}).validate()
+    assert "model_sizes" in info.value.errors

@@ -1,0 +1,306 @@
+"""One training arm: one optimizer strategy on one model, advanced one epoch at a time.
+
+An arm is created from a RunConfig, a dataset held in memory and the initial
+model. `Arm.run_epoch()` does the arm's work for one epoch, measures the
+quantities the paper measured, and returns one record (a dict with the
+columns of DESIGN.md section 5). Several arms of one run are driven in turn by
+`twophase.experiment`.
+
+Cost accounting (DESIGN.md section 3, "Fair comparison"):
+- data_passes: a forward and backward pass over the training set counts 1, a
+  forward-only pass 1/3. Only the passes an arm's algorithm needs are counted:
+  the mini-batches, the CG line-search evaluations, and the full gradient norm
+  where the switch rule reads it. The monitoring passes that only draw the
+  charts (train/val loss and accuracy, the Adam arm's gradient norm) are not.
+- loss_evals: evaluations of the loss over the full training set by the
+  algorithm (line searches), or mini-batch steps in the Adam phase.
+- seconds: wall time of the counted work.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from twophase import losses
+from twophase.optim import NonlinearCG, SwitchRule, TwoPhase
+
+FULL_PASS_CHUNK = 4096  # samples per chunk in full-dataset passes (bounds memory)
+DIVERGENCE_FACTOR = 1000.0  # an arm whose training loss exceeds this x its initial loss has diverged
+
+
+class StopRequested(Exception):
+    """Raised inside an arm when the run's stop flag is set; the arm ends as `stopped`."""
+
+
+@dataclass
+class PassCounter:
+    """Cumulative cost of one arm's algorithm."""
+
+    data_passes: float = 0.0
+    loss_evals: int = 0
+    seconds: float = 0.0
+
+
+def full_batch_closure(model, loss_fn, x, y, counter: PassCounter, chunk: int = FULL_PASS_CHUNK):
+    """A closure for CG / L-BFGS: the mean loss over the whole training set.
+
+    `closure(backward=True)` zeroes the gradients, accumulates the gradient of
+    the mean loss chunk by chunk, and returns the loss. `closure(backward=False)`
+    only evaluates the loss under no_grad (a line search that needs values).
+    Each call is charged to `counter`: 1 data pass with backward, 1/3 without.
+    """
+    n = x.shape[0]
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def closure(backward: bool = True):
+        counter.loss_evals += 1
+        counter.data_passes += 1.0 if backward else 1.0 / 3.0
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        if backward:
+            for p in params:
+                p.grad = None
+            for start in range(0, n, chunk):
+                xb, yb = x[start:start + chunk], y[start:start + chunk]
+                loss = loss_fn(model(xb), yb) * (xb.shape[0] / n)
+                loss.backward()
+                total += loss.detach().double()
+        else:
+            with torch.no_grad():
+                for start in range(0, n, chunk):
+                    xb, yb = x[start:start + chunk], y[start:start + chunk]
+                    total += loss_fn(model(xb), yb).double() * (xb.shape[0] / n)
+        return total.to(torch.float32) if x.dtype != torch.float64 else total
+
+    return closure
+
+
+def evaluate(model, loss_fn, x, y, with_grad: bool, chunk: int = FULL_PASS_CHUNK):
+    """Mean loss, accuracy and (optionally) the norm of the gradient of the mean
+    loss over (x, y). Leaves the parameters' .grad fields zeroed when with_grad."""
+    n = x.shape[0]
+    params = [p for p in model.parameters() if p.requires_grad]
+    total_loss, correct = 0.0, 0.0
+    model.eval()
+    if with_grad:
+        grads = [torch.zeros_like(p) for p in params]
+        for start in range(0, n, chunk):
+            xb, yb = x[start:start + chunk], y[start:start + chunk]
+            out = model(xb)
+            loss = loss_fn(out, yb) * (xb.shape[0] / n)
+            chunk_grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for g, cg in zip(grads, chunk_grads):
+                if cg is not None:
+                    g.add_(cg)
+            total_loss += float(loss.detach())
+            correct += losses.accuracy(out.detach(), yb) * xb.shape[0]
+        grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) \
+            if grads else 0.0
+    else:
+        grad_norm = None
+        with torch.inference_mode():
+            for start in range(0, n, chunk):
+                xb, yb = x[start:start + chunk], y[start:start + chunk]
+                out = model(xb)
+                total_loss += float(loss_fn(out, yb)) * (xb.shape[0] / n)
+                correct += losses.accuracy(out, yb) * xb.shape[0]
+    model.train()
+    return total_loss, correct / n, grad_norm
+
+
+@dataclass
+class Arm:
+    """One optimizer strategy trained on its own copy of the initial model.
+
+    name: "two-phase", "adam", "adam-lbfgs" or "cg".
+    """
+
+    name: str
+    model: torch.nn.Module
+    config: object  # RunConfig
+    data: object  # twophase.data.Dataset
+    loss_fn: Callable
+    phase: str = "adam"
+    status: str = "running"  # running, completed, diverged, stopped
+    epoch: int = 0
+    counter: PassCounter = field(default_factory=PassCounter)
+    grad_norm_max: float = 0.0
+    optimizer: object = None
+    second_order: object = None  # L-BFGS of the adam-lbfgs arm
+    rule: SwitchRule | None = None
+    generator: torch.Generator | None = None
+    last_cg_status: str = ""
+    initial_loss: float = math.nan
+
+    # ------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, name: str, initial_model: torch.nn.Module, config, data, loss_fn) -> "Arm":
+        model = copy.deepcopy(initial_model)
+        arm = cls(name=name, model=model, config=config, data=data, loss_fn=loss_fn)
+        arm.generator = torch.Generator(device="cpu")
+        arm.generator.manual_seed(int(config.seed) + 1)  # same batch order in every arm's Adam phase
+        params = list(model.parameters())
+        adam_args = dict(lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
+                         weight_decay=config.weight_decay)
+        cg_args = dict(beta=config.cg_beta, line_search=config.line_search, c2=config.cg_c2,
+                       max_ls=config.cg_max_ls,
+                       dtype=torch.float64 if config.cg_dtype == "float64" else None)
+        rule_args = dict(tolerance=config.tolerance, min_epochs=config.min_epochs, patience=config.patience,
+                         smoothing=config.smoothing, switch_epoch=config.switch_epoch)
+        if name == "two-phase":
+            arm.optimizer = TwoPhase(params, cg=cg_args, rule=rule_args, **adam_args)
+            arm.rule = arm.optimizer.rule
+        elif name == "adam":
+            arm.optimizer = torch.optim.Adam(params, **adam_args)
+        elif name == "adam-lbfgs":
+            arm.optimizer = torch.optim.Adam(params, **adam_args)
+            arm.rule = SwitchRule(**rule_args)
+        elif name == "cg":
+            arm.optimizer = NonlinearCG(params, **cg_args)
+            arm.phase = "cg"
+        else:  # validated earlier; kept for direct callers
+            raise ValueError(f"unknown arm {name!r}")
+        return arm
+
+    # ---------------------------------------------------------------- work
+    def initial_record(self) -> dict:
+        """Epoch 0: the untrained model, identical for every arm of a run."""
+        record = self._record(phase="init", batch_norm_mean=None, needs_full_norm=False)
+        self.initial_loss = record["train_loss"]
+        return record
+
+    def has_diverged(self, record: dict) -> bool:
+        """Non-finite loss or gradient norm, or a training loss above
+        DIVERGENCE_FACTOR x the initial one (Adam's bounded steps rarely overflow outright)."""
+        if not all(math.isfinite(record[k]) for k in ("train_loss", "grad_norm")):
+            return True
+        return math.isfinite(self.initial_loss) and record["train_loss"] > DIVERGENCE_FACTOR * self.initial_loss
+
+    def run_epoch(self, should_stop: Callable[[], bool], on_batch: Callable[[float], None] | None = None) -> dict:
+        """Advance one epoch and return its record. Raises StopRequested when asked to stop."""
+        self.epoch += 1
+        phase = self.phase
+        start = time.perf_counter()
+        batch_norm_mean = None
+        if phase == "adam":
+            batch_norm_mean = self._adam_epoch(should_stop, on_batch)
+        elif self.name == "adam-lbfgs":
+            self._lbfgs_epoch(should_stop, on_batch)
+        else:
+            self._cg_epoch(should_stop, on_batch)
+        self.counter.seconds += time.perf_counter() - start
+        # The switch rule reads the full-set gradient norm: that pass is the algorithm's cost.
+        needs_full_norm = phase == "adam" and self.rule is not None and self.config.grad_norm_mode == "full"
+        return self._record(phase=phase, batch_norm_mean=batch_norm_mean, needs_full_norm=needs_full_norm)
+
+    def _adam_epoch(self, should_stop, on_batch) -> float:
+        x, y = self.data.train_x, self.data.train_y
+        n, bs = x.shape[0], self.config.batch_size
+        order = torch.randperm(n, generator=self.generator).to(x.device)
+        num_batches = math.ceil(n / bs)
+        norms = []
+        track_norms = self.config.grad_norm_mode == "batch-mean"
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for i in range(num_batches):
+            if should_stop():
+                raise StopRequested
+            idx = order[i * bs:(i + 1) * bs]
+            xb, yb = x[idx], y[idx]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.model(xb), yb)
+            loss.backward()
+            if track_norms:
+                grads = [p.grad for p in params if p.grad is not None]
+                norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+            self.optimizer.step()
+            self.counter.loss_evals += 1
+            self.counter.data_passes += xb.shape[0] / n
+            if on_batch is not None:
+                on_batch((i + 1) / num_batches)
+        if not torch.isfinite(loss.detach()):
+            return float("nan")
+        return float(torch.stack(norms).mean()) if norms else None
+
+    def _cg_epoch(self, should_stop, on_batch):
+        closure = full_batch_closure(self.model, self.loss_fn, self.data.train_x, self.data.train_y, self.counter)
+        iters = self.config.cg_iters_per_epoch
+        for i in range(iters):
+            if should_stop():
+                raise StopRequested
+            self.optimizer.step(closure)
+            info = getattr(self.optimizer, "last_step", None)
+            self.last_cg_status = getattr(info, "status", "") if info is not None else ""
+            if on_batch is not None:
+                on_batch((i + 1) / iters)
+
+    def _lbfgs_epoch(self, should_stop, on_batch):
+        closure = full_batch_closure(self.model, self.loss_fn, self.data.train_x, self.data.train_y, self.counter)
+        if should_stop():
+            raise StopRequested
+        # One L-BFGS call runs cg_iters_per_epoch iterations (it re-evaluates at its start).
+        self.second_order.step(closure)
+        if on_batch is not None:
+            on_batch(1.0)
+
+    def _record(self, phase: str, batch_norm_mean, needs_full_norm: bool) -> dict:
+        t0 = time.perf_counter()
+        train_loss, train_acc, full_norm = evaluate(self.model, self.loss_fn, self.data.train_x,
+                                                    self.data.train_y, with_grad=True)
+        if needs_full_norm:
+            self.counter.seconds += time.perf_counter() - t0
+            self.counter.data_passes += 1.0
+        val_loss, val_acc, _ = evaluate(self.model, self.loss_fn, self.data.val_x, self.data.val_y,
+                                        with_grad=False)
+        if self.config.grad_norm_mode == "batch-mean" and phase == "adam" and batch_norm_mean is not None:
+            grad_norm = batch_norm_mean
+        else:
+            grad_norm = full_norm
+        if phase != "init" and math.isfinite(grad_norm):
+            self.grad_norm_max = max(self.grad_norm_max, grad_norm)
+        return {
+            "arm": self.name,
+            "epoch": self.epoch,
+            "phase": phase,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "grad_norm": grad_norm,
+            "grad_norm_max": self.grad_norm_max if phase != "init" else grad_norm,
+            "data_passes": self.counter.data_passes,
+            "loss_evals": self.counter.loss_evals,
+            "seconds": self.counter.seconds,
+        }
+
+    def end_of_epoch(self, record: dict) -> list[dict]:
+        """Feed the switch rule; change phase; return the events of this epoch (peak, switch)."""
+        events = []
+        if self.rule is None or record["phase"] != "adam":
+            return events
+        if self.name == "two-phase":
+            switched = self.optimizer.epoch_end(record["grad_norm"])
+        else:
+            switched = self.rule.update(record["grad_norm"])
+        if switched:
+            # The detected peak is the largest norm seen before the switch.
+            events.append({"arm": self.name, "kind": "peak", "epoch": self.rule.peak_epoch,
+                           "value": self.rule.peak_value})
+            events.append({"arm": self.name, "kind": "switch", "epoch": self.epoch,
+                           "value": record["grad_norm"], "threshold": self.rule.threshold})
+            self.phase = "cg" if self.name == "two-phase" else "lbfgs"
+            if self.name == "adam-lbfgs":
+                self.second_order = torch.optim.LBFGS(
+                    [p for p in self.model.parameters() if p.requires_grad], lr=1.0,
+                    max_iter=self.config.cg_iters_per_epoch,
+                    max_eval=self.config.cg_iters_per_epoch * self.config.cg_max_ls,
+                    history_size=10, line_search_fn="strong_wolfe")
+        return events
+
+
+def make_loss(name: str):
+    return losses.get(name)
