@@ -1,0 +1,89 @@
+"""The Learn page on its own, driven in-process with streamlit.testing.v1.AppTest."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+
+from streamlit.testing.v1 import AppTest
+
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "learn.py")
+TIMEOUT = 120  # seconds per script run (the first one imports torch and runs the optimizers)
+
+
+def load() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def charts(at: AppTest) -> list[dict]:
+    """The plotly figures on the page, in order: one parameter, the contour map, the curves."""
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def values(array) -> np.ndarray:
+    """A plotly array from a figure's JSON: a list, or plotly's {"dtype", "bdata"} encoding."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+    return np.asarray(array)
+
+
+def trace_names(fig: dict) -> list[str]:
+    return [t.get("name") for t in fig["data"]]
+
+
+def test_learn_page_loads_with_its_three_sections():
+    at = load()
+    headers = [h.value for h in at.header]
+    assert len(headers) == 3 and headers[0].startswith("1") and headers[2].startswith("3")
+    figs = charts(at)
+    assert len(figs) == 3
+    one, surface, curves = figs
+    assert any(s.get("type") == "rect" for s in one["layout"].get("shapes", []))  # non-convex shading
+    assert "not convex" in trace_names(surface)
+    assert {"Adam", "CG only", "two-phase"} <= set(trace_names(surface))
+    assert any(n and n.startswith("switch to CG") for n in trace_names(surface))
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 3
+    assert any("Two-phase" in md.value for md in at.markdown)
+
+
+def test_moving_sliders_recomputes_the_figures():
+    at = load()
+    before = charts(at)
+
+    at.slider(key="learn_units").set_value(3).run()
+    assert not at.exception
+    after_units = charts(at)
+    assert after_units[0] != before[0]
+    assert after_units[1] == before[1]  # the other section did not move
+
+    at.slider(key="learn_c").set_value(0.58).run()
+    assert not at.exception
+    after_c = charts(at)
+    assert after_c[1] != after_units[1] and after_c[2] != after_units[2]
+
+    at.slider(key="learn_step").set_value(2).run()
+    assert not at.exception
+    walked = charts(at)
+    assert walked[1] != after_c[1]
+    two = [t for t in walked[1]["data"] if t.get("name") == "two-phase"][0]
+    assert len(values(two["x"])) == 3  # the path is drawn up to step 2
+
+    at.slider(key="learn_tolerance").set_value(0.6).run()
+    assert not at.exception
+
+    at.radio(key="learn_surface").set_value("valley").run()
+    assert not at.exception
+    valley = charts(at)
+    assert valley[1] != walked[1]
+    at.slider(key="learn_start_w1_valley").set_value(-1.0).run()
+    assert not at.exception
+    assert charts(at)[1] != valley[1]
+
+    at.radio(key="learn_x").set_value("evals").run()
+    assert not at.exception
