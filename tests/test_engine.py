@@ -124,3 +124,17 @@ def test_stop_from_another_thread_ends_stopped_quickly_with_files_readable(data_
     run = store.load_run(str(tmp_path), "20260101-000000-00000d")
     assert run.summary["status"] == "stopped"
     assert len(run.metrics) >= 4
+
+
+def test_hessian_probe_columns_appear_only_when_enabled(data_root, tmp_path):
+    run_experiment(tiny(data_root, epochs=2, switch_epoch=1), str(tmp_path), "20260101-000000-0000e0")
+    run_experiment(tiny(data_root, epochs=2, switch_epoch=1, hessian_probe=True), str(tmp_path),
+                   "20260101-000000-0000e1")
+    off = read_metrics(str(tmp_path), "20260101-000000-0000e0")
+    on = read_metrics(str(tmp_path), "20260101-000000-0000e1")
+    assert "hess_min" not in off.columns and "hess_max" not in off.columns
+    assert on[["hess_min", "hess_max"]].notna().all().all()
+    assert (on["hess_min"] <= on["hess_max"]).all()
+    # The probe is monitoring: it changes neither the training nor the cost charged to the arms.
+    pd.testing.assert_frame_equal(off.drop(columns=["seconds"]),
+                                  on.drop(columns=["seconds", "hess_min", "hess_max"]))

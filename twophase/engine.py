@@ -29,6 +29,7 @@ import torch
 
 from twophase import losses
 from twophase.optim import NonlinearCG, SwitchRule, TwoPhase
+from twophase.probe import hessian_extremes
 
 FULL_PASS_CHUNK = 4096  # samples per chunk in full-dataset passes (bounds memory)
 DIVERGENCE_FACTOR = 1000.0  # an arm whose training loss exceeds this x its initial loss has diverged
@@ -136,6 +137,7 @@ class Arm:
     generator: torch.Generator | None = None
     last_cg_status: str = ""
     initial_loss: float = math.nan
+    probe_seconds: float = 0.0  # time spent in the Hessian probe (recorded, never charged)
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -262,6 +264,12 @@ class Arm:
             grad_norm = full_norm
         if phase != "init" and math.isfinite(grad_norm):
             self.grad_norm_max = max(self.grad_norm_max, grad_norm)
+        curvature = {}
+        if self.config.hessian_probe:  # monitoring only: its cost is not charged to the arm
+            hess_min, hess_max, probe_seconds = hessian_extremes(self.model, self.loss_fn, self.data.train_x,
+                                                     self.data.train_y, seed=self.config.seed)
+            curvature = {"hess_min": hess_min, "hess_max": hess_max}
+            self.probe_seconds += probe_seconds
         return {
             "arm": self.name,
             "epoch": self.epoch,
@@ -275,6 +283,7 @@ class Arm:
             "data_passes": self.counter.data_passes,
             "loss_evals": self.counter.loss_evals,
             "seconds": self.counter.seconds,
+            **curvature,
         }
 
     def end_of_epoch(self, record: dict) -> list[dict]:

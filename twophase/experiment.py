@@ -49,12 +49,19 @@ def arm_summary(arm: Arm, last: dict | None) -> dict:
                     "loss_evals", "seconds"):
             value = last.get(key)
             out[key] = value if isinstance(value, (int, float)) and math.isfinite(value) else None
+    if arm.probe_seconds:
+        out["probe_seconds"] = round(arm.probe_seconds, 3)
     if arm.rule is not None:
         out["switch_epoch"] = arm.rule.switch_epoch
         out["peak_epoch"] = arm.rule.peak_epoch if arm.rule.switched else None
         out["peak_grad_norm"] = arm.rule.peak_value if arm.rule.switched else None
         out["threshold"] = arm.rule.threshold if arm.rule.switched else None
     return out
+
+
+def metric_columns(config: RunConfig) -> list[str]:
+    """The metrics.csv columns of a run: the Hessian probe adds hess_min and hess_max."""
+    return store.METRIC_COLUMNS + (store.OPTIONAL_COLUMNS if config.hessian_probe else [])
 
 
 def overall_status(arm_statuses: list[str]) -> str:
@@ -88,7 +95,8 @@ def run_experiment(
     runs_dir = runs_dir or store.default_runs_dir()
     if writer is None:
         run_id = run_id or store.new_run_id()
-        writer = store.RunWriter(runs_dir, run_id, config.to_dict(), status="running")
+        writer = store.RunWriter(runs_dir, run_id, config.to_dict(), columns=metric_columns(config),
+                                 status="running")
     run_id = writer.run_id
     started = time.time()
     arms: list[Arm] = []

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from twophase import store
 from twophase.config import RunConfig
-from twophase.experiment import FINAL_STATUSES, _now, run_experiment
+from twophase.experiment import FINAL_STATUSES, _now, metric_columns, run_experiment
 
 DEFAULT_MAX_CONCURRENT = 1  # 2 cores: one training at a time; others wait as `queued`
 
@@ -78,7 +78,8 @@ class JobManager:
         config.validate()
         config = copy.deepcopy(config)
         run_id = store.new_run_id()
-        writer = store.RunWriter(self.runs_dir, run_id, config.to_dict(), status="queued")
+        writer = store.RunWriter(self.runs_dir, run_id, config.to_dict(), columns=metric_columns(config),
+                                 status="queued")
         job = _Job(run_id, config, writer)
         with self._lock:
             self._jobs[run_id] = job
