@@ -1,7 +1,40 @@
-"""Streamlit entrypoint: `streamlit run app.py` (or `make run`)."""
+"""Streamlit entrypoint: `streamlit run app.py` (or `make run`).
+
+The frame around every page: page config, the stylesheet, the process-wide
+JobManager, and the navigation. Each page lives in pages/ and reads the
+manager from st.session_state["jobs"] (set here on every run, so every page,
+in every session, talks to the same registry of background runs).
+
+Environment: TWOPHASE_RUNS (runs folder, default ./runs), TWOPHASE_DATA
+(dataset folder, default ./data).
+"""
+
+from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="twophase", layout="wide")
-st.title("twophase")
-st.write("Two-phase training: Adam while the loss surface is non-convex, then conjugate gradient.")
+from twophase import store
+from twophase.jobs import JobManager
+
+HERE = Path(__file__).resolve().parent
+
+st.set_page_config(page_title="twophase: Adam, then conjugate gradient", page_icon=":material/show_chart:", layout="wide")
+st.html(HERE / "assets" / "style.css")
+
+
+@st.cache_resource(show_spinner=False)
+def job_manager(runs_dir: str) -> JobManager:
+    """The one JobManager of this server process for `runs_dir` (kept across sessions and reruns)."""
+    return JobManager(runs_dir=runs_dir)
+
+
+# Keyed by the runs folder, so a change of TWOPHASE_RUNS (tests) gets its own registry.
+st.session_state["jobs"] = job_manager(str(store.default_runs_dir()))
+
+pages = [
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:", default=True),
+    st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
+]
+st.navigation(pages).run()

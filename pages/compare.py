@@ -1,0 +1,148 @@
+"""Compare: overlay finished runs (and arms), side by side with the paper's published figures."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import streamlit as st
+
+from twophase import paper, plots, store
+
+if "jobs" not in st.session_state:
+    # Streamlit ran this file without app.py: its legacy pages/ mode, active until the first
+    # st.navigation call of the server (a fresh server whose first visit is to this page's URL).
+    st.switch_page("app.py")
+jobs = st.session_state["jobs"]
+FINAL = frozenset(store.FINAL_STATUSES)
+METRICS = ["train_loss", "val_loss", "train_acc", "val_acc", "grad_norm"]
+
+
+def run_label(info) -> str:
+    cfg = info.config or {}
+    name = f" “{cfg['name']}”" if cfg.get("name") else ""
+    return (f"{info.run_id}{name} · {cfg.get('model', '?')} on {cfg.get('dataset', '?')} · "
+            f"tol {cfg.get('tolerance', '?')} · {info.status}")
+
+
+def short_label(run) -> str:
+    cfg = run.config or {}
+    return cfg.get("name") or run.run_id[9:]  # HHMMSS-xxxxxx is enough to tell runs apart
+
+
+def config_differences(runs: list) -> pd.DataFrame:
+    """Config fields whose values differ between `runs` (one column per run)."""
+    configs = {short_label(r): (r.config or {}) for r in runs}
+    keys = sorted(set().union(*[c.keys() for c in configs.values()]))
+    rows = {}
+    for key in keys:
+        values = [repr(c.get(key)) for c in configs.values()]
+        if len(set(values)) > 1:
+            rows[key] = [("" if c.get(key) is None else str(c.get(key))) for c in configs.values()]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(configs))
+
+
+st.title("Compare runs")
+infos = [i for i in store.list_runs(jobs.runs_dir) if i.status in FINAL and i.config]
+if not infos:
+    st.info("No finished runs yet. Start one on the Train page; it appears here once it has ended.")
+    st.stop()
+
+by_id = {i.run_id: i for i in infos}
+selected = st.multiselect("Runs", list(by_id), default=list(by_id)[:1], format_func=lambda r: run_label(by_id[r]),
+                          key="cmp_runs", help="Finished runs (completed, stopped, diverged, failed, interrupted).")
+if not selected:
+    st.info("Pick one or more runs.")
+    st.stop()
+
+runs = []
+for run_id in selected:
+    try:
+        runs.append(store.load_run(jobs.runs_dir, run_id))
+    except (FileNotFoundError, ValueError) as err:
+        st.warning(f"Run {run_id} cannot be read: {err}")
+for run in runs:
+    for warning in run.warnings:
+        st.warning(f"Run {run.run_id}: {warning}")
+
+all_arms = [a for a in plots.ARM_COLORS if any(a in ((r.config or {}).get("arms") or []) for r in runs)]
+c1, c2, c3 = st.columns([2, 2, 3])
+arms = c1.multiselect("Arms", all_arms, default=all_arms, format_func=plots.arm_label, key="cmp_arms")
+metric = c2.selectbox("Metric", METRICS, format_func=lambda m: plots.METRIC_LABELS[m], key="cmp_metric")
+x_axis = c3.radio("x-axis", list(plots.X_AXES), format_func=plots.X_AXES.get, horizontal=True, key="cmp_x")
+c4, c5, c6 = st.columns([2, 2, 3])
+log_y = c4.toggle("Log-scale y", value=metric.endswith("loss") or metric == "grad_norm", key="cmp_log_y")
+show_paper = c5.toggle("Paper's final values", value=False, key="cmp_paper",
+                       help="Dotted lines at the final figures of the paper's Table 1 (same model and dataset).",
+                       disabled=metric not in ("train_loss", "val_loss", "train_acc", "val_acc"))
+smoothing = c6.slider("Smoothing", min_value=0.0, max_value=0.95, value=0.0, step=0.05, key="cmp_smoothing",
+                      help="Exponential moving average for noisy curves (0 = raw).")
+
+curves, references, frames = [], [], []
+for run in runs:
+    label = short_label(run)
+    metrics = run.metrics
+    for arm in arms:
+        part = metrics[metrics["arm"] == arm] if len(metrics) else metrics
+        if len(part):
+            curves.append((label, arm, part))
+            frames.append(part.assign(run_id=run.run_id))
+    if show_paper:
+        cfg = run.config or {}
+        for _, row in paper.figures_for(cfg.get("model", ""), cfg.get("dataset", "")).iterrows():
+            if row["algorithm"] in arms:
+                references.append((f"paper {row['model']}/{row['dataset']} {row['algorithm']}", row["algorithm"],
+                                   row[metric]))
+references = list(dict.fromkeys(references))
+st.plotly_chart(plots.compare_figure(curves, y=metric, x=x_axis, log_y=log_y, smoothing=smoothing,
+                                     references=references), key="cmp_chart")
+
+st.subheader("Final figures")
+tables = []
+for run in runs:
+    arm_status = {a: v.get("status", "") for a, v in ((run.summary or {}).get("arms") or {}).items()
+                  if isinstance(v, dict)}
+    table = plots.final_table(run.metrics, run.events, arm_status)
+    table = table[table["arm"].isin(arms)]
+    table.insert(0, "run", short_label(run))
+    tables.append(table)
+if tables:
+    number = st.column_config.NumberColumn
+    st.dataframe(pd.concat(tables, ignore_index=True), hide_index=True, column_config={
+        "train_loss": number("train loss", format="%.4g"), "val_loss": number("val loss", format="%.4g"),
+        "train_acc": number("train acc", format="%.3f"), "val_acc": number("val acc", format="%.3f"),
+        "grad_norm": number("grad norm", format="%.3g"), "data_passes": number("data passes", format="%.1f"),
+        "seconds": number("seconds", format="%.1f"), "peak_epoch": number("peak epoch", format="%d"),
+        "switch_epoch": number("switch epoch", format="%d")})
+
+if len(runs) > 1:
+    st.subheader("Settings that differ")
+    diff = config_differences(runs)
+    if diff.empty:
+        st.caption("The selected runs have the same settings.")
+    else:
+        st.dataframe(diff)
+
+pairs = sorted({((r.config or {}).get("model", ""), (r.config or {}).get("dataset", "")) for r in runs})
+published = pd.concat([paper.figures_for(m, d) for m, d in pairs], ignore_index=True) if pairs else pd.DataFrame()
+st.subheader("The paper's figures")
+if published.empty:
+    st.caption("The paper (Table 1) has no figures for these models and datasets.")
+else:
+    st.caption("Hrycej et al. 2025, Table 1: after 1000 epochs (700 for vit-mlp) on the full training set, "
+               "MSE loss. Set beside the runs above with the same model and dataset.")
+    st.dataframe(published, hide_index=True)
+
+st.subheader("Download")
+if frames:
+    selection = pd.concat(frames, ignore_index=True)
+    parquet = io.BytesIO()
+    selection.astype({c: "string" for c in selection.columns if selection[c].dtype == object}).to_parquet(
+        parquet, index=False)
+    d1, d2, d3 = st.columns(3)
+    d1.download_button("Metrics (CSV)", selection.to_csv(index=False).encode(), "twophase-metrics.csv",
+                       "text/csv", key="dl_csv", icon=":material/download:")
+    d2.download_button("Metrics (Parquet)", parquet.getvalue(), "twophase-metrics.parquet",
+                       "application/vnd.apache.parquet", key="dl_parquet", icon=":material/download:")
+    d3.download_button("Run folders (zip)", store.zip_runs(jobs.runs_dir, [r.run_id for r in runs]),
+                       "twophase-runs.zip", "application/zip", key="dl_zip", icon=":material/folder_zip:")

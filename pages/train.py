@@ -1,0 +1,303 @@
+"""Train (the landing page): choose a run, press Start, watch two-phase and Adam train live.
+
+The settings sit in the sidebar; every value goes through RunConfig.validate()
+before anything starts. The run id goes into the URL (?run=...), so a refresh,
+a bookmark or the Runs page's "Open" re-attaches to it. While the run is
+active, a fragment re-reads the JobManager's snapshot once a second; once the
+status is final it stops polling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+import streamlit as st
+
+from twophase import data as data_mod
+from twophase import models as models_mod
+from twophase import paper, plots, store
+from twophase.config import ARM_DESCRIPTIONS, ARMS, CG_BETAS, GRAD_NORM_MODES, LINE_SEARCHES, LOSSES, RunConfig
+from twophase.errors import ConfigError, DatasetUnavailable
+
+FINAL = frozenset(store.FINAL_STATUSES)
+DEFAULTS = RunConfig()  # the defaults live in config.py (chosen by measurement), never here
+POLL_SECONDS = 1.0
+
+LABELS = {  # widget label of each RunConfig field, to name it in error messages
+    "model": "Model", "dataset": "Dataset", "tolerance": "Switch tolerance", "epochs": "Epochs",
+    "batch_size": "Batch size", "lr": "Learning rate", "subset": "Training samples",
+    "val_subset": "Validation samples", "loss": "Loss", "seed": "Seed", "arms": "Arms",
+    "min_epochs": "Minimum Adam epochs", "patience": "Patience", "smoothing": "Smoothing",
+    "switch_epoch": "Fixed switch epoch", "cg_beta": "CG beta", "line_search": "Line search",
+    "cg_dtype": "CG in float64", "cg_iters_per_epoch": "CG iterations per epoch",
+    "grad_norm_mode": "Gradient norm", "threads": "CPU threads", "name": "Run name", "model_sizes": "Model sizes",
+}
+
+if "jobs" not in st.session_state:
+    # Streamlit ran this file without app.py: its legacy pages/ mode, active until the first
+    # st.navigation call of the server (a fresh server whose first visit is to this page's URL).
+    st.switch_page("app.py")
+jobs = st.session_state["jobs"]
+
+
+# ------------------------------------------------------------------ reading
+@dataclass
+class RunView:
+    """What the page shows of one run, read from the JobManager or from disk."""
+
+    run_id: str
+    status: str
+    config: dict
+    metrics: pd.DataFrame
+    events: list = field(default_factory=list)
+    progress: dict = field(default_factory=dict)
+    error: str | None = None
+    summary: dict | None = None
+
+    @property
+    def arm_status(self) -> dict:
+        arms = (self.summary or {}).get("arms") or {}
+        return {a: v.get("status", "") for a, v in arms.items() if isinstance(v, dict)}
+
+
+def read_run(run_id: str) -> RunView | None:
+    """The run's current state: the in-process job's snapshot, else the files on disk."""
+    snap = jobs.snapshot(run_id)
+    if snap is not None:
+        return RunView(run_id, snap.status, snap.config, pd.DataFrame(snap.records), snap.events,
+                       snap.progress, snap.error, snap.summary)
+    try:
+        run = store.load_run(jobs.runs_dir, run_id)
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    config = run.config or {}
+    progress = {}
+    epochs = config.get("epochs") or 0
+    if len(run.metrics) and "arm" in run.metrics.columns and epochs:
+        for arm, part in run.metrics.groupby("arm"):
+            progress[arm] = min(1.0, float(part["epoch"].max()) / epochs)
+    return RunView(run_id, run.status, config, run.metrics, run.events, progress,
+                   (run.summary or {}).get("error"), run.summary)
+
+
+@st.cache_data(show_spinner=False)
+def parameter_count(model: str, dataset: str) -> int | None:
+    """Trainable parameters of `model` built for `dataset`'s input shape (None if it does not build)."""
+    try:
+        info = data_mod.info(dataset)
+        return models_mod.count_parameters(models_mod.build(model, info["input_shape"], info["num_classes"]))
+    except Exception:
+        return None
+
+
+def describe_config_error(err: ConfigError) -> str:
+    lines = [f"- **{LABELS.get(name, name)}** (`{name}`): {msg}" for name, msg in err.errors.items()]
+    return "Nothing was started. Please fix:\n" + "\n".join(lines)
+
+
+def status_badge(status: str) -> str:
+    return f'<span class="tp-status tp-status-{status}">{status}</span>'
+
+
+# ----------------------------------------------------------------- settings
+def settings() -> dict:
+    """Draw the settings widgets in the sidebar; return the RunConfig fields they give."""
+    d = DEFAULTS
+    with st.sidebar:
+        st.subheader("Run settings")
+        datasets = data_mod.names()
+        dataset = st.selectbox("Dataset", datasets, index=datasets.index(d.dataset) if d.dataset in datasets else 0,
+                               key="cfg_dataset")
+        models = models_mod.names()
+        names = list(models)
+
+        def model_label(name: str) -> str:
+            n = parameter_count(name, dataset)
+            return f"{name} · {n:,} parameters" if n else name
+
+        model = st.selectbox("Model", names, index=names.index(d.model) if d.model in names else 0,
+                             format_func=model_label, key="cfg_model")
+        st.caption(models.get(model, ""))
+        tolerance = st.slider("Switch tolerance", min_value=0.05, max_value=1.0, value=float(d.tolerance),
+                              step=0.01, key="cfg_tolerance",
+                              help="Switch to CG at the first epoch whose gradient norm is at most "
+                                   "tolerance x the largest norm seen so far (the paper: 0.9).")
+        c1, c2 = st.columns(2)
+        epochs = c1.number_input("Epochs", min_value=1, value=int(d.epochs), step=1, key="cfg_epochs")
+        batch_size = c2.number_input("Batch size", min_value=1, value=int(d.batch_size), step=32,
+                                     key="cfg_batch_size", help="Adam's mini-batch (the paper: 512).")
+        lr = c1.number_input("Learning rate", min_value=0.0, value=float(d.lr), step=1e-4, format="%g",
+                             key="cfg_lr", help="Adam's step size (also in the two-phase arm's Adam phase).")
+        seed = c2.number_input("Seed", min_value=0, value=int(d.seed), step=1, key="cfg_seed")
+        subset = st.number_input("Training samples", min_value=1, value=d.subset, step=256, key="cfg_subset",
+                                 placeholder="all", help="A class-balanced subset of the training set; "
+                                                         "empty means the whole set.")
+        loss = st.selectbox("Loss", LOSSES, index=LOSSES.index(d.loss), key="cfg_loss",
+                            help="mse: mean squared error of the softmax against one-hot labels (the paper's).")
+        st.markdown("**Arms** (trained from the same initial weights)")
+        arms = [a for a in ARMS if st.checkbox(plots.arm_label(a), value=a in d.arms, key=f"cfg_arm_{a}",
+                                               help=ARM_DESCRIPTIONS.get(a))]
+        with st.expander("Advanced: switch rule and CG"):
+            st.caption("The paper's rule is the default: no minimum, patience 1, no smoothing.")
+            min_epochs = st.number_input("Minimum Adam epochs", min_value=0, value=int(d.min_epochs), step=1,
+                                         key="cfg_min_epochs")
+            patience = st.number_input("Patience", min_value=1, value=int(d.patience), step=1, key="cfg_patience",
+                                       help="Epochs in a row below the threshold before switching.")
+            smoothing = st.slider("Smoothing", min_value=0.0, max_value=0.95, value=float(d.smoothing), step=0.05,
+                                  key="cfg_smoothing", help="Exponential smoothing of the gradient norm "
+                                                            "before the rule reads it (0 = none).")
+            switch_epoch = st.number_input("Fixed switch epoch", min_value=1, value=d.switch_epoch, step=1,
+                                           placeholder="none: use the rule", key="cfg_switch_epoch",
+                                           help="Switch after this epoch whatever the norm does (the "
+                                                "paper's experiments used 30% of the epochs).")
+            cg_beta = st.selectbox("CG beta", CG_BETAS, index=CG_BETAS.index(d.cg_beta), key="cfg_cg_beta",
+                                   help="pr+: Polak-Ribiere clipped at 0; fr: Fletcher-Reeves; hz: Hager-Zhang.")
+            line_search = st.selectbox("Line search", LINE_SEARCHES, index=LINE_SEARCHES.index(d.line_search),
+                                       key="cfg_line_search",
+                                       help="golden: the paper's golden-section search (forward passes only).")
+            cg_float64 = st.checkbox("CG in float64", value=d.cg_dtype == "float64", key="cfg_cg_float64")
+            cg_iters = st.number_input("CG iterations per epoch", min_value=1, value=int(d.cg_iters_per_epoch),
+                                       step=1, key="cfg_cg_iters")
+            grad_norm_mode = st.selectbox("Gradient norm", GRAD_NORM_MODES,
+                                          index=GRAD_NORM_MODES.index(d.grad_norm_mode), key="cfg_grad_norm_mode",
+                                          help="full: the gradient over the whole training set at the end of "
+                                               "the epoch; batch-mean: the mean of the mini-batch norms.")
+            val_subset = st.number_input("Validation samples", min_value=1, value=d.val_subset, step=500,
+                                         placeholder="all", key="cfg_val_subset")
+            threads = st.number_input("CPU threads", min_value=0, value=int(d.threads), step=1, key="cfg_threads",
+                                      help="PyTorch threads for the run (0: PyTorch's default).")
+            name = st.text_input("Run name", value=d.name, key="cfg_name", placeholder="optional")
+    return dict(model=model, dataset=dataset, tolerance=float(tolerance), epochs=int(epochs),
+                batch_size=int(batch_size), lr=float(lr), seed=int(seed),
+                subset=None if subset is None else int(subset),
+                val_subset=None if val_subset is None else int(val_subset), loss=loss, arms=arms,
+                min_epochs=int(min_epochs), patience=int(patience), smoothing=float(smoothing),
+                switch_epoch=None if switch_epoch is None else int(switch_epoch), cg_beta=cg_beta,
+                line_search=line_search, cg_dtype="float64" if cg_float64 else "float32",
+                cg_iters_per_epoch=int(cg_iters), grad_norm_mode=grad_norm_mode, threads=int(threads), name=name)
+
+
+# ----------------------------------------------------------------- the run
+def show_run(run_id: str, was_live: bool, x: str, log_y: bool) -> None:
+    """Status, progress, charts and (when done) the final table of run `run_id`."""
+    view = read_run(run_id)
+    if view is None:
+        st.warning(f"Run {run_id} is not in {jobs.runs_dir}.")
+        return
+    cfg = view.config or {}
+    status = view.status
+    head, stop_col = st.columns([5, 1])
+    head.markdown(f'Status: {status_badge(status)} &nbsp; run <code>{run_id}</code> · {cfg.get("model", "?")} '
+                  f'on {cfg.get("dataset", "?")} · tolerance {cfg.get("tolerance", "?")}',
+                  unsafe_allow_html=True)
+    if status not in FINAL and jobs.snapshot(run_id) is not None:
+        if stop_col.button("Stop", key="stop", icon=":material/stop_circle:"):
+            jobs.stop(run_id)
+            st.toast("Stopping: the run ends after the current mini-batch or CG iteration.")
+    if view.error:
+        st.error(view.error)
+
+    epochs = cfg.get("epochs") or 0
+    metrics = view.metrics
+    arms = list(cfg.get("arms") or view.progress)
+    if arms:
+        bars = st.columns(len(arms))
+        for col, arm in zip(bars, arms):
+            part = metrics[metrics["arm"] == arm] if len(metrics) and "arm" in metrics.columns else metrics
+            done = int(part["epoch"].max()) if len(part) else 0
+            arm_state = view.arm_status.get(arm) or (
+                "diverged" if any(e.get("kind") == "diverged" and e.get("arm") == arm for e in view.events) else "")
+            fraction = float(view.progress.get(arm, 0.0) or 0.0)
+            if status == "completed" or arm_state == "completed":
+                fraction = 1.0
+            phase = part["phase"].iloc[-1] if len(part) and "phase" in part.columns else ""
+            text = f"{plots.arm_label(arm)}: epoch {done}/{epochs}" + (f" · {phase}" if phase and phase != "init" else "")
+            if arm_state in ("diverged", "failed", "stopped"):
+                text += f" · {arm_state}"
+            col.progress(min(1.0, max(0.0, fraction)), text=text)
+
+    if len(metrics) == 0:
+        st.info("Loading the data and building the model…" if status in ("queued", "running") else "No epochs logged.")
+    else:
+        rule = cfg.get("switch_epoch") is None  # a fixed switch epoch makes the threshold irrelevant
+        grad = plots.grad_norm_figure(metrics, view.events, x=x, tolerance=cfg.get("tolerance") if rule else None,
+                                      show_threshold=rule)
+        r1 = st.columns(2)
+        r1[0].plotly_chart(grad, key="chart_grad_norm")
+        r1[1].plotly_chart(plots.loss_figure(metrics, view.events, x=x, log_y=log_y), key="chart_loss")
+        r2 = st.columns(2)
+        r2[0].plotly_chart(plots.accuracy_figure(metrics, view.events, x=x), key="chart_accuracy")
+        r2[1].plotly_chart(plots.grad_norm_vs_loss_figure(metrics, view.events), key="chart_grad_vs_loss")
+
+    if status in FINAL and len(metrics):
+        final_section(view)
+    if was_live and status in FINAL:
+        st.rerun()  # a full rerun re-creates this fragment without run_every: polling stops
+
+
+def final_section(view: RunView) -> None:
+    st.subheader("Final figures")
+    table = plots.final_table(view.metrics, view.events, view.arm_status)
+    ratio = plots.loss_ratio(view.metrics, view.events)
+    if ratio is not None and math.isfinite(ratio):
+        st.metric("Training loss, two-phase / Adam", f"{ratio:.3g}",
+                  help="Below 1: the two-phase arm ended with the lower training loss.")
+    st.dataframe(
+        table, hide_index=True,
+        column_config={
+            "train_loss": st.column_config.NumberColumn("train loss", format="%.4g"),
+            "val_loss": st.column_config.NumberColumn("val loss", format="%.4g"),
+            "train_acc": st.column_config.NumberColumn("train acc", format="%.3f"),
+            "val_acc": st.column_config.NumberColumn("val acc", format="%.3f"),
+            "grad_norm": st.column_config.NumberColumn("grad norm", format="%.3g"),
+            "data_passes": st.column_config.NumberColumn("data passes", format="%.1f"),
+            "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+            "peak_epoch": st.column_config.NumberColumn("peak epoch", format="%d"),
+            "switch_epoch": st.column_config.NumberColumn("switch epoch", format="%d"),
+        })
+    cfg = view.config or {}
+    published = paper.figures_for(cfg.get("model", ""), cfg.get("dataset", ""))
+    if not published.empty:
+        with st.expander(f"The paper's figures for {cfg['model']} on {cfg['dataset']} (Table 1)"):
+            st.caption("After 1000 epochs (700 for vit-mlp) on the full training set, MSE loss.")
+            st.dataframe(published, hide_index=True)
+
+
+# --------------------------------------------------------------------- page
+st.title("Two-phase training, live")
+st.caption("Adam while the loss surface is non-convex; conjugate gradient once the gradient norm has peaked "
+           "and fallen below tolerance x its maximum. Both arms start from the same initial weights.")
+
+values = settings()
+
+run_id = st.query_params.get("run")
+if run_id is not None and not store.is_valid_run_id(run_id):
+    st.warning(f"Ignoring the run id {run_id!r} in the address: it is not a valid run id.")
+    run_id = None
+
+start_col, message_col = st.columns([1, 5], vertical_alignment="center")
+if start_col.button("Start", type="primary", key="start", icon=":material/play_arrow:"):
+    try:
+        config = RunConfig(**values)
+        config.validate()
+        new_id = jobs.submit(config)
+    except ConfigError as err:
+        message_col.error(describe_config_error(err), icon=":material/error:")
+    except DatasetUnavailable as err:
+        message_col.error(str(err), icon=":material/folder_off:")
+    else:
+        st.query_params["run"] = new_id
+        run_id = new_id
+elif run_id is None:
+    message_col.caption("Press Start to train the arms chosen in the sidebar.")
+
+if run_id is not None:
+    xc, yc = st.columns([3, 1], vertical_alignment="bottom")
+    x_axis = xc.radio("x-axis", list(plots.X_AXES), format_func=plots.X_AXES.get, horizontal=True, key="x_axis",
+                      help="Cost axes: a CG epoch costs several loss evaluations; compare per data pass or per second.")
+    log_y = yc.toggle("Log-scale loss", value=True, key="log_y")
+    first = read_run(run_id)
+    live = first is not None and first.status not in FINAL
+    st.fragment(run_every=POLL_SECONDS if live else None)(show_run)(run_id, live, x_axis, log_y)

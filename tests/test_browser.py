@@ -1,0 +1,119 @@
+"""End to end in a real browser: `streamlit run app.py`, Debian's chromium driven by Playwright.
+
+Needs /usr/bin/chromium (`make browser` installs it); Playwright's own browser
+download is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+
+from twophase import store
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+# The plotly figures drawn in the page, read from the DOM (each graph div carries .data and .layout).
+# Titles come back with Streamlit's <b> markup; _fullData holds the decoded point arrays.
+FIGURES_JS = """
+() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => ({
+    title: (gd.layout && gd.layout.title ? (gd.layout.title.text || '') : '').replace(/<[^>]*>/g, ''),
+    traces: (gd._fullData || gd.data || []).map(t => ({name: t.name, meta: t.meta || null,
+                                                       n: t.x ? t.x.length : null})),
+    shapes: ((gd.layout && gd.layout.shapes) || []).map(s => ({x0: s.x0, x1: s.x1})),
+}))
+"""
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium) first")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def fill_number(page, label: str, value) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    page.wait_for_timeout(300)
+
+
+def test_start_a_tiny_run_and_watch_it_complete(served_app, browser, runs_dir, tmp_path):
+    page = browser.new_page(viewport={"width": 1600, "height": 1300})
+    page.set_default_timeout(30_000)
+    sent = []  # times of the messages the page sends to the server (reruns, widget changes)
+    page.on("websocket", lambda ws: ws.on("framesent", lambda _frame: sent.append(time.time())))
+    # The server is fresh: its first visit goes to a page URL, not to the app's root. Streamlit then
+    # runs the page file alone (its legacy pages/ mode); the page hands over to app.py's navigation.
+    page.goto(served_app + "/runs")
+    page.get_by_text("Run settings").wait_for()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.goto(served_app + "/runs")
+    page.get_by_role("heading", name="Runs").wait_for()
+    page.get_by_text("No runs yet").wait_for()
+    page.goto(served_app)
+    page.get_by_text("Run settings").wait_for()
+
+    # a tiny config: the small MLP on 256 MNIST images, 3 epochs, switch fixed after epoch 2
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Model").click()
+    page.get_by_role("option", name=re.compile(r"^mlp")).click()
+    page.wait_for_timeout(300)
+    fill_number(page, "Training samples", 256)
+    fill_number(page, "Epochs", 3)
+    fill_number(page, "Batch size", 64)
+    page.get_by_text("Advanced: switch rule and CG").click()
+    fill_number(page, "Validation samples", 500)
+    fill_number(page, "Fixed switch epoch", 2)
+    # chromium renders on the same 2 cores: one torch thread avoids oversubscription (10x faster here)
+    fill_number(page, "CPU threads", 1)
+
+    page.get_by_role("button", name=re.compile("Start")).click()
+    page.locator(".tp-status-completed").wait_for(timeout=180_000)
+    assert "run=" in page.url
+    run_id = page.url.split("run=")[1].split("&")[0]
+    assert store.load_run(runs_dir, run_id).status == "completed"
+    cfg = store.load_run(runs_dir, run_id).config
+    assert (cfg["model"], cfg["subset"], cfg["epochs"], cfg["switch_epoch"], cfg["threads"]) == ("mlp", 256, 3, 2, 1)
+
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 4")
+    page.wait_for_timeout(1000)  # the last redraw after the final rerun
+    figures = page.evaluate(FIGURES_JS)
+    (grad,) = [f for f in figures if f["title"] == "Gradient norm"]
+    lines = [t for t in grad["traces"] if (t["meta"] or {}).get("role") == "grad_norm"]
+    assert {t["meta"]["arm"] for t in lines} == {"two-phase", "adam"}
+    assert all(t["n"] == 4 for t in lines)  # epochs 0..3
+    switch = [t for t in grad["traces"] if (t["meta"] or {}).get("role") == "switch"]
+    assert len(switch) == 1 and switch[0]["meta"]["epoch"] == 2
+    assert any(s["x0"] == s["x1"] == 2 for s in grad["shapes"])  # the switch line
+    assert page.get_by_text("switch (two-phase): epoch 2").count() >= 1
+
+    # Streamlit scrolls inside its main section: a tall viewport gets the whole page in one shot
+    page.set_viewport_size({"width": 1600, "height": 2300})
+    page.wait_for_timeout(1500)
+    # once the run has ended the page stops polling: no more reruns are requested
+    quiet_from = time.time()
+    page.wait_for_timeout(3500)
+    assert [t for t in sent if t > quiet_from] == []
+
+    page.screenshot(path=str(tmp_path / "train-completed.png"), full_page=True)
+    assert (tmp_path / "train-completed.png").stat().st_size > 10_000
+
+    # a refresh re-attaches to the run from the address
+    page.reload()
+    page.locator(".tp-status-completed").wait_for(timeout=60_000)

@@ -1,0 +1,235 @@
+"""Figure builders (twophase.plots) and the paper's table (twophase.paper) on small frames."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from twophase import paper, plots
+
+
+def make_metrics(diverge_adam_at=None):
+    """Two arms, 6 epochs plus the initial record; the two-phase arm peaks at 2 and switches at 4."""
+    rows = []
+    norms = [1.0, 2.0, 3.0, 2.9, 2.5, 1.0, 0.5]
+    for arm in ("two-phase", "adam"):
+        running = 0.0
+        for epoch, gn in enumerate(norms):
+            if epoch == 0:
+                phase = "init"
+            elif arm == "two-phase" and epoch > 4:
+                phase = "cg"
+            else:
+                phase = "adam"
+            if epoch > 0:
+                running = max(running, gn)
+            loss = 1.0 / (epoch + 1) if arm == "adam" else 0.5 / (epoch + 1) ** 2
+            if diverge_adam_at is not None and arm == "adam" and epoch >= diverge_adam_at:
+                loss, gn = float("inf"), float("nan")
+            rows.append(dict(arm=arm, epoch=epoch, phase=phase, train_loss=loss, train_acc=min(1, 0.1 * epoch + 0.3),
+                             val_loss=loss * 1.5, val_acc=0.1 * epoch + 0.2, grad_norm=gn,
+                             grad_norm_max=running if epoch else gn, data_passes=epoch * (2.0 if phase == "cg" else 1.0),
+                             loss_evals=epoch * 4, seconds=epoch * 0.5))
+    return pd.DataFrame(rows)
+
+
+EVENTS = [
+    {"arm": "two-phase", "kind": "peak", "epoch": 2, "value": 3.0},
+    {"arm": "two-phase", "kind": "switch", "epoch": 4, "value": 2.5, "threshold": 2.7},
+]
+
+
+def traces(fig, role=None, arm=None):
+    out = []
+    for t in fig.data:
+        meta = t.meta or {}
+        if (role is None or meta.get("role") == role) and (arm is None or meta.get("arm") == arm):
+            out.append(t)
+    return out
+
+
+def vlines(fig):
+    return [s for s in fig.layout.shapes if s.type == "line" and s.x0 == s.x1]
+
+
+def test_grad_norm_figure_has_both_arms_rule_lines_peak_and_switch():
+    fig = plots.grad_norm_figure(make_metrics(), EVENTS, x="epoch", tolerance=0.9)
+    assert isinstance(fig, go.Figure)
+    lines = traces(fig, "grad_norm")
+    assert {t.meta["arm"] for t in lines} == {"two-phase", "adam"}
+    for t in lines:
+        assert t.line.color == plots.ARM_COLORS[t.meta["arm"]]
+    # running max and threshold only for the switching arm, up to the switch, without epoch 0
+    (rmax,) = traces(fig, "running_max")
+    (thr,) = traces(fig, "threshold")
+    assert rmax.meta["arm"] == thr.meta["arm"] == "two-phase"
+    assert list(rmax.x) == [1, 2, 3, 4]
+    assert list(rmax.y) == [2.0, 3.0, 3.0, 3.0]
+    assert np.allclose(thr.y, [1.8, 2.7, 2.7, 2.7])
+    (pk,) = traces(fig, "peak")
+    assert (pk.x[0], pk.y[0]) == (2.0, 3.0)
+    (sw,) = traces(fig, "switch")
+    assert (sw.x[0], sw.y[0]) == (4.0, 2.5)
+    # the switch epoch as a vertical line, labelled with its value
+    (line,) = vlines(fig)
+    assert line.x0 == 4.0
+    assert any("epoch 4" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_switch_line_follows_the_cost_axis():
+    m = make_metrics()
+    fig = plots.grad_norm_figure(m, EVENTS, x="data_passes", tolerance=0.9)
+    expected = float(m[(m.arm == "two-phase") & (m.epoch == 4)]["data_passes"].iloc[0])
+    assert vlines(fig)[0].x0 == expected
+    assert fig.layout.xaxis.title.text == plots.X_AXES["data_passes"]
+    fig = plots.grad_norm_figure(m, EVENTS, x="seconds")
+    assert vlines(fig)[0].x0 == 2.0
+    assert traces(fig, "grad_norm")[0].x[-1] == 3.0
+
+
+def test_switch_and_peak_found_without_events_from_phases():
+    m = make_metrics()
+    assert plots.switch_epoch(m, [], "two-phase") == 4
+    assert plots.switch_epoch(m, [], "adam") is None
+    assert plots.peak(m, [], "two-phase") == (2, 3.0)  # largest Adam-phase norm
+    # the event wins; without a value, the norm of that epoch is read from the metrics
+    assert plots.peak(m, [{"arm": "two-phase", "kind": "peak", "epoch": 3}], "two-phase") == (3, 2.9)
+    # the initial record (phase "init") never counts as the peak
+    m0 = m.copy()
+    m0.loc[m0.epoch == 0, "grad_norm"] = 10.0
+    assert plots.peak(m0, [], "two-phase") == (2, 3.0)
+    # the threshold comes from the switch event when the tolerance is not given
+    fig = plots.grad_norm_figure(m, EVENTS)
+    (thr,) = traces(fig, "threshold")
+    assert np.isclose(thr.y[-1], 2.7)
+    assert traces(plots.grad_norm_figure(m, EVENTS, show_threshold=False), "threshold") == []
+
+
+def test_no_switch_no_switch_marks():
+    m = make_metrics()
+    m.loc[m.arm == "two-phase", "phase"] = m.loc[m.arm == "two-phase", "phase"].replace("cg", "adam")
+    fig = plots.grad_norm_figure(m, [], tolerance=0.9)
+    assert traces(fig, "switch") == []
+    assert vlines(fig) == []
+    assert len(traces(fig, "threshold")) == 1
+
+
+def test_loss_figure_log_scale_train_and_val_same_colour():
+    fig = plots.loss_figure(make_metrics(), EVENTS)
+    assert fig.layout.yaxis.type == "log"
+    roles = {(t.meta["arm"], t.meta["role"]) for t in fig.data if t.meta}
+    assert roles == {(a, r) for a in ("two-phase", "adam") for r in ("train_loss", "val_loss")}
+    for t in fig.data:
+        assert t.line.color == plots.ARM_COLORS[t.meta["arm"]]
+        assert t.line.dash == ("solid" if t.meta["role"] == "train_loss" else "dash")
+    assert plots.loss_figure(make_metrics(), EVENTS, log_y=False).layout.yaxis.type != "log"
+    assert vlines(fig)[0].x0 == 4.0
+    assert not fig.layout.annotations  # the line is labelled on the gradient-norm chart only
+
+
+def test_accuracy_figure():
+    fig = plots.accuracy_figure(make_metrics(), EVENTS, x="epoch")
+    assert {t.meta["role"] for t in fig.data} == {"train_acc", "val_acc"}
+    assert len(fig.data) == 4
+
+
+def test_grad_norm_vs_loss_has_reversed_log_loss_axis_and_switch_point():
+    fig = plots.grad_norm_vs_loss_figure(make_metrics(), EVENTS)
+    assert fig.layout.xaxis.autorange == "reversed"
+    assert fig.layout.xaxis.type == "log"
+    (sw,) = traces(fig, "switch")
+    assert sw.x[0] == pytest.approx(0.5 / 25)
+    assert sw.y[0] == 2.5
+
+
+def test_diverged_arm_drawn_up_to_divergence_with_marker():
+    m = make_metrics(diverge_adam_at=5)
+    events = EVENTS + [{"arm": "adam", "kind": "diverged", "epoch": 5, "value": float("inf")}]
+    fig = plots.loss_figure(m, events)
+    (adam_train,) = traces(fig, "train_loss", "adam")
+    assert list(adam_train.x) == [0, 1, 2, 3, 4, 5]  # rows after the divergence epoch are cut
+    assert math.isnan(adam_train.y[-1])  # the infinite loss is not drawn
+    (marker,) = traces(fig, "diverged", "adam")
+    assert marker.x[0] == 4  # at the last finite point
+    fig = plots.grad_norm_figure(m, events)
+    assert traces(fig, "diverged", "adam")
+    table = plots.final_table(m, events)
+    row = table[table.arm == "adam"].iloc[0]
+    assert row["status"] == "diverged"
+    assert row["train_loss"] == pytest.approx(1 / 5)  # last finite epoch's figure
+    fig.to_json()  # serialisable: no inf left
+
+
+def test_final_table_and_ratio():
+    m = make_metrics()
+    table = plots.final_table(m, EVENTS, {"two-phase": "completed", "adam": "completed"})
+    assert list(table["arm"]) == ["two-phase", "adam"]
+    two = table.iloc[0]
+    assert two["switch_epoch"] == 4 and two["peak_epoch"] == 2 and two["epochs"] == 6
+    assert two["status"] == "completed"
+    assert table.iloc[1]["switch_epoch"] is None or pd.isna(table.iloc[1]["switch_epoch"])
+    assert plots.loss_ratio(m, EVENTS) == pytest.approx((0.5 / 49) / (1 / 7))
+    assert plots.loss_ratio(m[m.arm == "adam"], EVENTS) is None
+
+
+def test_compare_overlay_colours_dashes_smoothing_references():
+    m = make_metrics()
+    curves = [("run A", "two-phase", m[m.arm == "two-phase"]), ("run A", "adam", m[m.arm == "adam"]),
+              ("run B", "adam", m[m.arm == "adam"])]
+    fig = plots.compare_figure(curves, y="train_loss", x="data_passes", log_y=True, smoothing=0.5,
+                               references=[("paper adam", "adam", 0.01)])
+    assert len(fig.data) == 3
+    by = {(t.meta["run"], t.meta["arm"]): t for t in fig.data}
+    assert by["run A", "two-phase"].line.color == plots.ARM_COLORS["two-phase"]
+    assert by["run A", "adam"].line.color == by["run B", "adam"].line.color == plots.ARM_COLORS["adam"]
+    assert by["run A", "adam"].line.dash == by["run A", "two-phase"].line.dash != by["run B", "adam"].line.dash
+    raw = m[m.arm == "adam"]["train_loss"].to_numpy()
+    smoothed = by["run A", "adam"].y
+    assert smoothed[0] == pytest.approx(raw[0])
+    assert raw[1] < smoothed[1] < raw[0]  # smoothed toward the past
+    # the method is drawn last (on top), but listed first in the legend
+    assert fig.data[-1].meta["arm"] == "two-phase"
+    assert by["run A", "two-phase"].legendrank < by["run A", "adam"].legendrank
+    assert fig.layout.yaxis.type == "log"
+    assert any(s.y0 == s.y1 == 0.01 for s in fig.layout.shapes)
+    with pytest.raises(ValueError, match="smoothing"):
+        plots.compare_figure(curves, smoothing=1.0)
+
+
+def test_smooth():
+    s = pd.Series([1.0, np.nan, 3.0])
+    assert plots.smooth(s, 0).equals(s)
+    out = plots.smooth(s, 0.5)
+    assert math.isnan(out[1]) and out[0] == 1.0 and 1.0 < out[2] < 3.0
+
+
+def test_bad_axis_and_empty_input():
+    with pytest.raises(ValueError, match="x must be one of"):
+        plots.grad_norm_figure(make_metrics(), x="minutes")
+    for build in (plots.grad_norm_figure, plots.loss_figure, plots.accuracy_figure, plots.grad_norm_vs_loss_figure):
+        fig = build(pd.DataFrame(), [])
+        assert len(fig.data) == 0
+    assert plots.final_table(None).empty
+
+
+def test_arm_colours_stable():
+    assert plots.arm_color("two-phase") != plots.arm_color("adam")
+    assert plots.arm_color("something-else") == plots.arm_color("something-else")
+
+
+def test_paper_table():
+    t = paper.table()
+    assert len(t) == 30
+    rows = paper.figures_for("vit-mlp", "mnist")
+    assert set(rows["algorithm"]) == {"adam", "two-phase"}
+    assert paper.final_loss("vit-mlp", "mnist", "two-phase") == 0.0001
+    assert paper.final_loss("vit-mlp", "cifar10", "adam") == 0.0091
+    assert paper.figures_for("mlp", "mnist").empty
+    assert paper.final_loss("mlp", "mnist", "adam") is None
+    with pytest.raises(ValueError, match="column"):
+        paper.final_loss("vit-mlp", "mnist", "adam", column="loss")
+    # two-phase is lower or equal in training loss in every cell, as the paper reports
+    wide = t.pivot_table(index=["dataset", "model"], columns="algorithm", values="train_loss")
+    assert (wide["two-phase"] <= wide["adam"]).all()

@@ -1,0 +1,63 @@
+"""The figures the method's authors published (their Table 1), as data.
+
+Source: Hrycej et al., "A Convexity-dependent Two-Phase Training Algorithm for
+Deep Neural Networks" (arXiv 2510.25366), Table 1: final training and
+validation loss (MSE) and accuracy of Adam alone and of the two-phase method,
+for five models on MNIST, CIFAR-10 and CIFAR-100, after 1000 epochs (700 for
+vit-mlp). The file ships inside the package (twophase/data_files/) so the
+engine, the CLI and the app read the same numbers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+TABLE_PATH = Path(__file__).resolve().parent / "data_files" / "paper_table1.csv"
+COLUMNS = ["dataset", "model", "algorithm", "train_loss", "train_acc", "val_loss", "val_acc",
+           "overdetermination_q"]
+# The paper's budgets (epochs): Adam alone, and the two-phase split Adam + CG.
+BUDGETS = {
+    "default": {"adam": 1000, "two-phase": (300, 700)},
+    "vit-mlp": {"adam": 700, "two-phase": (210, 490)},
+}
+
+
+@lru_cache(maxsize=1)
+def _table() -> pd.DataFrame:
+    df = pd.read_csv(TABLE_PATH)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{TABLE_PATH} lacks column(s) {', '.join(missing)}")
+    return df[COLUMNS]
+
+
+def table() -> pd.DataFrame:
+    """The whole published table (a copy): one row per dataset, model and algorithm."""
+    return _table().copy()
+
+
+def figures_for(model: str, dataset: str) -> pd.DataFrame:
+    """The published rows for `model` on `dataset` ("adam" and "two-phase").
+
+    model: a name from twophase.models.names(); dataset: one from
+    twophase.data.names(). An empty frame when the paper has no such cell
+    (for example the "mlp" model or Fashion-MNIST).
+    """
+    df = _table()
+    return df[(df["model"] == model) & (df["dataset"] == dataset)].reset_index(drop=True).copy()
+
+
+def final_loss(model: str, dataset: str, algorithm: str, column: str = "train_loss") -> float | None:
+    """One published number, e.g. final_loss("vit-mlp", "mnist", "two-phase") -> 0.0001.
+
+    algorithm: "adam" or "two-phase". column: train_loss, train_acc, val_loss
+    or val_acc. None when the paper has no such cell.
+    """
+    if column not in COLUMNS[3:7]:
+        raise ValueError(f"column must be one of {', '.join(COLUMNS[3:7])}; got {column!r}")
+    rows = figures_for(model, dataset)
+    rows = rows[rows["algorithm"] == algorithm]
+    return None if rows.empty else float(rows[column].iloc[0])

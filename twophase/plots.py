@@ -1,0 +1,546 @@
+"""Plotly figures built from a run's metrics (pure functions; no streamlit).
+
+Every function takes the per-epoch metrics as a pandas DataFrame with the
+columns of DESIGN.md section 5 (arm, epoch, phase, train_loss, train_acc,
+val_loss, val_acc, grad_norm, grad_norm_max, data_passes, loss_evals, seconds)
+and, where it matters, the run's events: a list of dicts
+``{"arm", "kind": "peak"|"switch"|"diverged", "epoch", "value", "threshold"}``.
+Missing columns or an empty frame give an empty (but valid) figure.
+
+The same arm has the same colour in every figure (ARM_COLORS). The x-axis of
+the per-epoch figures is one of X_AXES: "epoch", "data_passes" (cumulative
+cost: a forward+backward pass over the training set counts 1, a forward-only
+pass 1/3) or "seconds" (wall time).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+ARM_COLORS = {
+    "two-phase": "#d62728",   # red: the method
+    "adam": "#1f77b4",        # blue: the baseline
+    "adam-lbfgs": "#2ca02c",  # green
+    "cg": "#9467bd",          # purple
+}
+_EXTRA_COLORS = ("#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+ARM_LABELS = {
+    "two-phase": "two-phase",
+    "adam": "Adam",
+    "adam-lbfgs": "Adam, then L-BFGS",
+    "cg": "CG only",
+}
+
+X_AXES = {
+    "epoch": "epoch",
+    "data_passes": "data passes (cost)",
+    "seconds": "wall time (s)",
+}
+
+METRIC_LABELS = {
+    "train_loss": "training loss",
+    "val_loss": "validation loss",
+    "train_acc": "training accuracy",
+    "val_acc": "validation accuracy",
+    "grad_norm": "gradient norm",
+    "grad_norm_max": "running max of the gradient norm",
+    "data_passes": "data passes",
+    "loss_evals": "loss evaluations",
+    "seconds": "wall time (s)",
+}
+
+# Arms whose optimizer follows the switch rule (a peak, a threshold, a switch).
+SWITCHING_ARMS = ("two-phase", "adam-lbfgs")
+
+# Phases that are not a "second phase": the Adam phase, the initial record
+# (epoch 0, before any update) and a missing value.
+_NON_SWITCH_PHASES = ("adam", "init", "nan", "None", "")
+
+_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+
+
+# ----------------------------------------------------------------- helpers
+def arm_color(arm: str) -> str:
+    """The colour of `arm` (a fixed one for known arms, a stable pick otherwise)."""
+    if arm in ARM_COLORS:
+        return ARM_COLORS[arm]
+    return _EXTRA_COLORS[sum(map(ord, str(arm))) % len(_EXTRA_COLORS)]
+
+
+def arm_label(arm: str) -> str:
+    """Human name of `arm` for legends and tables."""
+    return ARM_LABELS.get(arm, str(arm))
+
+
+def _check_x(x: str) -> None:
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {', '.join(X_AXES)}; got {x!r}")
+
+
+def _clean(metrics: pd.DataFrame | None) -> pd.DataFrame:
+    """A copy with numeric columns as floats and +-inf turned into NaN."""
+    if metrics is None or len(metrics) == 0:
+        return pd.DataFrame(columns=["arm", "epoch"])
+    df = metrics.copy()
+    for col in df.columns:
+        if col in ("arm", "phase"):
+            df[col] = df[col].astype(str)
+            continue
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        df[col] = df[col].replace([np.inf, -np.inf], np.nan)
+    if "epoch" in df.columns:
+        df = df.sort_values(["arm", "epoch"], kind="stable")
+    return df
+
+
+def _arms(df: pd.DataFrame, arms: Sequence[str] | None = None) -> list[str]:
+    """Arms present in `df`, known arms first in a fixed order, optionally filtered."""
+    present = [a for a in pd.unique(df["arm"])] if "arm" in df.columns and len(df) else []
+    order = [a for a in ARM_COLORS if a in present] + [a for a in present if a not in ARM_COLORS]
+    if arms is not None:
+        order = [a for a in order if a in arms]
+    return order
+
+
+def _events(events: Iterable[Mapping] | None, kind: str, arm: str | None = None) -> list[Mapping]:
+    out = []
+    for ev in events or ():
+        if not isinstance(ev, Mapping) or ev.get("kind") != kind:
+            continue
+        if arm is not None and ev.get("arm") != arm:
+            continue
+        out.append(ev)
+    return out
+
+
+def _first_event(events, kind: str, arm: str) -> Mapping | None:
+    found = _events(events, kind, arm)
+    return found[0] if found else None
+
+
+def _arm_frame(df: pd.DataFrame, arm: str, events=None) -> pd.DataFrame:
+    """The rows of one arm, cut after its divergence epoch if it diverged."""
+    part = df[df["arm"] == arm]
+    div = _first_event(events, "diverged", arm)
+    if div is not None and div.get("epoch") is not None and "epoch" in part.columns:
+        part = part[part["epoch"] <= float(div["epoch"])]
+    return part
+
+
+def _value_at(part: pd.DataFrame, epoch, column: str):
+    """Value of `column` in the row of `epoch` (None when absent or not finite)."""
+    if column not in part.columns or "epoch" not in part.columns or epoch is None:
+        return None
+    rows = part[part["epoch"] == float(epoch)]
+    if rows.empty:
+        return None
+    v = rows[column].iloc[-1]
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def switch_epoch(metrics: pd.DataFrame | None, events=None, arm: str = "two-phase") -> int | None:
+    """The epoch at which `arm` switched from Adam to its second phase.
+
+    Taken from the "switch" event; without one, the last epoch whose phase is
+    "adam" before the first epoch of another phase. None if it never switched.
+    """
+    ev = _first_event(events, "switch", arm)
+    if ev is not None and ev.get("epoch") is not None:
+        return int(ev["epoch"])
+    df = _clean(metrics)
+    if "phase" not in df.columns or arm not in set(df.get("arm", ())):
+        return None
+    part = df[df["arm"] == arm]
+    later = part[~part["phase"].isin(_NON_SWITCH_PHASES)]
+    if later.empty or arm not in SWITCHING_ARMS:
+        return None
+    first_other = later["epoch"].min()
+    before = part[(part["epoch"] < first_other) & (part["phase"] == "adam")]
+    return int(before["epoch"].max()) if not before.empty else None
+
+
+def peak(metrics: pd.DataFrame | None, events=None, arm: str = "two-phase") -> tuple[int, float] | None:
+    """(epoch, gradient norm) of `arm`'s detected peak.
+
+    From the "peak" event if there is one; otherwise the largest gradient norm
+    among the arm's Adam epochs (up to the switch). None without data.
+    """
+    ev = _first_event(events, "peak", arm)
+    if ev is not None and ev.get("epoch") is not None:
+        value = ev.get("value")
+        if value is None:
+            df = _clean(metrics)
+            value = _value_at(df[df["arm"] == arm] if "arm" in df.columns else df, ev["epoch"], "grad_norm")
+        return int(ev["epoch"]), (float(value) if value is not None else float("nan"))
+    df = _clean(metrics)
+    if "grad_norm" not in df.columns or not len(df):
+        return None
+    part = df[df["arm"] == arm]
+    if "phase" in part.columns:
+        part = part[part["phase"] == "adam"]
+    part = part.dropna(subset=["grad_norm"])
+    if part.empty:
+        return None
+    row = part.loc[part["grad_norm"].idxmax()]
+    return int(row["epoch"]), float(row["grad_norm"])
+
+
+def _draw_order(fig: go.Figure) -> None:
+    """Draw the baseline arms first, so the method's curve stays visible where the
+    arms coincide (before the switch), while the legend still lists arms in ARM_COLORS order."""
+    order = list(ARM_COLORS)
+
+    def rank(trace) -> int:
+        arm = (trace.meta or {}).get("arm") if isinstance(trace.meta, dict) else None
+        return order.index(arm) if arm in order else len(order)
+
+    for i, trace in enumerate(fig.data):
+        trace.legendrank = 100 * (rank(trace) + 1) + i
+    fig.data = tuple(sorted(fig.data, key=rank, reverse=True))
+
+
+def _base_layout(fig: go.Figure, title: str, x: str, y_title: str) -> go.Figure:
+    _draw_order(fig)
+    fig.update_layout(
+        title=dict(text=title, x=0.0, xanchor="left"),
+        xaxis_title=X_AXES.get(x, x),
+        yaxis_title=y_title,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        margin=dict(l=60, r=20, t=70, b=50),
+        hovermode="x unified",
+        template="plotly_white",
+    )
+    return fig
+
+
+def _add_switch_lines(fig: go.Figure, df: pd.DataFrame, events, x: str, label: bool = True) -> None:
+    """A vertical line at each switching arm's switch epoch, labelled with its value."""
+    for arm in _arms(df):
+        ep = switch_epoch(df, events, arm)
+        if ep is None:
+            continue
+        part = df[df["arm"] == arm]
+        xv = float(ep) if x == "epoch" else _value_at(part, ep, x)
+        if xv is None:
+            continue
+        note = {}
+        if label:
+            note = dict(annotation_text=f"switch ({arm_label(arm)}): epoch {ep}", annotation_position="top right",
+                        annotation_font_color=arm_color(arm))
+        fig.add_vline(x=xv, line_dash="dash", line_color=arm_color(arm), line_width=1.5, **note)
+
+
+def _add_divergence_markers(fig: go.Figure, df: pd.DataFrame, events, x: str, y: str) -> None:
+    """An x marker at the last finite point of each diverged arm."""
+    for arm in _arms(df):
+        ev = _first_event(events, "diverged", arm)
+        if ev is None:
+            continue
+        part = _arm_frame(df, arm, events)
+        if y not in part.columns or x not in part.columns:
+            continue
+        finite = part.dropna(subset=[x, y])
+        if finite.empty:
+            continue
+        last = finite.iloc[-1]
+        fig.add_trace(go.Scatter(
+            x=[last[x]], y=[last[y]], mode="markers+text",
+            name=f"diverged ({arm_label(arm)})",
+            marker=dict(symbol="x", size=14, color=arm_color(arm), line=dict(width=2)),
+            text=["diverged"], textposition="top center", showlegend=True,
+            meta={"role": "diverged", "arm": arm},
+        ))
+
+
+# ------------------------------------------------------------------ figures
+def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch",
+                     tolerance: float | None = None, log_y: bool = False,
+                     arms: Sequence[str] | None = None, show_threshold: bool = True) -> go.Figure:
+    """Gradient norm per epoch for every arm, with the switch rule drawn in.
+
+    metrics: per-epoch records (see module doc). events: the run's events.
+    x: one of X_AXES. tolerance: the switch tolerance; the threshold line is
+    tolerance x running max (taken from a switch event's threshold when
+    tolerance is None; no threshold line when neither is known).
+    log_y: logarithmic gradient-norm axis. arms: restrict to these arms.
+    show_threshold: draw the threshold line (off for a run with a fixed
+    switch epoch, where the threshold decides nothing).
+
+    Traces carry meta={"role": ..., "arm": ...}; roles: "grad_norm",
+    "running_max", "threshold", "peak", "switch", "diverged".
+    """
+    _check_x(x)
+    df = _clean(metrics)
+    fig = go.Figure()
+    for arm in _arms(df, arms):
+        part = _arm_frame(df, arm, events)
+        if "grad_norm" not in part.columns or x not in part.columns:
+            continue
+        color = arm_color(arm)
+        fig.add_trace(go.Scatter(
+            x=part[x], y=part["grad_norm"], mode="lines+markers", name=f"{arm_label(arm)}",
+            line=dict(color=color, width=2), marker=dict(size=4),
+            legendgroup=arm, meta={"role": "grad_norm", "arm": arm},
+        ))
+        if arm not in SWITCHING_ARMS:
+            continue
+        sw = switch_epoch(df, events, arm)
+        upto = part if sw is None else part[part["epoch"] <= sw]
+        if "phase" in upto.columns:  # the switch rule starts counting at epoch 1
+            upto = upto[upto["phase"] != "init"]
+        if "grad_norm_max" in upto.columns and upto["grad_norm_max"].notna().any():
+            running_max = upto["grad_norm_max"]
+        else:
+            running_max = upto["grad_norm"].cummax()
+        fig.add_trace(go.Scatter(
+            x=upto[x], y=running_max, mode="lines", name=f"running max ({arm_label(arm)})",
+            line=dict(color=color, width=1, dash="dot"), legendgroup=arm,
+            meta={"role": "running_max", "arm": arm},
+        ))
+        tol = tolerance if show_threshold else None
+        if tol is None and show_threshold:
+            ev = _first_event(events, "switch", arm)
+            if ev is not None and ev.get("threshold") is not None:
+                m = _value_at(part, ev.get("epoch"), "grad_norm_max")
+                if m:
+                    tol = float(ev["threshold"]) / m
+        if tol is not None:
+            fig.add_trace(go.Scatter(
+                x=upto[x], y=running_max * float(tol), mode="lines",
+                name=f"threshold {float(tol):g} x max ({arm_label(arm)})",
+                line=dict(color=color, width=1, dash="dash"), opacity=0.6, legendgroup=arm,
+                meta={"role": "threshold", "arm": arm},
+            ))
+        pk = peak(df, events, arm)
+        if pk is not None:
+            px_ = float(pk[0]) if x == "epoch" else _value_at(part, pk[0], x)
+            py_ = pk[1] if not math.isnan(pk[1]) else _value_at(part, pk[0], "grad_norm")
+            if px_ is not None and py_ is not None:
+                fig.add_trace(go.Scatter(
+                    x=[px_], y=[py_], mode="markers", name=f"peak ({arm_label(arm)}): epoch {pk[0]}",
+                    marker=dict(symbol="star", size=15, color=color, line=dict(color="black", width=1)),
+                    legendgroup=arm, meta={"role": "peak", "arm": arm, "epoch": pk[0]},
+                ))
+        if sw is not None:
+            sx = float(sw) if x == "epoch" else _value_at(part, sw, x)
+            sy = _value_at(part, sw, "grad_norm")
+            if sx is not None and sy is not None:
+                fig.add_trace(go.Scatter(
+                    x=[sx], y=[sy], mode="markers", name=f"switch ({arm_label(arm)}): epoch {sw}",
+                    marker=dict(symbol="diamond", size=12, color="white", line=dict(color=color, width=2)),
+                    legendgroup=arm, meta={"role": "switch", "arm": arm, "epoch": sw},
+                ))
+    shown = df[df["arm"].isin(_arms(df, arms))] if len(df) else df
+    _add_switch_lines(fig, shown, events, x)
+    _add_divergence_markers(fig, shown, events, x, "grad_norm")
+    _base_layout(fig, "Gradient norm", x, "gradient norm")
+    fig.update_xaxes(rangemode="tozero")
+    if log_y:
+        fig.update_yaxes(type="log")
+    else:
+        fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def loss_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch", log_y: bool = True,
+                validation: bool = True, arms: Sequence[str] | None = None) -> go.Figure:
+    """Training loss (solid) and validation loss (dashed) per arm.
+
+    log_y: logarithmic loss axis (the default). validation: also draw val_loss.
+    """
+    _check_x(x)
+    df = _clean(metrics)
+    fig = go.Figure()
+    for arm in _arms(df, arms):
+        part = _arm_frame(df, arm, events)
+        if x not in part.columns:
+            continue
+        for col, dash, what in (("train_loss", "solid", "train"), ("val_loss", "dash", "val")):
+            if col not in part.columns or (col == "val_loss" and not validation):
+                continue
+            if not part[col].notna().any():
+                continue
+            fig.add_trace(go.Scatter(
+                x=part[x], y=part[col], mode="lines", name=f"{arm_label(arm)} {what}",
+                line=dict(color=arm_color(arm), width=2 if what == "train" else 1.5, dash=dash),
+                legendgroup=arm, meta={"role": col, "arm": arm},
+            ))
+    shown = df[df["arm"].isin(_arms(df, arms))] if len(df) else df
+    _add_switch_lines(fig, shown, events, x, label=False)
+    _add_divergence_markers(fig, shown, events, x, "train_loss")
+    _base_layout(fig, "Loss", x, "loss (log scale)" if log_y else "loss")
+    fig.update_xaxes(rangemode="tozero")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def accuracy_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch",
+                    arms: Sequence[str] | None = None) -> go.Figure:
+    """Training accuracy (solid) and validation accuracy (dashed) per arm, 0..1."""
+    _check_x(x)
+    df = _clean(metrics)
+    fig = go.Figure()
+    for arm in _arms(df, arms):
+        part = _arm_frame(df, arm, events)
+        if x not in part.columns:
+            continue
+        for col, dash, what in (("train_acc", "solid", "train"), ("val_acc", "dash", "val")):
+            if col not in part.columns or not part[col].notna().any():
+                continue
+            fig.add_trace(go.Scatter(
+                x=part[x], y=part[col], mode="lines", name=f"{arm_label(arm)} {what}",
+                line=dict(color=arm_color(arm), width=2 if what == "train" else 1.5, dash=dash),
+                legendgroup=arm, meta={"role": col, "arm": arm},
+            ))
+    shown = df[df["arm"].isin(_arms(df, arms))] if len(df) else df
+    _add_switch_lines(fig, shown, events, x, label=False)
+    _base_layout(fig, "Accuracy", x, "accuracy")
+    fig.update_xaxes(rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def grad_norm_vs_loss_figure(metrics: pd.DataFrame | None, events=None,
+                             arms: Sequence[str] | None = None) -> go.Figure:
+    """Gradient norm against training loss (the paper's figure 5).
+
+    The loss axis is logarithmic and reversed, so training runs left to right
+    (loss falls to the right). The switch point is marked on switching arms.
+    """
+    df = _clean(metrics)
+    fig = go.Figure()
+    for arm in _arms(df, arms):
+        part = _arm_frame(df, arm, events)
+        if "train_loss" not in part.columns or "grad_norm" not in part.columns:
+            continue
+        part = part[part["train_loss"] > 0]
+        fig.add_trace(go.Scatter(
+            x=part["train_loss"], y=part["grad_norm"], mode="lines+markers", name=arm_label(arm),
+            line=dict(color=arm_color(arm), width=2), marker=dict(size=4),
+            customdata=part["epoch"] if "epoch" in part.columns else None,
+            hovertemplate="loss %{x:.4g}<br>grad norm %{y:.4g}<br>epoch %{customdata}<extra></extra>",
+            legendgroup=arm, meta={"role": "grad_norm", "arm": arm},
+        ))
+        sw = switch_epoch(df, events, arm) if arm in SWITCHING_ARMS else None
+        if sw is not None:
+            sx, sy = _value_at(part, sw, "train_loss"), _value_at(part, sw, "grad_norm")
+            if sx is not None and sy is not None:
+                fig.add_trace(go.Scatter(
+                    x=[sx], y=[sy], mode="markers+text", name=f"switch ({arm_label(arm)}): epoch {sw}",
+                    text=[f"switch, epoch {sw}"], textposition="top center",
+                    marker=dict(symbol="diamond", size=12, color="white", line=dict(color=arm_color(arm), width=2)),
+                    legendgroup=arm, meta={"role": "switch", "arm": arm, "epoch": sw},
+                ))
+    _base_layout(fig, "Gradient norm against loss", "epoch", "gradient norm")
+    fig.update_layout(hovermode="closest")
+    fig.update_xaxes(title_text="training loss (log scale, reversed)", type="log", autorange="reversed")
+    return fig
+
+
+def smooth(values: pd.Series, weight: float) -> pd.Series:
+    """Exponential moving average with `weight` in [0, 1): 0 = unchanged.
+
+    NaNs are skipped (they stay NaN and do not reset the average).
+    """
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight!r}")
+    s = pd.to_numeric(values, errors="coerce").astype(float).replace([np.inf, -np.inf], np.nan)
+    if weight == 0 or s.empty:
+        return s
+    return s.ewm(alpha=1 - weight, adjust=True, ignore_na=True).mean().where(s.notna())
+
+
+def compare_figure(curves: Sequence[tuple[str, str, pd.DataFrame]], y: str = "train_loss",
+                   x: str = "epoch", log_y: bool = False, smoothing: float = 0.0,
+                   references: Sequence[tuple[str, str, float]] = ()) -> go.Figure:
+    """Overlay of several runs' arms.
+
+    curves: (label of the run, arm, that arm's metrics rows) per curve; the
+    colour follows the arm, the dash the run (same run, same dash).
+    y: the metric column to draw. x: one of X_AXES. log_y: logarithmic y axis.
+    smoothing: exponential moving average weight in [0, 1) (0 = raw).
+    references: (label, arm, value) horizontal reference lines, e.g. the
+    paper's published final losses.
+    """
+    _check_x(x)
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+    fig = go.Figure()
+    run_dash: dict[str, str] = {}
+    for label, arm, frame in curves:
+        df = _clean(frame)
+        if y not in df.columns or x not in df.columns or df.empty:
+            continue
+        df = df.sort_values(x)
+        dash = run_dash.setdefault(label, _DASHES[len(run_dash) % len(_DASHES)])
+        yv = smooth(df[y], smoothing) if smoothing else df[y]
+        fig.add_trace(go.Scatter(
+            x=df[x], y=yv, mode="lines", name=f"{label} · {arm_label(arm)}",
+            line=dict(color=arm_color(arm), dash=dash, width=2),
+            meta={"role": y, "arm": arm, "run": label},
+        ))
+    for label, arm, value in references:
+        if value is None or not math.isfinite(float(value)) or (log_y and float(value) <= 0):
+            continue
+        fig.add_hline(y=float(value), line_dash="dot", line_color=arm_color(arm), line_width=1,
+                      annotation_text=f"{label}: {float(value):g}", annotation_position="bottom right",
+                      annotation_font_color=arm_color(arm))
+    _base_layout(fig, METRIC_LABELS.get(y, y).capitalize(), x, METRIC_LABELS.get(y, y))
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+# ------------------------------------------------------------------ tables
+def final_table(metrics: pd.DataFrame | None, events=None,
+                arm_status: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per arm with its last epoch's figures.
+
+    Columns: arm, status (from arm_status, else "diverged" when a diverged
+    event exists, else ""), epochs, phase, train_loss, train_acc, val_loss,
+    val_acc, grad_norm, data_passes, seconds, peak_epoch, switch_epoch.
+    For a diverged arm the figures are those of its last finite epoch.
+    """
+    df = _clean(metrics)
+    rows = []
+    for arm in _arms(df):
+        part = _arm_frame(df, arm, events)
+        status = (arm_status or {}).get(arm) or ("diverged" if _first_event(events, "diverged", arm) else "")
+        finite = part.dropna(subset=[c for c in ("train_loss",) if c in part.columns])
+        last = finite.iloc[-1] if not finite.empty else (part.iloc[-1] if not part.empty else None)
+        row = {"arm": arm, "status": status,
+               "epochs": int(part["epoch"].max()) if "epoch" in part.columns and part["epoch"].notna().any() else 0}
+        for col in ("phase", "train_loss", "train_acc", "val_loss", "val_acc", "grad_norm",
+                    "data_passes", "seconds"):
+            row[col] = last[col] if last is not None and col in last.index else None
+        pk = peak(df, events, arm) if arm in SWITCHING_ARMS else None
+        row["peak_epoch"] = pk[0] if pk else None
+        row["switch_epoch"] = switch_epoch(df, events, arm) if arm in SWITCHING_ARMS else None
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["arm", "status", "epochs", "phase", "train_loss", "train_acc",
+                                       "val_loss", "val_acc", "grad_norm", "data_passes", "seconds",
+                                       "peak_epoch", "switch_epoch"])
+
+
+def loss_ratio(metrics: pd.DataFrame | None, events=None, numerator: str = "two-phase",
+               denominator: str = "adam", column: str = "train_loss") -> float | None:
+    """Final `column` of `numerator` arm divided by that of `denominator` (None if unknown)."""
+    table = final_table(metrics, events)
+    if table.empty or column not in table.columns:
+        return None
+    vals = dict(zip(table["arm"], table[column]))
+    a, b = vals.get(numerator), vals.get(denominator)
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+        return None
+    return a / b
