@@ -37,6 +37,7 @@ LIMITS = {
     "min_epochs": (0, 100_000),
     "patience": (1, 100_000),
     "threads": (0, 1_024),
+    "processes": (1, 1_024),
 }
 
 
@@ -63,6 +64,10 @@ class RunConfig:
         the end of the epoch) or "batch-mean" (mean of the mini-batch norms).
     hessian_probe: also estimate the Hessian's extreme eigenvalues every epoch.
     seed, device, threads: reproducibility and hardware (threads 0 = torch's default).
+    processes: number of data-parallel processes (torch.distributed); 1 trains in
+        one process. The app launches torchrun with this many processes on its
+        machine; under torchrun it is the total number of processes, all machines
+        together. Each process holds 1/processes of the data (see twophase/distributed.py).
     name, tag: free text to find the run again; tag groups runs (e.g. a reproduction).
     """
 
@@ -97,6 +102,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0
+    processes: int = 1
     name: str = ""
     tag: str = ""
 
@@ -213,6 +219,11 @@ class RunConfig:
                 if getattr(self, name) > sizes[key]:
                     errors[name] = (f"{getattr(self, name)} is larger than the {self.dataset} "
                                     f"{'training' if name == 'subset' else 'validation'} set ({sizes[key]} samples)")
+
+        if "processes" not in errors and "subset" not in errors and isinstance(self.subset, int) \
+                and not isinstance(self.processes, bool) and self.subset < self.processes:
+            errors["processes"] = (f"each process needs at least one training sample: subset ({self.subset}) "
+                                   f"must be at least processes ({self.processes})")
 
         # Model sizes: the model must build on the data's shape (models.check names each bad size).
         if not isinstance(self.model_sizes, dict):

@@ -15,6 +15,12 @@ Cost accounting (DESIGN.md section 3, "Fair comparison"):
 - loss_evals: evaluations of the loss over the full training set by the
   algorithm (line searches), or mini-batch steps in the Adam phase.
 - seconds: wall time of the counted work.
+
+Several processes (torchrun): an arm given `dist` (a twophase.distributed.Dist)
+holds its process's shard of the data; whole-set sums are all-reduced and the
+mini-batch steps go through DistributedDataParallel, so every process computes
+the records of one process (see twophase/distributed.py). With dist=None the
+code below runs exactly as in a single process.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Callable
 import torch
 
 from twophase import losses
+from twophase.distributed import no_tf32
 from twophase.optim import NonlinearCG, SwitchRule, TwoPhase
 from twophase.probe import hessian_extremes
 
@@ -48,15 +55,18 @@ class PassCounter:
     seconds: float = 0.0
 
 
-def full_batch_closure(model, loss_fn, x, y, counter: PassCounter, chunk: int = FULL_PASS_CHUNK):
+def full_batch_closure(model, loss_fn, x, y, counter: PassCounter, chunk: int = FULL_PASS_CHUNK, dist=None):
     """A closure for CG / L-BFGS: the mean loss over the whole training set.
 
     `closure(backward=True)` zeroes the gradients, accumulates the gradient of
     the mean loss chunk by chunk, and returns the loss. `closure(backward=False)`
     only evaluates the loss under no_grad (a line search that needs values).
     Each call is charged to `counter`: 1 data pass with backward, 1/3 without.
+    dist: None, or the twophase.distributed.Dist of a multi-process run, (x, y)
+    being this process's shard: the loss and gradient are then all-reduced, so
+    every process gets those of the whole training set.
     """
-    n = x.shape[0]
+    n = x.shape[0] if dist is None else dist.sum_int(x.shape[0])
     params = [p for p in model.parameters() if p.requires_grad]
 
     def closure(backward: bool = True):
@@ -66,31 +76,37 @@ def full_batch_closure(model, loss_fn, x, y, counter: PassCounter, chunk: int = 
         if backward:
             for p in params:
                 p.grad = None
-            for start in range(0, n, chunk):
+            for start in range(0, x.shape[0], chunk):
                 xb, yb = x[start:start + chunk], y[start:start + chunk]
                 loss = loss_fn(model(xb), yb) * (xb.shape[0] / n)
                 loss.backward()
                 total += loss.detach().double()
+            if dist is not None:
+                dist.sum_grads(params)
         else:
             with torch.no_grad():
-                for start in range(0, n, chunk):
+                for start in range(0, x.shape[0], chunk):
                     xb, yb = x[start:start + chunk], y[start:start + chunk]
                     total += loss_fn(model(xb), yb).double() * (xb.shape[0] / n)
+        if dist is not None:
+            dist.sum_(total)
         return total.to(torch.float32) if x.dtype != torch.float64 else total
 
     return closure
 
 
-def evaluate(model, loss_fn, x, y, with_grad: bool, chunk: int = FULL_PASS_CHUNK):
+def evaluate(model, loss_fn, x, y, with_grad: bool, chunk: int = FULL_PASS_CHUNK, dist=None):
     """Mean loss, accuracy and (optionally) the norm of the gradient of the mean
-    loss over (x, y). Leaves the parameters' .grad fields zeroed when with_grad."""
-    n = x.shape[0]
+    loss over (x, y). Leaves the parameters' .grad fields zeroed when with_grad.
+    dist: None, or the Dist of a multi-process run, (x, y) being this process's
+    shard: the figures are then those of the whole set, on every process."""
+    n = x.shape[0] if dist is None else dist.sum_int(x.shape[0])
     params = [p for p in model.parameters() if p.requires_grad]
     total_loss, correct = 0.0, 0.0
     model.eval()
     if with_grad:
         grads = [torch.zeros_like(p) for p in params]
-        for start in range(0, n, chunk):
+        for start in range(0, x.shape[0], chunk):
             xb, yb = x[start:start + chunk], y[start:start + chunk]
             out = model(xb)
             loss = loss_fn(out, yb) * (xb.shape[0] / n)
@@ -100,16 +116,23 @@ def evaluate(model, loss_fn, x, y, with_grad: bool, chunk: int = FULL_PASS_CHUNK
                     g.add_(cg)
             total_loss += float(loss.detach())
             correct += losses.accuracy(out.detach(), yb) * xb.shape[0]
+        if dist is not None:
+            total_loss, correct = dist.sum_floats(total_loss, correct)
+            if grads:
+                flat = dist.sum_(torch.cat([g.reshape(-1) for g in grads]))
+                grads = list(torch.split(flat, [g.numel() for g in grads]))
         grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) \
             if grads else 0.0
     else:
         grad_norm = None
         with torch.inference_mode():
-            for start in range(0, n, chunk):
+            for start in range(0, x.shape[0], chunk):
                 xb, yb = x[start:start + chunk], y[start:start + chunk]
                 out = model(xb)
                 total_loss += float(loss_fn(out, yb)) * (xb.shape[0] / n)
                 correct += losses.accuracy(out, yb) * xb.shape[0]
+        if dist is not None:
+            total_loss, correct = dist.sum_floats(total_loss, correct)
     model.train()
     return total_loss, correct / n, grad_norm
 
@@ -138,12 +161,20 @@ class Arm:
     last_cg_status: str = ""
     initial_loss: float = math.nan
     probe_seconds: float = 0.0  # time spent in the Hessian probe (recorded, never charged)
+    dist: object = None  # twophase.distributed.Dist of a multi-process run (data = this process's shard)
+    ddp: torch.nn.Module | None = None  # DistributedDataParallel around model, for the mini-batch steps
+    probe_sample: tuple | None = None  # (x, y) the Hessian probe uses instead of data's training set
 
     # ------------------------------------------------------------ creation
     @classmethod
-    def create(cls, name: str, initial_model: torch.nn.Module, config, data, loss_fn) -> "Arm":
+    def create(cls, name: str, initial_model: torch.nn.Module, config, data, loss_fn, dist=None,
+               probe_sample=None) -> "Arm":
+        """A new arm on a copy of initial_model. dist: None, or the Dist of a multi-process
+        run (data then holds this process's shard). probe_sample: (x, y), the Hessian
+        probe's fixed sample when data is a shard (see twophase.probe.sample_indices)."""
         model = copy.deepcopy(initial_model)
-        arm = cls(name=name, model=model, config=config, data=data, loss_fn=loss_fn)
+        arm = cls(name=name, model=model, config=config, data=data, loss_fn=loss_fn, dist=dist,
+                  probe_sample=probe_sample)
         arm.generator = torch.Generator(device="cpu")
         arm.generator.manual_seed(int(config.seed) + 1)  # same batch order in every arm's Adam phase
         params = list(model.parameters())
@@ -167,6 +198,8 @@ class Arm:
             arm.phase = "cg"
         else:  # validated earlier; kept for direct callers
             raise ValueError(f"unknown arm {name!r}")
+        if dist is not None and name != "cg":
+            arm.ddp = dist.wrap(model)  # same order on every process: DDP's creation is a collective
         return arm
 
     # ---------------------------------------------------------------- work
@@ -203,6 +236,8 @@ class Arm:
     def _adam_epoch(self, should_stop, on_batch) -> float:
         x, y = self.data.train_x, self.data.train_y
         n, bs = x.shape[0], self.config.batch_size
+        if self.dist is not None:
+            n = self.dist.sum_int(n)  # the permutation is over the whole training set
         order = torch.randperm(n, generator=self.generator).to(x.device)
         num_batches = math.ceil(n / bs)
         norms = []
@@ -212,52 +247,61 @@ class Arm:
             if should_stop():
                 raise StopRequested
             idx = order[i * bs:(i + 1) * bs]
-            xb, yb = x[idx], y[idx]
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.model(xb), yb)
+            if self.dist is None:
+                xb, yb = x[idx], y[idx]
+                loss = self.loss_fn(self.model(xb), yb)
+            else:  # this process's share; DDP averages the gradients in backward()
+                loss = self.dist.batch_loss(self.ddp, self.loss_fn, x, y, idx)
             loss.backward()
             if track_norms:
                 grads = [p.grad for p in params if p.grad is not None]
                 norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
             self.optimizer.step()
             self.counter.loss_evals += 1
-            self.counter.data_passes += xb.shape[0] / n
+            self.counter.data_passes += idx.shape[0] / n
             if on_batch is not None:
                 on_batch((i + 1) / num_batches)
+        if self.dist is not None:  # the last mini-batch's loss over all processes
+            loss = self.dist.sum_(loss.detach().clone())
         if not torch.isfinite(loss.detach()):
             return float("nan")
         return float(torch.stack(norms).mean()) if norms else None
 
     def _cg_epoch(self, should_stop, on_batch):
-        closure = full_batch_closure(self.model, self.loss_fn, self.data.train_x, self.data.train_y, self.counter)
+        closure = full_batch_closure(self.model, self.loss_fn, self.data.train_x, self.data.train_y, self.counter,
+                                     dist=self.dist)
         iters = self.config.cg_iters_per_epoch
         for i in range(iters):
             if should_stop():
                 raise StopRequested
-            self.optimizer.step(closure)
+            with no_tf32():  # TF32 rounding breaks line searches (no effect on CPU)
+                self.optimizer.step(closure)
             info = getattr(self.optimizer, "last_step", None)
             self.last_cg_status = getattr(info, "status", "") if info is not None else ""
             if on_batch is not None:
                 on_batch((i + 1) / iters)
 
     def _lbfgs_epoch(self, should_stop, on_batch):
-        closure = full_batch_closure(self.model, self.loss_fn, self.data.train_x, self.data.train_y, self.counter)
+        closure = full_batch_closure(self.model, self.loss_fn, self.data.train_x, self.data.train_y, self.counter,
+                                     dist=self.dist)
         if should_stop():
             raise StopRequested
         # One L-BFGS call runs cg_iters_per_epoch iterations (it re-evaluates at its start).
-        self.second_order.step(closure)
+        with no_tf32():
+            self.second_order.step(closure)
         if on_batch is not None:
             on_batch(1.0)
 
     def _record(self, phase: str, batch_norm_mean, needs_full_norm: bool) -> dict:
         t0 = time.perf_counter()
         train_loss, train_acc, full_norm = evaluate(self.model, self.loss_fn, self.data.train_x,
-                                                    self.data.train_y, with_grad=True)
+                                                    self.data.train_y, with_grad=True, dist=self.dist)
         if needs_full_norm:
             self.counter.seconds += time.perf_counter() - t0
             self.counter.data_passes += 1.0
         val_loss, val_acc, _ = evaluate(self.model, self.loss_fn, self.data.val_x, self.data.val_y,
-                                        with_grad=False)
+                                        with_grad=False, dist=self.dist)
         if self.config.grad_norm_mode == "batch-mean" and phase == "adam" and batch_norm_mean is not None:
             grad_norm = batch_norm_mean
         else:
@@ -266,8 +310,9 @@ class Arm:
             self.grad_norm_max = max(self.grad_norm_max, grad_norm)
         curvature = {}
         if self.config.hessian_probe:  # monitoring only: its cost is not charged to the arm
-            hess_min, hess_max, probe_seconds = hessian_extremes(self.model, self.loss_fn, self.data.train_x,
-                                                     self.data.train_y, seed=self.config.seed)
+            px, py = self.probe_sample or (self.data.train_x, self.data.train_y)
+            hess_min, hess_max, probe_seconds = hessian_extremes(self.model, self.loss_fn, px, py,
+                                                                 seed=self.config.seed)
             curvature = {"hess_min": hess_min, "hess_max": hess_max}
             self.probe_seconds += probe_seconds
         return {

@@ -7,6 +7,10 @@ together). Every record is appended to metrics.csv as it is made; events go to
 events.jsonl; summary.json is rewritten atomically at the start, at every
 switch and at the end. Whatever happens (completion, divergence of an arm, a
 stop, an error), what was logged stays on disk and the summary says which.
+
+Several processes (torchrun, see twophase/distributed.py): each calls
+run_experiment with its `dist`; they share one run id, hold one shard of the
+data each, agree on stops, and rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from typing import Callable
 import torch
 
 from twophase import data as data_mod
+from twophase import distributed
 from twophase import models as models_mod
 from twophase import store
 from twophase.config import RunConfig
 from twophase.engine import Arm, StopRequested, make_loss
 from twophase.errors import TwophaseError
+from twophase.probe import sample_indices
 
 FINAL_STATUSES = ("completed", "stopped", "diverged", "failed", "interrupted")
 
@@ -81,6 +87,7 @@ def run_experiment(
     on_progress: Callable[[str, float], None] | None = None,
     on_status: Callable[[str], None] | None = None,
     writer: "store.RunWriter | None" = None,
+    dist: "distributed.Dist | None" = None,
 ) -> dict:
     """Train every arm of `config`, write the run, and return its summary dict.
 
@@ -90,9 +97,16 @@ def run_experiment(
     on_progress(arm, fraction): fraction of the arm's epochs done, 0..1.
     on_status(status): "running" when training starts (after data and model are ready).
     writer: an already created RunWriter (the JobManager makes one when the job is queued).
+    dist: None (one process), or this process's twophase.distributed.Dist when the run is
+        trained by several processes; every process calls run_experiment with the same config.
     """
     config.validate()
     runs_dir = runs_dir or store.default_runs_dir()
+    if dist is not None:
+        run_id = dist.broadcast_object(run_id or store.new_run_id())  # rank 0's id everywhere
+        should_stop = dist.agreed_stop(should_stop)
+        if not dist.is_main:
+            writer = distributed.NullWriter(run_id)
     if writer is None:
         run_id = run_id or store.new_run_id()
         writer = store.RunWriter(runs_dir, run_id, config.to_dict(), columns=metric_columns(config),
@@ -103,6 +117,7 @@ def run_experiment(
     last: dict[str, dict] = {}
     events: list[dict] = []
     error = None
+    peer_lost = False
 
     def emit_event(event: dict):
         events.append(event)
@@ -127,18 +142,31 @@ def run_experiment(
     try:
         if config.threads:
             torch.set_num_threads(config.threads)
-        device = resolve_device(config.device)
+        device = resolve_device(config.device) if dist is None else dist.device
         torch.manual_seed(config.seed)
+        if dist is not None and dist.local_rank != 0:
+            dist.barrier()  # the first process of each machine loads first: it may build the dataset cache
         data = data_mod.load(config.dataset, root=config.data_root or None, subset=config.subset,
                              val_subset=config.val_subset, seed=config.seed, device=device)
+        if dist is not None and dist.local_rank == 0:
+            dist.barrier()
+        train_samples, val_samples = int(data.train_x.shape[0]), int(data.val_x.shape[0])
+        probe_sample = None
+        if dist is not None:
+            if config.hessian_probe:  # the probe's fixed sample of the whole set, before sharding
+                idx = sample_indices(train_samples, 512, config.seed).to(data.train_x.device)
+                probe_sample = (data.train_x[idx], data.train_y[idx])
+            data = distributed.shard_dataset(data, dist)
         initial = models_mod.build(config.model, data.input_shape, data.num_classes, seed=config.seed,
                                    **config.model_sizes).to(device)
         loss_fn = make_loss(config.loss)
-        arms = [Arm.create(name, initial, config, data, loss_fn) for name in config.arms]
+        arms = [Arm.create(name, initial, config, data, loss_fn, dist=dist, probe_sample=probe_sample)
+                for name in config.arms]
+        extra = {"processes": dist.world, "backend": dist.backend} if dist is not None else {}
         writer.update_summary(status="running", device=device, arm_names=[a.name for a in arms],
                               parameters=models_mod.count_parameters(initial),
-                              train_samples=int(data.train_x.shape[0]), val_samples=int(data.val_x.shape[0]),
-                              torch_threads=torch.get_num_threads(), platform=platform.platform())
+                              train_samples=train_samples, val_samples=val_samples,
+                              torch_threads=torch.get_num_threads(), platform=platform.platform(), **extra)
         if on_status is not None:
             on_status("running")
 
@@ -193,7 +221,8 @@ def run_experiment(
         status, error = "failed", str(exc)
     except Exception as exc:  # a bug or a machine problem: keep the traceback in the summary
         status = "failed"
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}" if dist is None else distributed.describe_failure(exc, dist)
+        peer_lost = dist is not None and distributed.is_collective_failure(exc)
         writer_trace = traceback.format_exc()
         try:
             writer.update_summary(traceback=writer_trace)
@@ -203,6 +232,9 @@ def run_experiment(
         if status == "failed" and arm.status == "running":
             arm.status = "failed"
     final = summary(status)
+    if status == "failed" and dist is not None and not dist.is_main and peer_lost:
+        # rank 0 may be the process that died: say so where its run folder is visible
+        distributed.mark_ended(runs_dir, run_id, "failed", error, extra=final)
     try:
         writer.update_summary(**final)
     except Exception as exc:  # disk trouble at the very end: report it, don't hide it

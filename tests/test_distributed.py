@@ -1,0 +1,304 @@
+"""Several processes (torchrun, gloo on CPU): same results as one process, crashes, the app's jobs.
+
+The multi-process tests start real `python -m torch.distributed.run --nproc-per-node=2`
+subprocesses; the one-process references run in this process.
+
+Tolerances: records of the Adam phase (and epoch 0) agree to 1e-5 (observed: 1e-7,
+the rounding of sums taken over two shards instead of one). Records after a CG or
+L-BFGS step agree to 5e-3 (observed: up to 2e-3): a line search finds the minimiser
+of a float32 loss along a line only to about sqrt(float32 eps) = 3e-4 relative, so a
+change in the summation order alone moves the step. The same spread appears in one
+process when only the chunk size of the full-batch passes changes (4096 -> 100:
+2.6e-5 and 7.9e-5 in the training loss after one and two CG steps, 1.5e-4 in the
+gradient norm). Counters (data passes, loss evaluations), phases and switch epochs
+must be identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from twophase import distributed, store
+from twophase.cli import main as cli_main
+from twophase.config import RunConfig
+from twophase.errors import ConfigError
+from twophase.experiment import run_experiment
+from twophase.jobs import JobManager
+
+FIRST_PHASE = ("init", "adam")
+FIRST_PHASE_RTOL = 1e-5
+SECOND_PHASE_RTOL = 5e-3
+LAUNCH_TIMEOUT = 240
+
+
+def settings(data_root, **changes) -> dict:
+    base = dict(model="mlp", dataset="mnist", data_root=data_root, subset=301, val_subset=101, epochs=4,
+                batch_size=64, switch_epoch=2, seed=3, threads=1)
+    base.update(changes)
+    return base
+
+
+def config_args(values: dict) -> list[str]:
+    """RunConfig fields as `twophase run` flags."""
+    out = []
+    for key, value in values.items():
+        text = ",".join(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) \
+            else str(value)
+        out += ["--" + key.replace("_", "-"), text]
+    return out
+
+
+def torchrun(cli_args: list[str], processes: int = 2) -> subprocess.Popen:
+    """`torchrun --nproc-per-node=processes -m twophase <cli_args>`, its output piped."""
+    return subprocess.Popen(distributed.torchrun_command(processes, cli_args), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run_two_processes(values: dict, runs_dir, run_id: str) -> store.Run:
+    proc = torchrun(["run", *config_args(values), "--runs-dir", str(runs_dir), "--run-id", run_id, "--quiet"])
+    try:
+        output, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
+    finally:
+        distributed.terminate(proc, grace_s=5, term_s=5)
+    assert proc.returncode == 0, output.decode(errors="replace")[-4000:]
+    return store.load_run(str(runs_dir), run_id)
+
+
+def run_one_process(values: dict, runs_dir, run_id: str) -> store.Run:
+    threads = torch.get_num_threads()
+    try:
+        summary = run_experiment(RunConfig(**values), str(runs_dir), run_id)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["status"] == "completed", summary
+    return store.load_run(str(runs_dir), run_id)
+
+
+def assert_same_run(one: store.Run, two: store.Run) -> None:
+    a, b = one.metrics, two.metrics
+    assert len(a) == len(b) > 0
+    assert a["arm"].tolist() == b["arm"].tolist()
+    assert a["epoch"].tolist() == b["epoch"].tolist()
+    assert a["phase"].tolist() == b["phase"].tolist()
+    assert a["loss_evals"].tolist() == b["loss_evals"].tolist()
+    np.testing.assert_allclose(b["data_passes"], a["data_passes"], rtol=1e-12)
+    first = a["phase"].isin(FIRST_PHASE).to_numpy()
+    assert first.any() and (~first).any()
+    n_train, n_val = one.summary["train_samples"], one.summary["val_samples"]
+    columns = ["train_loss", "val_loss", "grad_norm", "grad_norm_max"]
+    columns += [c for c in ("hess_min", "hess_max") if c in a.columns]
+    for column in columns:
+        np.testing.assert_allclose(b[column][first], a[column][first], rtol=FIRST_PHASE_RTOL, err_msg=column)
+        np.testing.assert_allclose(b[column][~first], a[column][~first], rtol=SECOND_PHASE_RTOL, err_msg=column)
+    # accuracies: identical in the first phase, at most one sample apart after
+    np.testing.assert_allclose(b["train_acc"][first], a["train_acc"][first], atol=1e-9)
+    np.testing.assert_allclose(b["val_acc"][first], a["val_acc"][first], atol=1e-9)
+    np.testing.assert_allclose(b["train_acc"], a["train_acc"], atol=1.01 / n_train)
+    np.testing.assert_allclose(b["val_acc"], a["val_acc"], atol=1.01 / n_val)
+    assert [(e["arm"], e["kind"], e["epoch"]) for e in one.events] == \
+        [(e["arm"], e["kind"], e["epoch"]) for e in two.events]
+    for arm, figures in one.summary["arms"].items():
+        assert two.summary["arms"][arm].get("switch_epoch") == figures.get("switch_epoch")
+        assert two.summary["arms"][arm]["status"] == figures["status"] == "completed"
+    assert two.summary["processes"] == 2 and two.summary["backend"] == "gloo"
+    assert two.config["processes"] == 2 and one.config["processes"] == 1
+    assert (two.summary["train_samples"], two.summary["val_samples"]) == (n_train, n_val)
+
+
+# ----------------------------------------------------------------------------- 2 processes = 1 process
+
+
+def test_a_job_with_two_processes_completes_like_one_process_with_a_fixed_switch(data_root, tmp_path):
+    # The app's way: JobManager launches torchrun and follows the run folder rank 0 writes.
+    # 301 training samples: shards of 151 and 150; the last mini-batch holds 45 (23 + 22).
+    values = settings(data_root, arms=["two-phase", "adam"])
+    one = run_one_process(values, tmp_path / "one", "20260101-000000-000001")
+    jobs = JobManager(str(tmp_path / "two"))
+    run_id = jobs.submit(RunConfig(**values, processes=2))
+    assert jobs.wait(run_id, LAUNCH_TIMEOUT) == "completed", jobs.snapshot(run_id).error
+    two = store.load_run(str(tmp_path / "two"), run_id)
+    assert_same_run(one, two)
+    assert one.summary["arms"]["two-phase"]["switch_epoch"] == 2
+    assert len(list((tmp_path / "two").iterdir())) == 1  # one run folder, written by rank 0 alone
+    snap = jobs.snapshot(run_id)
+    assert snap.finished and snap.error is None
+    assert len(snap.records) == 2 * (4 + 1)
+    assert snap.records == two.metrics.to_dict("records")
+    assert snap.progress == {"two-phase": 1.0, "adam": 1.0}
+    assert [(e["kind"], e["epoch"]) for e in snap.events] == [("peak", 2), ("switch", 2)]
+    assert snap.summary["status"] == "completed"
+
+
+def test_two_processes_match_one_process_with_the_adaptive_rule_and_every_second_phase(data_root, tmp_path):
+    # The paper's rule (tolerance 0.95 here), the L-BFGS and CG-only arms, float64 CG, the Hessian probe.
+    values = settings(data_root, arms=["two-phase", "adam-lbfgs", "cg"], switch_epoch=None, tolerance=0.95,
+                      lr=3e-3, seed=1, subset=300, cg_dtype="float64", hessian_probe=True)
+    one = run_one_process(values, tmp_path / "one", "20260101-000000-000003")
+    two = run_two_processes(values, tmp_path / "two", "20260101-000000-000004")
+    switch = one.summary["arms"]["two-phase"]["switch_epoch"]
+    assert switch is not None and switch < values["epochs"]  # the rule fired, CG ran
+    assert_same_run(one, two)
+
+
+# ----------------------------------------------------------------------------- a process dies
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = dict(item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item)
+        return int(env[b"RANK"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker processes through /proc (Linux)")
+def test_a_killed_process_ends_the_run_failed_and_stops_the_other(data_root, tmp_path):
+    run_id = "20260101-000000-00dead"
+    values = settings(data_root, subset=256, epochs=10000, batch_size=16, switch_epoch=None)
+    proc = torchrun(["run", *config_args(values), "--runs-dir", str(tmp_path), "--run-id", run_id, "--quiet"])
+    try:
+        metrics = tmp_path / run_id / "metrics.csv"
+        deadline = time.time() + LAUNCH_TIMEOUT
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4):  # header + 3 records
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-4000:]
+            assert time.time() < deadline, "the processes never wrote their first epochs"
+            time.sleep(0.1)
+        workers = {_rank_of(pid): pid for pid in distributed._children(proc.pid)}
+        assert set(workers) == {0, 1}
+        os.kill(workers[1], signal.SIGKILL)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        distributed.terminate(proc, grace_s=5, term_s=5)
+    assert proc.returncode != 0
+    assert not os.path.exists(f"/proc/{workers[0]}")  # the surviving process ended too
+    summary = store.load_run(str(tmp_path), run_id).summary
+    assert summary["status"] == "failed", output.decode(errors="replace")[-4000:]
+    assert "another process of this 2-process run ended" in summary["error"]
+    assert {arm["status"] for arm in summary["arms"].values()} == {"failed"}
+
+
+# ----------------------------------------------------------------------------- the app's jobs
+
+
+def test_stopping_a_job_with_two_processes_ends_it_stopped(data_root, tmp_path):
+    jobs = JobManager(str(tmp_path))
+    run_id = jobs.submit(RunConfig(**settings(data_root, subset=256, epochs=10000, batch_size=16,
+                                              switch_epoch=None, processes=2)))
+    deadline = time.time() + LAUNCH_TIMEOUT
+    while len(jobs.snapshot(run_id).records) < 3:
+        assert not jobs.snapshot(run_id).finished, jobs.snapshot(run_id).error
+        assert time.time() < deadline, "the processes never wrote their first epochs"
+        time.sleep(0.1)
+    assert jobs.status(run_id) == "running"
+    assert jobs.stop(run_id)
+    assert jobs.wait(run_id, 90) == "stopped"
+    run = store.load_run(str(tmp_path), run_id)
+    assert run.summary["status"] == "stopped" and run.summary["error"] is None
+    assert len(run.metrics) >= 3
+    assert jobs.snapshot(run_id).status == "stopped"
+
+
+# ----------------------------------------------------------------------------- pieces, in this process
+
+
+def test_shares_of_a_mini_batch_average_to_its_mean_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    x, y = torch.randn(11, 5), torch.randint(0, 3, (11,))
+    loss_fn = torch.nn.functional.cross_entropy
+    for batch in (torch.tensor([7, 2, 9, 4, 0, 5]), torch.tensor([10]), torch.tensor([3, 6])):
+        expected = torch.autograd.grad(loss_fn(model(x[batch]), y[batch]), list(model.parameters()))
+        world = 3
+        grads = [torch.zeros_like(p) for p in model.parameters()]
+        for rank in range(world):
+            dist = distributed.Dist(rank=rank, world=world, local_rank=rank, device="cpu", backend="gloo")
+            share = dist.batch_loss(model, loss_fn, dist.shard(x), dist.shard(y), batch)
+            for g, part in zip(grads, torch.autograd.grad(share, list(model.parameters()))):
+                g += part / world  # what DDP's averaging does
+        for g, e in zip(grads, expected):
+            torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-7)
+
+
+def test_shards_split_both_sets_and_refuse_more_processes_than_samples():
+    from twophase.data import Dataset
+
+    data = Dataset(train_x=torch.arange(5.0).view(5, 1, 1, 1), train_y=torch.arange(5), val_x=torch.zeros(3, 1, 1, 1),
+                   val_y=torch.arange(3), num_classes=5, input_shape=(1, 1, 1), class_names=list("abcde"),
+                   name="toy")
+    dist = distributed.Dist(rank=1, world=2, local_rank=1, device="cpu", backend="gloo")
+    shard = distributed.shard_dataset(data, dist)
+    assert shard.train_y.tolist() == [1, 3] and shard.val_y.tolist() == [1]
+    assert data.train_y.tolist() == [0, 1, 2, 3, 4]  # the original is untouched
+    with pytest.raises(Exception, match="cannot be split over 6 processes"):
+        distributed.shard_dataset(data, distributed.Dist(rank=0, world=6, local_rank=0, device="cpu",
+                                                         backend="gloo"))
+
+
+def test_one_process_needs_no_process_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not distributed.launched() and distributed.init_from_env("auto") is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.init_from_env("cpu") is None
+
+
+def test_tf32_is_off_inside_the_cg_block_and_restored_after():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with distributed.no_tf32():
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_processes_field_is_validated():
+    RunConfig(processes=4).validate()
+    for value, needle in ((0, "from 1"), (2.0, "whole number"), (True, "whole number")):
+        with pytest.raises(ConfigError) as info:
+            RunConfig(processes=value).validate()
+        assert needle in info.value.errors["processes"]
+    with pytest.raises(ConfigError) as info:
+        RunConfig(processes=8, subset=5).validate()
+    assert "at least one training sample" in info.value.errors["processes"]
+
+
+def test_cli_run_id_and_processes_errors(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    base = ["run", "--runs-dir", str(tmp_path), "--epochs", "1", "--quiet"]
+    assert cli_main(base + ["--run-id", "not-an-id"]) == 2
+    assert "--run-id" in capsys.readouterr().err
+    (tmp_path / "20260101-000000-0000aa").mkdir()
+    assert cli_main(base + ["--run-id", "20260101-000000-0000aa"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli_main(base + ["--processes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--processes" in err and "torchrun --nproc-per-node=2 -m twophase run" in err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli_main(base + ["--processes", "3"]) == 2
+    assert "torchrun started 2 processes" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [tmp_path / "20260101-000000-0000aa"]  # nothing written
+
+
+def test_a_surviving_process_can_end_a_run_whose_writer_died(tmp_path):
+    writer = store.RunWriter(str(tmp_path), "20260101-000000-0000bb", {"model": "mlp"})
+    writer.update_summary(arms={"adam": {"status": "running"}})
+    assert distributed.mark_ended(str(tmp_path), "20260101-000000-0000bb", "failed", "rank 0 died",
+                                  extra={"arms": {"adam": {"status": "failed", "epochs": 3}}})
+    summary = store.load_run(str(tmp_path), "20260101-000000-0000bb").summary
+    assert summary["status"] == "failed" and summary["error"] == "rank 0 died" and summary["ended"]
+    assert summary["arms"]["adam"] == {"status": "failed", "epochs": 3}
+    assert summary["pid"] == writer.summary["pid"]  # the owner fields stay
+    # a run that already ended is left alone
+    assert not distributed.mark_ended(str(tmp_path), "20260101-000000-0000bb", "stopped", None)
+    assert not distributed.mark_ended(str(tmp_path), "20260101-000000-0000cc", "failed", "x")
+    json.loads((tmp_path / "20260101-000000-0000bb" / "summary.json").read_text())
