@@ -33,6 +33,7 @@ from twophase.engine import Arm, StopRequested, make_loss
 from twophase.errors import TwophaseError
 from twophase.probe import sample_indices
 
+DEFAULT_THREADS = torch.get_num_threads()  # torch's default for this process, read once at import
 FINAL_STATUSES = ("completed", "stopped", "diverged", "failed", "interrupted")
 
 
@@ -140,8 +141,8 @@ def run_experiment(
         }
 
     try:
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        # threads 0 means torch's own default, restored even after a run that asked for fewer.
+        torch.set_num_threads(config.threads or DEFAULT_THREADS)
         device = resolve_device(config.device) if dist is None else dist.device
         torch.manual_seed(config.seed)
         if dist is not None and dist.local_rank != 0:
