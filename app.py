@@ -36,5 +36,6 @@ pages = [
     st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),
     st.Page("pages/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
+    st.Page("pages/paper.py", title="Paper", icon=":material/menu_book:", url_path="paper"),
 ]
 st.navigation(pages).run()

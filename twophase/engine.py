@@ -230,7 +230,9 @@ class Arm:
             self._cg_epoch(should_stop, on_batch)
         self.counter.seconds += time.perf_counter() - start
         # The switch rule reads the full-set gradient norm: that pass is the algorithm's cost.
-        needs_full_norm = phase == "adam" and self.rule is not None and self.config.grad_norm_mode == "full"
+        # A fixed split (switch_epoch) never reads the norm, so it is not charged then.
+        needs_full_norm = (phase == "adam" and self.rule is not None and self.config.grad_norm_mode == "full"
+                           and self.config.switch_epoch is None)
         return self._record(phase=phase, batch_norm_mean=batch_norm_mean, needs_full_norm=needs_full_norm)
 
     def _adam_epoch(self, should_stop, on_batch) -> float:

@@ -1,0 +1,225 @@
+"""The paper reproduction: `python -m twophase reproduce`, resume, the tables, and the Paper page."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+from contextlib import redirect_stdout
+from io import StringIO
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from twophase import reproduce, store
+from twophase.cli import main
+
+from conftest import ROOT
+
+MODELS = ["vit-nomlp-wkewq-wvwo", "vit-nomlp-wkewq"]  # the two cheapest of the paper's models
+TINY = ["--subset", "64", "--val-subset", "64", "--epochs", "3", "--threads", "1"]
+REFERENCE = ROOT / "twophase" / "data_files" / "paper_table1.csv"  # the paper's Table 1 as shipped
+FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def tiny_plan(models=MODELS, adaptive=True, data_root="") -> reproduce.Plan:
+    return reproduce.make_plan(models, ["mnist"], scale="small", epochs=3, subset=64, val_subset=64,
+                               adaptive=adaptive, data_root=data_root, threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_reproduction(tmp_path_factory, data_root):
+    """A tiny reproduction (two models, 64 images, 3 epochs, with the adaptive arm) run by the command
+    (`python -m twophase reproduce ...` through cli.main, in this process)."""
+    base = tmp_path_factory.mktemp("reproduce")
+    runs, out = base / "runs", base / "out"
+    printed = StringIO()
+    with redirect_stdout(printed):  # the command in-process: a subprocess would re-import torch (slow on 2 cores)
+        code = main(["reproduce", "--models", ",".join(MODELS), *TINY, "--adaptive", "--data-dir", data_root,
+                     "--runs-dir", str(runs), "--out", str(out)])
+    assert code == 0, printed.getvalue()
+    return {"runs": runs, "out": out, "stdout": printed.getvalue()}
+
+
+def test_command_runs_every_cell_as_a_tagged_run_and_fills_the_table(tiny_reproduction):
+    plan = tiny_plan()
+    infos = store.list_runs(str(tiny_reproduction["runs"]))
+    assert len(infos) == len(plan.cells) == 4
+    assert {i.config["tag"] for i in infos} == {"reproduce:small-e3-n64-v64"}
+    assert all(i.status == "completed" for i in infos)
+    fixed = [i.config for i in infos if i.config["arms"] == ["two-phase", "adam"]]
+    adaptive = [i.config for i in infos if i.config["arms"] == ["two-phase"]]
+    assert len(fixed) == len(adaptive) == 2
+    # The protocol: MSE, batch 512, switch after round(0.3 * 3) = 1 epoch; the adaptive arm has no fixed epoch.
+    assert all(c["loss"] == "mse" and c["batch_size"] == 512 and c["switch_epoch"] == 1 for c in fixed)
+    assert all(c["switch_epoch"] is None and c["tolerance"] == 0.9 for c in adaptive)
+    out = tiny_reproduction["out"]
+    table = pd.read_csv(out / "table1.csv")
+    assert len(table) == 2 * 3  # two models x (Adam, two-phase, two-phase adaptive)
+    assert table[list(FIGURES)].notna().all().all(), table
+    assert (table["seeds"] == "1/1").all()
+    compare = pd.read_csv(out / "comparison.csv")
+    assert len(compare) == 2 * 2
+    for column in ("epochs_ratio", "epochs_winner", "agrees", "passes_budget", "passes_winner",
+                   "seconds_budget", "seconds_winner"):
+        assert compare[column].notna().all(), column
+    # Equal data passes: the budget is the smaller total, i.e. Adam's 3 passes (two-phase's CG costs more).
+    assert (compare[compare["method"] == "two-phase"]["passes_budget"] == 3.0).all()
+    md = (out / "table1.md").read_text()
+    assert "small-e3-n64-v64" in md and "vit-nomlp-wkewq-wvwo" in md and "equal data passes" in md
+    assert "4 of 4 cell(s) done" in tiny_reproduction["stdout"]
+
+
+def test_published_numbers_are_the_reference_files(tiny_reproduction):
+    with open(REFERENCE, newline="") as fh:
+        reference = {(r["model"], r["dataset"], r["algorithm"]): r for r in csv.DictReader(fh)}
+    table = pd.read_csv(tiny_reproduction["out"] / "table1.csv")
+    checked = 0
+    for _, row in table.iterrows():
+        ref = reference.get((row["model"], row["dataset"], row["algorithm"]))
+        if row["algorithm"] == "two-phase-adaptive":  # the paper has no adaptive column
+            assert ref is None and all(math.isnan(row[f"paper_{k}"]) for k in FIGURES)
+            continue
+        assert ref is not None, row
+        for key in FIGURES:
+            assert row[f"paper_{key}"] == pytest.approx(float(ref[key]), abs=1e-12), (row["model"], key)
+            checked += 1
+        assert row["paper_epochs"] == 1000
+    assert checked == 2 * 2 * 4
+    compare = pd.read_csv(tiny_reproduction["out"] / "comparison.csv")
+    for _, row in compare.iterrows():
+        tp = float(reference[(row["model"], "mnist", "two-phase")]["train_loss"])
+        adam = float(reference[(row["model"], "mnist", "adam")]["train_loss"])
+        assert row["paper_ratio"] == pytest.approx(tp / adam)
+        assert row["paper_winner"] == "two-phase"  # both models: lower in the paper
+
+
+def test_interrupted_reproduction_resumes_with_the_remaining_cells_only(tmp_path, data_root):
+    runs = tmp_path / "runs"
+    plan = tiny_plan(adaptive=False, data_root=data_root)
+    first, second = plan.cells
+    lines = []
+
+    def stop_in_second_cell():  # Ctrl-C once the second cell has started: it ends `stopped`
+        return any(line.startswith("[2/2]") for line in lines)
+
+    outcome = reproduce.run_plan(plan, runs, on_line=lines.append, should_stop=stop_in_second_cell)
+    assert outcome["stopped"] and outcome["left"] == [second.key] and len(outcome["ran"]) == 2
+    states = {s.cell.key: s for s in reproduce.cell_states(plan, runs)}
+    assert states[first.key].status == "done" and states[second.key].status == "todo"
+    assert states[second.key].run_status == "stopped"
+    first_run = states[first.key].run_id
+    before = {i.run_id for i in store.list_runs(str(runs))}
+
+    assert main(["reproduce", "--models", ",".join(MODELS), *TINY, "--runs-dir", str(runs), "--data-dir", data_root,
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    after = {i.run_id: i for i in store.list_runs(str(runs))}
+    new = set(after) - before
+    assert len(new) == 1, new  # only the remaining cell was trained
+    assert after[new.pop()].config["model"] == second.model
+    states = {s.cell.key: s for s in reproduce.cell_states(plan, runs)}
+    assert all(s.status == "done" for s in states.values())
+    assert states[first.key].run_id == first_run  # the finished cell was not run again
+    table = pd.read_csv(tmp_path / "out" / "table1.csv")
+    assert table[list(FIGURES)].notna().all().all()
+
+    # A third call finds nothing to do.
+    assert main(["reproduce", "--models", ",".join(MODELS), *TINY, "--runs-dir", str(runs), "--data-dir", data_root,
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert len(store.list_runs(str(runs))) == len(after)
+
+
+def test_bad_arguments_name_the_flag(tmp_path, capsys):
+    assert main(["reproduce", "--models", "vit-mlp,nope", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--models" in err and "nope" in err and "vgg5-max-relu" in err
+    assert main(["reproduce", "--seeds", "1,1", "--runs-dir", str(tmp_path)]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert main(["reproduce", "--subset", "70000", "--runs-dir", str(tmp_path)]) == 2
+    assert "--subset" in capsys.readouterr().err
+    # CIFAR without its files: refused before any training, saying where the files go.
+    assert main(["reproduce", "--datasets", "cifar10", "--models", MODELS[0], *TINY,
+                 "--data-dir", str(tmp_path / "no-data"), "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "CIFAR-10" in err and "cifar-10-batches-py" in err
+    assert store.list_runs(str(tmp_path)) == []
+
+
+def test_scales_follow_the_papers_budgets():
+    paper_plan = reproduce.make_plan(scale="paper")
+    by_model = {c.model: c.config for c in paper_plan.cells}
+    assert list(by_model) == list(reproduce.PAPER_MODELS) and len(by_model) == 5
+    assert by_model["vit-mlp"].epochs == 700 and by_model["vit-mlp"].switch_epoch == 210
+    assert by_model["vgg5-max-relu"].epochs == 1000 and by_model["vgg5-max-relu"].switch_epoch == 300
+    assert all(c.subset is None and c.val_subset is None for c in by_model.values())
+    small = reproduce.make_plan(scale="small")
+    assert small.id == f"small-e{reproduce.SCALES['small'].epochs}-n{reproduce.SCALES['small'].subset}" \
+                       f"-v{reproduce.SCALES['small'].val_subset}"
+
+
+class RecordingJobs:
+    """Stands in for the app's JobManager: records what the page submits, trains nothing."""
+
+    def __init__(self, runs_dir):
+        self.runs_dir = str(runs_dir)
+        self.submitted = []
+
+    def submit(self, config):
+        config.validate()
+        self.submitted.append(config)
+        return store.new_run_id()
+
+    def snapshot(self, run_id):
+        return None
+
+
+def table_with(at: AppTest, column: str) -> pd.DataFrame:
+    """The first table shown that has `column`."""
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no table with a {column!r} column")
+
+
+def new_page(jobs) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "paper.py"), default_timeout=60)
+    at.session_state["jobs"] = jobs
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_paper_page_renders_the_reproduction_table(tiny_reproduction, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_reproduction["runs"], runs)
+    at = new_page(RecordingJobs(runs))
+    assert at.selectbox(key="paper_repro").value == "small-e3-n64-v64"
+    shown = table_with(at, "paper: train loss")
+    written = pd.read_csv(tiny_reproduction["out"] / "table1.csv")
+    assert len(shown) == len(written) == 6
+    labels = {v: k for k, v in reproduce.ALGORITHM_LABELS.items()}
+    shown = shown.assign(algorithm=shown["algorithm"].map(labels)).set_index(["model", "algorithm"])
+    written = written.set_index(["model", "algorithm"])
+    assert sorted(shown.index) == sorted(written.index)
+    for key in written.index:
+        for ours, page_column in (("train_loss", "train loss"), ("val_acc", "val accuracy"),
+                                  ("paper_train_loss", "paper: train loss")):
+            a, b = shown.loc[key, page_column], written.loc[key, ours]
+            assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b), (key, ours)
+    assert len(table_with(at, "same as paper")) == 4
+    assert len(at.get("plotly_chart")) == 2  # one loss-against-cost chart per cell (model)
+
+
+def test_paper_page_starts_a_small_reproduction_with_one_click(tmp_path):
+    jobs = RecordingJobs(tmp_path)
+    at = new_page(jobs)
+    assert at.info and "No reproduction yet" in at.info[0].value
+    at.selectbox(key="paper_model").set_value("vit-mlp").run()
+    at.button(key="paper_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    [config] = jobs.submitted
+    small = reproduce.SCALES["small"]
+    assert config.model == "vit-mlp" and config.dataset == "mnist" and config.tag.startswith("reproduce:small-")
+    assert config.epochs == round(0.7 * small.epochs) and config.switch_epoch == round(0.3 * config.epochs)
+    assert config.subset == small.subset and config.arms == ["two-phase", "adam"]
