@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", dest="runs_dir_run", default=None, help="runs directory")
     run.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument("--run-id", default=None, metavar="YYYYmmdd-HHMMSS-xxxxxx",
+                     help="id of the new run folder (default: a fresh one); it must not exist yet")
     del defaults
 
     lst = sub.add_parser("list", help="list the runs on disk")
@@ -142,6 +144,41 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv", "parquet", "json"], default="csv")
     export.add_argument("--output", "-o", default=None, help="file to write (default: <run_id>.<format>)")
     export.add_argument("--runs-dir", dest="runs_dir_run", default=None)
+
+    rep = sub.add_parser(
+        "reproduce", help="run the paper's Table 1 protocol at a chosen scale and set the results beside it",
+        description="Each cell (model x dataset x seed) is an ordinary run tagged reproduce:<id>; cells already "
+                    "done are not run again (run the same command to resume). Protocol: MSE loss, batch 512, "
+                    "Adam over the whole budget against two-phase with Adam for the first 30% of the epochs "
+                    "then CG (golden-section line search). Writes table1.csv, comparison.csv, cells.csv and "
+                    "table1.md.")
+    rep.add_argument("--models", type=_list, default=None, metavar="A,B",
+                     help="models (default: the paper's five: vit-mlp, vit-nomlp, vit-nomlp-wkewq, "
+                          "vit-nomlp-wkewq-wvwo, vgg5-max-relu)")
+    rep.add_argument("--datasets", type=_list, default=None, metavar="A,B",
+                     help="datasets (default: mnist; cifar10 and cifar100 need their files in the data folder)")
+    rep.add_argument("--scale", choices=["paper", "small"], default="small",
+                     help="paper: the full datasets, 1000 epochs (700 for vit-mlp), a GPU job; small (default): "
+                          "1024 training / 1000 validation images, 60 epochs (42 for vit-mlp), about 15 minutes "
+                          "per model on 2 CPU cores")
+    rep.add_argument("--epochs", type=_int, default=None, metavar="N",
+                     help="base budget instead of the scale's (vit-mlp gets 70%% of it, as in the paper)")
+    rep.add_argument("--subset", type=_optional_int, default=argparse.SUPPRESS, metavar="N|all",
+                     help="training images instead of the scale's (all: the whole training split)")
+    rep.add_argument("--val-subset", type=_optional_int, default=argparse.SUPPRESS, metavar="N|all",
+                     help="validation images instead of the scale's (all: the whole test split)")
+    rep.add_argument("--seeds", type=lambda t: [_int(x) for x in _list(t)], default=[0], metavar="S,S",
+                     help="initial-weight seeds, one cell each (default: 0)")
+    rep.add_argument("--adaptive", action="store_true",
+                     help="also run the adaptive switch rule (tolerance 0.9) as a third arm")
+    rep.add_argument("--out", default=None, metavar="DIR",
+                     help="folder for table1.csv, comparison.csv, cells.csv, table1.md (default: <runs dir>/reproductions/<id>)")
+    rep.add_argument("--data-dir", default="", metavar="DIR", help="dataset folder (default: $TWOPHASE_DATA or ./data)")
+    rep.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    rep.add_argument("--threads", type=_int, default=0, metavar="N", help="torch threads (0: torch's default)")
+    rep.add_argument("--plan", action="store_true", help="only print the cells and whether they are done")
+    rep.add_argument("--runs-dir", dest="runs_dir_run", default=None, metavar="DIR", help="runs directory")
+    rep.add_argument("--quiet", action="store_true", help="no progress lines")
 
     return parser
 
@@ -187,43 +224,83 @@ def config_from_args(args) -> RunConfig:
     return RunConfig.from_dict(values)
 
 
+def _run_id(args, runs_dir) -> str:
+    """The --run-id given (checked: well formed, not taken) or a new id."""
+    if args.run_id is None:
+        return store.new_run_id()
+    try:
+        run_id = store.check_run_id(args.run_id)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError({"--run-id": str(exc)})
+    if store.run_path(runs_dir, run_id).exists():
+        raise ConfigError({"--run-id": f"run {run_id} already exists in {runs_dir}; choose another id"})
+    return run_id
+
+
+def _processes(config: RunConfig, world: int) -> RunConfig:
+    """The config with `processes` = the number of processes torchrun started (WORLD_SIZE)."""
+    if world > 1:
+        if config.processes not in (1, world):
+            raise ConfigError({"processes": f"is {config.processes}, but torchrun started {world} processes; "
+                                            f"leave it out or make it {world}"})
+        return config.replace(processes=world)
+    if config.processes > 1:
+        raise ConfigError({"processes": f"{config.processes} processes need PyTorch's launcher: "
+                                        f"torchrun --nproc-per-node={config.processes} -m twophase run ... "
+                                        "(the app launches it for you)"})
+    return config
+
+
 def cmd_run(args) -> int:
-    config = config_from_args(args)
+    from twophase import distributed
+
+    config = _processes(config_from_args(args), distributed.world_size_from_env())
     runs_dir = _runs_dir(args)
+    run_id = _run_id(args, runs_dir)
+    dist = distributed.init_from_env(config.device)  # None for one process
+    main_rank = dist is None or dist.is_main
+    quiet = args.quiet or not main_rank  # under torchrun, rank 0 speaks for all
     stop = threading.Event()
 
     def on_sigint(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("\nstopping after the current mini-batch (Ctrl-C again to abort)...", file=sys.stderr, flush=True)
+        if main_rank:
+            print("\nstopping after the current mini-batch (Ctrl-C again to abort)...", file=sys.stderr, flush=True)
 
-    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    handled = [signal.SIGINT] + ([signal.SIGTERM] if dist is not None else [])  # torchrun passes SIGTERM on
+    previous = {s: signal.signal(s, on_sigint) for s in handled} \
+        if threading.current_thread() is threading.main_thread() else {}
     from twophase.experiment import run_experiment
 
     out = sys.stdout
 
     def on_record(record):
-        if not args.quiet:
+        if not quiet:
             print(progress_line(record, config.epochs), file=out, flush=True)
 
     def on_event(event):
-        if not args.quiet:
+        if not quiet:
             print(event_line(event), file=out, flush=True)
 
-    run_id = store.new_run_id()
-    if not args.quiet:
+    if not quiet:
+        where = f", {dist.world} processes ({dist.backend})" if dist is not None else ""
         print(f"run {run_id}: {config.model} on {config.dataset}, arms {', '.join(config.arms)}, "
-              f"{config.epochs} epochs -> {os.path.join(runs_dir, run_id)}", flush=True)
+              f"{config.epochs} epochs{where} -> {os.path.join(runs_dir, run_id)}", flush=True)
     try:
         summary = run_experiment(config, runs_dir, run_id, should_stop=stop.is_set, on_record=on_record,
-                                 on_event=on_event)
+                                 on_event=on_event, dist=dist)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    if not args.quiet:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if summary["status"] != "failed":
+        distributed.close(dist)
+    elif not main_rank:
+        print(f"error: {summary.get('error')}", file=sys.stderr, flush=True)
+    if not quiet:
         print(summary_table(summary), flush=True)
-    if args.json:
+    if args.json and main_rank:
         print(json.dumps(summary, default=str), flush=True)
     return 0 if summary["status"] in ("completed", "stopped", "diverged") else 1
 
@@ -285,11 +362,51 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from twophase import reproduce
+
+    extra = {k: getattr(args, k) for k in ("subset", "val_subset") if hasattr(args, k)}
+    try:
+        plan = reproduce.make_plan(args.models, args.datasets, scale=args.scale, epochs=args.epochs,
+                                   seeds=args.seeds, adaptive=args.adaptive, data_root=args.data_dir,
+                                   device=args.device, threads=args.threads, **extra)
+    except ConfigError as exc:  # name the flags of this command
+        raise ConfigError({flag(k): v for k, v in exc.errors.items()})
+    runs_dir = _runs_dir(args)
+    if args.plan:
+        print(f"reproduction {plan.id} ({plan.describe()}) in {runs_dir}")
+        for state in reproduce.cell_states(plan, runs_dir):
+            print(f"  {state.status:<6} {state.cell.label}" + (f"  [run {state.run_id}]" if state.run_id else ""))
+        return 0
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after the current mini-batch; the cells done so far are kept "
+              "(Ctrl-C again to abort)...", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    try:
+        outcome = reproduce.run_plan(plan, runs_dir, on_line=None if args.quiet else
+                                     (lambda line: print(line, flush=True)), should_stop=stop.is_set)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    paths = reproduce.write_outputs(plan, runs_dir, args.out)
+    if not args.quiet:
+        print(open(paths["markdown"], encoding="utf-8").read())
+    print(f"wrote {', '.join(paths.values())}", flush=True)
+    return 0 if not outcome["left"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with argparse's message on a malformed flag
     try:
-        return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "export": cmd_export}[args.command](args)
+        return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "export": cmd_export,
+                "reproduce": cmd_reproduce}[args.command](args)
     except ConfigError as exc:
         for field_name, message in exc.errors.items():
             name = flag(field_name) if field_name in {f.name for f in dataclasses.fields(RunConfig)} else field_name
