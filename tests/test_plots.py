@@ -233,3 +233,21 @@ def test_paper_table():
     # two-phase is lower or equal in training loss in every cell, as the paper reports
     wide = t.pivot_table(index=["dataset", "model"], columns="algorithm", values="train_loss")
     assert (wide["two-phase"] <= wide["adam"]).all()
+
+
+def test_curvature_figure_plots_the_eigenvalue_ratio_with_the_switch():
+    import pandas as pd
+    from twophase import plots
+
+    df = pd.DataFrame({
+        "arm": ["two-phase"] * 4 + ["adam"] * 4, "epoch": [0, 1, 2, 3] * 2,
+        "phase": ["init", "adam", "adam", "cg", "init", "adam", "adam", "adam"],
+        "hess_min": [-2.0, -1.0, 0.5, 1.0, -2.0, -1.0, -0.5, 0.1], "hess_max": [4.0] * 8,
+    })
+    events = [{"arm": "two-phase", "kind": "switch", "epoch": 2, "value": 1.0, "threshold": 1.1}]
+    assert plots.has_curvature(df) and not plots.has_curvature(df.drop(columns=["hess_min"]))
+    fig = plots.curvature_figure(df, events)
+    ratios = {t.meta["arm"]: list(t.y) for t in fig.data}
+    assert ratios["two-phase"] == [-0.5, -0.25, 0.125, 0.25]
+    assert any(shape.x0 == 2.0 for shape in fig.layout.shapes)  # the switch line
+    assert len(plots.curvature_figure(df.drop(columns=["hess_min", "hess_max"])).data) == 0

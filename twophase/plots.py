@@ -407,6 +407,42 @@ def accuracy_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch",
     return fig
 
 
+def has_curvature(metrics: pd.DataFrame | None) -> bool:
+    """True when the run recorded the Hessian probe (hess_min, hess_max columns with values)."""
+    return metrics is not None and {"hess_min", "hess_max"} <= set(metrics.columns) \
+        and bool(metrics["hess_max"].notna().any())
+
+
+def curvature_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch",
+                     arms: Sequence[str] | None = None) -> go.Figure:
+    """The Hessian probe's ratio hess_min / hess_max per epoch, one line per arm.
+
+    Below zero the loss surface has negative curvature at the current weights (non-convex);
+    at or above zero it is locally convex. The switch epoch is marked, so one sees whether the
+    switch happened where the negative curvature disappeared.
+    """
+    _check_x(x)
+    df = _clean(metrics)
+    fig = go.Figure()
+    if has_curvature(df):
+        for arm in _arms(df, arms):
+            part = _arm_frame(df, arm, events)
+            if x not in part.columns:
+                continue
+            ratio = part["hess_min"] / part["hess_max"].where(part["hess_max"].abs() > 0)
+            fig.add_trace(go.Scatter(
+                x=part[x], y=ratio, mode="lines+markers", name=arm_label(arm),
+                line=dict(color=arm_color(arm), width=2), marker=dict(size=4),
+                legendgroup=arm, meta={"role": "curvature", "arm": arm},
+            ))
+        fig.add_hline(y=0.0, line_color="#444", line_width=1,
+                      annotation_text="convex above, non-convex below", annotation_position="bottom right")
+        shown = df[df["arm"].isin(_arms(df, arms))]
+        _add_switch_lines(fig, shown, events, x, label=True)
+    _base_layout(fig, "Curvature: smallest / largest Hessian eigenvalue", x, "hess_min / hess_max")
+    return fig
+
+
 def grad_norm_vs_loss_figure(metrics: pd.DataFrame | None, events=None,
                              arms: Sequence[str] | None = None) -> go.Figure:
     """Gradient norm against training loss (the paper's figure 5).
