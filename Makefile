@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-.PHONY: run test test-fast bench browser clean-venv
+.PHONY: run test test-fast bench soak browser clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(STAMP) browser
 # Everything but the browser tests, for a quick loop while developing.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not browser" tests
+
+# 20 short runs back to back with random stops; memory and threads must return to their start.
+soak: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/test_soak.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -43,7 +43,11 @@ def config_differences(runs: list) -> pd.DataFrame:
 
 
 st.title("Compare runs")
-infos = [i for i in store.list_runs(jobs.runs_dir) if i.status in FINAL and i.config]
+try:
+    infos = [i for i in store.list_runs(jobs.runs_dir) if i.status in FINAL and i.config]
+except OSError as err:  # the runs folder is a file, or cannot be read
+    st.error(f"The runs folder cannot be read: {err}")
+    st.stop()
 if not infos:
     st.info("No finished runs yet. Start one on the Train page; it appears here once it has ended.")
     st.stop()
@@ -65,7 +69,8 @@ for run in runs:
     for warning in run.warnings:
         st.warning(f"Run {run.run_id}: {warning}")
 
-all_arms = [a for a in plots.ARM_COLORS if any(a in ((r.config or {}).get("arms") or []) for r in runs)]
+all_arms = [a for a in plots.ARM_COLORS
+            if any(isinstance((r.config or {}).get("arms"), list) and a in r.config["arms"] for r in runs)]
 c1, c2, c3 = st.columns([2, 2, 3])
 arms = c1.multiselect("Arms", all_arms, default=all_arms, format_func=plots.arm_label, key="cmp_arms")
 metric = c2.selectbox("Metric", METRICS, format_func=lambda m: plots.METRIC_LABELS[m], key="cmp_metric")
@@ -100,7 +105,8 @@ st.plotly_chart(plots.compare_figure(curves, y=metric, x=x_axis, log_y=log_y, sm
 st.subheader("Final figures")
 tables = []
 for run in runs:
-    arm_status = {a: v.get("status", "") for a, v in ((run.summary or {}).get("arms") or {}).items()
+    summary_arms = (run.summary or {}).get("arms")
+    arm_status = {a: v.get("status", "") for a, v in (summary_arms if isinstance(summary_arms, dict) else {}).items()
                   if isinstance(v, dict)}
     table = plots.final_table(run.metrics, run.events, arm_status)
     table = table[table["arm"].isin(arms)]
@@ -123,7 +129,7 @@ if len(runs) > 1:
     else:
         st.dataframe(diff)
 
-pairs = sorted({((r.config or {}).get("model", ""), (r.config or {}).get("dataset", "")) for r in runs})
+pairs = sorted({(str((r.config or {}).get("model", "")), str((r.config or {}).get("dataset", ""))) for r in runs})
 published = pd.concat([paper.figures_for(m, d) for m, d in pairs], ignore_index=True) if pairs else pd.DataFrame()
 st.subheader("The paper's figures")
 if published.empty:

@@ -27,11 +27,11 @@ def runs_table(infos, live: dict) -> pd.DataFrame:
         rows.append({
             "run": info.run_id,
             "status": status,
-            "name": cfg.get("name") or "",
+            "name": str(cfg.get("name") or ""),
             "model": cfg.get("model"),
             "dataset": cfg.get("dataset"),
             "tolerance": cfg.get("tolerance"),
-            "arms": ", ".join(cfg.get("arms") or []),
+            "arms": ", ".join(map(str, cfg.get("arms"))) if isinstance(cfg.get("arms"), list) else "",
             "epochs": cfg.get("epochs"),
             "switch epoch": two.get("switch_epoch") if isinstance(two, dict) else None,
             "two-phase loss": two.get("train_loss") if isinstance(two, dict) else None,
@@ -44,7 +44,11 @@ def runs_table(infos, live: dict) -> pd.DataFrame:
 
 
 def listing() -> tuple[list, dict]:
-    infos = store.list_runs(jobs.runs_dir)
+    try:
+        infos = store.list_runs(jobs.runs_dir)
+    except OSError as err:  # the runs folder is a file, or cannot be read
+        st.error(f"The runs folder cannot be read: {err}")
+        st.stop()
     live = {s.run_id: s.status for s in jobs.list()}
     return infos, live
 
@@ -93,7 +97,7 @@ held = jobs.snapshot(run_id) is not None
 c1, c2, c3 = st.columns([1, 1, 3], vertical_alignment="center")
 if c1.button("Open", key="runs_open", icon=":material/open_in_new:", disabled=bool(by_id[run_id].damaged)):
     st.switch_page("pages/train.py", query_params={"run": run_id})
-if status not in FINAL:
+if status in store.ACTIVE_STATUSES:  # a damaged run (no readable status) can be deleted
     if c2.button("Stop", key="runs_stop", icon=":material/stop_circle:", disabled=not held,
                  help=None if held else "This run belongs to another process (e.g. the command line)."):
         jobs.stop(run_id)
@@ -103,7 +107,7 @@ else:
     if c2.button("Delete", key="runs_delete", icon=":material/delete:", disabled=not confirm):
         try:
             jobs.delete(run_id)
-        except (RuntimeError, FileNotFoundError, ValueError) as err:
+        except (RuntimeError, OSError, ValueError) as err:
             st.error(f"Not deleted: {err}")
         else:
             st.session_state.pop("runs_confirm_delete", None)

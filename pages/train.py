@@ -9,6 +9,7 @@ status is final it stops polling.
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
 
@@ -55,11 +56,27 @@ class RunView:
     progress: dict = field(default_factory=dict)
     error: str | None = None
     summary: dict | None = None
+    warnings: list = field(default_factory=list)  # damage found in the run's files (read from disk)
 
     @property
     def arm_status(self) -> dict:
-        arms = (self.summary or {}).get("arms") or {}
+        arms = (self.summary or {}).get("arms")
+        if not isinstance(arms, dict):  # a damaged summary.json: no per-arm status
+            return {}
         return {a: v.get("status", "") for a, v in arms.items() if isinstance(v, dict)}
+
+
+def whole_number(value) -> int:
+    """`value` when it is a positive whole number (a config read from disk may be damaged), else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def arm_names(config: dict, progress: dict) -> list[str]:
+    """The arms of a run: config's list of names (text only), else those with progress."""
+    arms = config.get("arms")
+    if isinstance(arms, list):
+        return [a for a in arms if isinstance(a, str)]
+    return list(progress)
 
 
 def read_run(run_id: str) -> RunView | None:
@@ -74,12 +91,12 @@ def read_run(run_id: str) -> RunView | None:
         return None
     config = run.config or {}
     progress = {}
-    epochs = config.get("epochs") or 0
+    epochs = whole_number(config.get("epochs"))
     if len(run.metrics) and "arm" in run.metrics.columns and epochs:
         for arm, part in run.metrics.groupby("arm"):
             progress[arm] = min(1.0, float(part["epoch"].max()) / epochs)
     return RunView(run_id, run.status, config, run.metrics, run.events, progress,
-                   (run.summary or {}).get("error"), run.summary)
+                   (run.summary or {}).get("error"), run.summary, run.warnings)
 
 
 @st.cache_data(show_spinner=False)
@@ -189,19 +206,23 @@ def show_run(run_id: str, was_live: bool, x: str, log_y: bool) -> None:
     cfg = view.config or {}
     status = view.status
     head, stop_col = st.columns([5, 1])
-    head.markdown(f'Status: {status_badge(status)} &nbsp; run <code>{run_id}</code> · {cfg.get("model", "?")} '
-                  f'on {cfg.get("dataset", "?")} · tolerance {cfg.get("tolerance", "?")}',
+    model, dataset, tolerance = (html.escape(str(cfg.get(k, "?"))) for k in ("model", "dataset", "tolerance"))
+    head.markdown(f'Status: {status_badge(status)} &nbsp; run <code>{run_id}</code> · {model} '
+                  f'on {dataset} · tolerance {tolerance}',  # escaped: config.json is a file anyone may edit
                   unsafe_allow_html=True)
     if status not in FINAL and jobs.snapshot(run_id) is not None:
         if stop_col.button("Stop", key="stop", icon=":material/stop_circle:"):
             jobs.stop(run_id)
             st.toast("Stopping: the run ends after the current mini-batch or CG iteration.")
+    if view.warnings:
+        st.warning("Some of this run's files are damaged; what could be read is shown: " + "; ".join(view.warnings),
+                   icon=":material/warning:")
     if view.error:
         st.error(view.error)
 
-    epochs = cfg.get("epochs") or 0
+    epochs = whole_number(cfg.get("epochs"))
     metrics = view.metrics
-    arms = list(cfg.get("arms") or view.progress)
+    arms = arm_names(cfg, view.progress)
     if arms:
         bars = st.columns(len(arms))
         for col, arm in zip(bars, arms):
@@ -233,7 +254,7 @@ def show_run(run_id: str, was_live: bool, x: str, log_y: bool) -> None:
 
     if status in FINAL and len(metrics):
         final_section(view)
-    if was_live and status in FINAL:
+    if was_live and status not in store.ACTIVE_STATUSES:
         st.rerun()  # a full rerun re-creates this fragment without run_every: polling stops
 
 
@@ -282,11 +303,24 @@ if start_col.button("Start", type="primary", key="start", icon=":material/play_a
     try:
         config = RunConfig(**values)
         config.validate()
-        new_id = jobs.submit(config)
+        # A second press (a double click, an impatient user) while the run it started is still
+        # queued or running, with the same settings, follows that run instead of starting a copy.
+        started = st.session_state.get("started_run")
+        if started and started[1] == config.to_dict() and jobs.status(started[0]) not in FINAL | {None}:
+            new_id = started[0]
+            message_col.info(f"This run is already started (run `{new_id}`); Start again once it has ended, "
+                             "or change a setting to start another run.", icon=":material/info:")
+        else:
+            new_id = jobs.submit(config)
+            st.session_state["started_run"] = (new_id, config.to_dict())
     except ConfigError as err:
         message_col.error(describe_config_error(err), icon=":material/error:")
     except DatasetUnavailable as err:
         message_col.error(str(err), icon=":material/folder_off:")
+    except OSError as err:  # the runs folder cannot be written: nothing was created
+        message_col.error(f"Nothing was started: the runs folder {jobs.runs_dir} cannot be written "
+                          f"({err.strerror or err}). Set TWOPHASE_RUNS to a writable folder and restart the app.",
+                          icon=":material/folder_off:")
     else:
         st.query_params["run"] = new_id
         run_id = new_id
@@ -299,5 +333,5 @@ if run_id is not None:
                       help="Cost axes: a CG epoch costs several loss evaluations; compare per data pass or per second.")
     log_y = yc.toggle("Log-scale loss", value=True, key="log_y")
     first = read_run(run_id)
-    live = first is not None and first.status not in FINAL
+    live = first is not None and first.status in store.ACTIVE_STATUSES  # not "damaged": nothing to follow
     st.fragment(run_every=POLL_SECONDS if live else None)(show_run)(run_id, live, x_axis, log_y)

@@ -215,9 +215,13 @@ def config_from_args(args) -> RunConfig:
     if getattr(args, "config", None):
         try:
             with open(args.config) as fh:
-                values.update(json.load(fh))
+                loaded = json.load(fh)
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError({"config": f"could not read {args.config}: {exc}"})
+        if not isinstance(loaded, dict):
+            raise ConfigError({"config": f"{args.config} must hold a JSON object of config fields, "
+                                         f"got {type(loaded).__name__}"})
+        values.update(loaded)
     for f in dataclasses.fields(RunConfig):
         if hasattr(args, f.name):
             values[f.name] = getattr(args, f.name)
@@ -306,8 +310,12 @@ def cmd_run(args) -> int:
 
 
 def summary_table(summary: dict) -> str:
-    lines = [f"status: {summary['status']}" + (f" ({summary['error']})" if summary.get("error") else "")]
-    arms = summary.get("arms") or {}
+    """The arms side by side. Tolerates a summary.json with the wrong types (shows what it can)."""
+    summary = summary if isinstance(summary, dict) else {}
+    error = summary.get("error")
+    lines = [f"status: {summary.get('status', 'unknown')}" + (f" ({error})" if error else "")]
+    arms = summary.get("arms")
+    arms = {str(k): v for k, v in arms.items() if isinstance(v, dict)} if isinstance(arms, dict) else {}
     if not arms:
         return lines[0]
     keys = ["status", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "switch_epoch", "peak_epoch",
@@ -319,11 +327,12 @@ def summary_table(summary: dict) -> str:
         cells = []
         for n in names:
             v = arms[n].get(key)
-            cells.append(_fmt(v, ".4e" if key in ("train_loss", "val_loss") else ".4g"))
+            cells.append(_fmt(v, ".4e" if key in ("train_loss", "val_loss") else ".4g") if isinstance(
+                v, (int, float, type(None))) else str(v))
         lines.append(f"{key:<14}" + "".join(f"{c:>{width}}" for c in cells))
-    a, b = arms.get("two-phase", {}), arms.get("adam", {})
-    if a.get("train_loss") and b.get("train_loss"):
-        lines.append(f"train loss two-phase / adam: {a['train_loss'] / b['train_loss']:.3g}")
+    a, b = arms.get("two-phase", {}).get("train_loss"), arms.get("adam", {}).get("train_loss")
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+        lines.append(f"train loss two-phase / adam: {a / b:.3g}")
     return "\n".join(lines)
 
 
@@ -337,12 +346,14 @@ def cmd_list(args) -> int:
     if not runs:
         print(f"no runs in {runs_dir}")
     for r in runs:
-        cfg = r.config or {}
+        cfg = r.config if isinstance(r.config, dict) else {}
         if r.damaged:
             print(f"{r.run_id}  DAMAGED: {r.damaged}")
         else:
-            print(f"{r.run_id}  {r.status:<11} {cfg.get('model', '?'):<22} {cfg.get('dataset', '?'):<9} "
-                  f"tol {cfg.get('tolerance', '?')}  arms {','.join(cfg.get('arms', []))}")
+            arms = cfg.get("arms")
+            arms = ",".join(map(str, arms)) if isinstance(arms, list) else str(arms)
+            print(f"{r.run_id}  {r.status:<11} {str(cfg.get('model', '?')):<22} {str(cfg.get('dataset', '?')):<9} "
+                  f"tol {cfg.get('tolerance', '?')}  arms {arms}")
     return 0
 
 
@@ -414,4 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (TwophaseError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unwritable or missing runs folder, a full disk
+        print(f"error: runs folder {_runs_dir(args)}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -120,9 +120,10 @@ class RunConfig:
         if not isinstance(d, dict):
             raise ConfigError({"config": f"must be a mapping of field names to values, got {type(d).__name__}"})
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - known, key=repr)
         if unknown:
-            raise ConfigError({k: f"unknown field; allowed fields: {', '.join(sorted(known))}" for k in unknown})
+            raise ConfigError({k if isinstance(k, str) else repr(k):
+                               f"unknown field; allowed fields: {', '.join(sorted(known))}" for k in unknown})
         cfg = cls(**d)
         if validate:
             cfg.validate()
@@ -160,7 +161,11 @@ class RunConfig:
 
         def real(name, lo, hi, lo_open=False, hi_open=False):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            try:  # an int beyond float range is as bad as inf
+                finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+            except OverflowError:
+                finite = False
+            if not finite:
                 errors[name] = f"must be a finite number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {value!r}"
                 return False
             ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
@@ -228,6 +233,9 @@ class RunConfig:
         # Model sizes: the model must build on the data's shape (models.check names each bad size).
         if not isinstance(self.model_sizes, dict):
             errors["model_sizes"] = f"must be a mapping like {{'embed_dim': 64}}, got {self.model_sizes!r}"
+        elif any(not isinstance(k, str) for k in self.model_sizes):
+            bad = ", ".join(repr(k) for k in self.model_sizes if not isinstance(k, str))
+            errors["model_sizes"] = f"size names must be text like 'embed_dim', got {bad}"
         elif model_ok and dataset_ok:
             try:
                 models_mod.check(self.model, sizes["input_shape"], sizes["num_classes"], **self.model_sizes)

@@ -161,48 +161,67 @@ class JobManager:
 
     # ------------------------------------------------------------- worker
     def _work(self, job: _Job) -> None:
-        with self._slots:
-            if job.stop_event.is_set():
-                self._set(job, status="stopped")
-                job.writer.update_summary(status="stopped", error=None, ended=_now())
-                return
-
-            def on_record(record):
-                with self._lock:
-                    job.records.append(dict(record))
-
-            def on_event(event):
-                with self._lock:
-                    job.events.append(dict(event))
-
-            def on_progress(arm, fraction):
-                job.progress[arm] = min(1.0, max(0.0, fraction))
-
-            def on_status(status):
-                self._set(job, status=status)
-
+        if self._wait_for_slot(job):
             try:
-                summary = run_experiment(job.config, self.runs_dir, writer=job.writer,
-                                         should_stop=job.stop_event.is_set, on_record=on_record,
-                                         on_event=on_event, on_progress=on_progress, on_status=on_status)
-                self._set(job, status=summary["status"], error=summary.get("error"), summary=summary)
-            except Exception as exc:  # never leave a job `running` forever
-                self._set(job, status="failed", error=f"{type(exc).__name__}: {exc}")
+                self._train(job)
+            finally:
+                self._slots.release()
+
+    def _wait_for_slot(self, job: _Job) -> bool:
+        """Wait for a training slot; a queued job stopped meanwhile ends `stopped` at once (returns False)."""
+        while not self._slots.acquire(timeout=0.1):
+            if job.stop_event.is_set():
+                self._end_queued(job)
+                return False
+        if job.stop_event.is_set():
+            self._slots.release()
+            self._end_queued(job)
+            return False
+        return True
+
+    def _end_queued(self, job: _Job) -> None:
+        if job.writer is not None:
+            job.writer.update_summary(status="stopped", error=None, ended=_now())
+        else:  # a multi-process job's folder is written by its processes, which never started
+            self._end_on_disk(job, "stopped", None)
+        self._set(job, status="stopped")
+
+    def _train(self, job: _Job) -> None:
+        def on_record(record):
+            with self._lock:
+                job.records.append(dict(record))
+
+        def on_event(event):
+            with self._lock:
+                job.events.append(dict(event))
+
+        def on_progress(arm, fraction):
+            job.progress[arm] = min(1.0, max(0.0, fraction))
+
+        def on_status(status):
+            self._set(job, status=status)
+
+        try:
+            summary = run_experiment(job.config, self.runs_dir, writer=job.writer,
+                                     should_stop=job.stop_event.is_set, on_record=on_record,
+                                     on_event=on_event, on_progress=on_progress, on_status=on_status)
+            self._set(job, status=summary["status"], error=summary.get("error"), summary=summary)
+        except Exception as exc:  # never leave a job `running` forever
+            self._set(job, status="failed", error=f"{type(exc).__name__}: {exc}")
 
     def _work_processes(self, job: _Job) -> None:
         """A job with config.processes > 1: launch torchrun, follow its run folder, stop it on request."""
-        with self._slots:
-            if job.stop_event.is_set():
-                self._end_on_disk(job, "stopped", None)
-                self._set(job, status="stopped")
-                return
-            try:
-                self._launch_and_follow(job)
-            except Exception as exc:  # never leave a job `running` forever
-                if job.process is not None:
-                    distributed.terminate(job.process, grace_s=10)
-                self._set(job, status="failed", error=f"{type(exc).__name__}: {exc}")
-                self._end_on_disk(job, "failed", job.error)
+        if not self._wait_for_slot(job):
+            return
+        try:
+            self._launch_and_follow(job)
+        except Exception as exc:  # never leave a job `running` forever
+            if job.process is not None:
+                distributed.terminate(job.process, grace_s=10)
+            self._set(job, status="failed", error=f"{type(exc).__name__}: {exc}")
+            self._end_on_disk(job, "failed", job.error)
+        finally:
+            self._slots.release()
 
     def _launch_and_follow(self, job: _Job) -> None:
         n = job.config.processes

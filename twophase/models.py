@@ -493,13 +493,46 @@ def _initialise(model: nn.Module, seed: int) -> None:
         raise RuntimeError(f"no initialisation rule for buffer {name}")
 
 
+MAX_PARAMETERS = 200_000_000  # a model above this would exhaust a server's memory: refused by check()
+
+
+def _construct_on_meta(name: str, shape: tuple[int, int, int], num_classes: int, full: dict[str, Any]) -> nn.Module:
+    """The module with its parameters on the meta device (no memory, no values yet)."""
+    with torch.device("meta"):
+        if name.startswith("vit-"):
+            model: nn.Module = VisionTransformer(
+                shape,
+                num_classes,
+                patch=full["patch"],
+                embed_dim=full["embed_dim"],
+                depth=full["depth"],
+                heads=full["heads"],
+                mlp_dim=full.get("mlp_dim"),
+                shared_qk=name in ("vit-nomlp-wkewq", "vit-nomlp-wkewq-wvwo"),
+                value_output=name != "vit-nomlp-wkewq-wvwo",
+                pool=full["pool"],
+            )
+        elif name == "vgg5-max-relu":
+            model = VGG5(shape, num_classes, widths=full["widths"], hidden=full["hidden"])
+        elif name == "mlp":
+            model = MLP(shape, num_classes, width=full["width"], depth=full["depth"])
+        else:  # cnn-small
+            model = SmallCNN(shape, num_classes, widths=full["widths"])
+    return model
+
+
 def check(name: str, input_shape: Any, num_classes: int, **sizes: Any) -> dict[str, Any]:
     """Validate a model name and sizes for a data shape without building it.
 
     Returns the full sizes; raises ConfigError naming each bad field, exactly as `build` would.
     """
     _check_name(name)
-    return _validate(name, input_shape, num_classes, 0, sizes)[1]
+    shape, full = _validate(name, input_shape, num_classes, 0, sizes)
+    count = count_parameters(_construct_on_meta(name, shape, num_classes, full))
+    if count > MAX_PARAMETERS:
+        raise ConfigError({"model_sizes": f"these sizes give {count:,} parameters; at most {MAX_PARAMETERS:,} "
+                                          "are allowed (the model would not fit in memory)"})
+    return full
 
 
 def build(name: str, input_shape: Any, num_classes: int, seed: int = 0, **sizes: Any) -> nn.Module:
@@ -521,26 +554,7 @@ def build(name: str, input_shape: Any, num_classes: int, seed: int = 0, **sizes:
     dividing the image, non-positive sizes, unknown size names).
     """
     shape, full = _validate(name, input_shape, num_classes, seed, sizes)
-    with torch.device("meta"):
-        if name.startswith("vit-"):
-            model: nn.Module = VisionTransformer(
-                shape,
-                num_classes,
-                patch=full["patch"],
-                embed_dim=full["embed_dim"],
-                depth=full["depth"],
-                heads=full["heads"],
-                mlp_dim=full.get("mlp_dim"),
-                shared_qk=name in ("vit-nomlp-wkewq", "vit-nomlp-wkewq-wvwo"),
-                value_output=name != "vit-nomlp-wkewq-wvwo",
-                pool=full["pool"],
-            )
-        elif name == "vgg5-max-relu":
-            model = VGG5(shape, num_classes, widths=full["widths"], hidden=full["hidden"])
-        elif name == "mlp":
-            model = MLP(shape, num_classes, width=full["width"], depth=full["depth"])
-        else:  # cnn-small
-            model = SmallCNN(shape, num_classes, widths=full["widths"])
+    model = _construct_on_meta(name, shape, num_classes, full)
     model = model.to_empty(device="cpu")
     _initialise(model, seed)
     model.name = name

@@ -108,6 +108,8 @@ METRIC_COLUMNS: list[str] = [
 OPTIONAL_COLUMNS: list[str] = ["hess_min", "hess_max"]
 #: Columns that hold text; every other column is read back as numbers.
 STRING_COLUMNS: frozenset[str] = frozenset({"arm", "phase"})
+#: Columns that place a row (which arm, which epoch); a row without them is left out on reading.
+_KEY_COLUMNS: tuple[str, ...] = ("arm", "epoch")
 
 #: Every status a run (and an arm) can have.
 STATUSES: tuple[str, ...] = (
@@ -713,6 +715,13 @@ def _check_metrics_file(path: Path) -> str | None:
         return f"metrics.csv cannot be read ({exc.__class__.__name__}: {exc})"
     if not head.strip() or not head.endswith(b"\n"):
         return "metrics.csv has no header line"
+    try:
+        header = next(csv.reader([head.decode("utf-8", "replace")]))
+    except (csv.Error, StopIteration):
+        header = []
+    missing = [c for c in _KEY_COLUMNS if c not in header]
+    if missing:
+        return f"metrics.csv has no {' or '.join(missing)} column in its header line"
     if last != b"\n":
         return "metrics.csv ends with a partial line (the last row was cut off; it is left out when loading)"
     return None
@@ -801,12 +810,16 @@ def _read_metrics(path: Path, warnings: list[str]) -> "pd.DataFrame":
         warnings.append("metrics.csv has no header line")
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in METRIC_COLUMNS})
     header = rows[0]
+    keys = [header.index(c) for c in _KEY_COLUMNS if c in header]
     body = []
     for number, row in enumerate(rows[1:], start=2):
         if not row:
             continue
         if len(row) != len(header):
             warnings.append(f"metrics.csv line {number} has {len(row)} fields instead of {len(header)}; it was left out")
+            continue
+        if any(not _placed(header[i], row[i]) for i in keys):
+            warnings.append(f"metrics.csv line {number} has no valid arm or epoch; it was left out")
             continue
         body.append(row)
     columns: dict[str, Any] = {}
@@ -829,7 +842,22 @@ def _read_metrics(path: Path, warnings: list[str]) -> "pd.DataFrame":
         if numeric.dtype == object:  # all empty
             numeric = numeric.astype("float64")
         columns[name] = numeric
-    return pd.DataFrame(columns, columns=header)
+    missing = [c for c in METRIC_COLUMNS if c not in columns]
+    if missing:
+        warnings.append(f"metrics.csv has no column(s) {', '.join(missing)}; they are shown empty")
+        for name in missing:
+            columns[name] = pd.Series([None] * len(body), dtype=object if name in STRING_COLUMNS else "float64")
+    return pd.DataFrame(columns, columns=list(header) + missing)
+
+
+def _placed(column: str, cell: str) -> bool:
+    """Whether a key cell of metrics.csv is usable: a non-empty arm, a finite number as epoch."""
+    if column == "arm":
+        return bool(cell.strip())
+    try:
+        return math.isfinite(float(cell))
+    except ValueError:
+        return False
 
 
 def _read_events(path: Path, warnings: list[str]) -> list[dict]:
@@ -854,20 +882,41 @@ def _read_events(path: Path, warnings: list[str]) -> list[dict]:
             else:
                 warnings.append(f"events.jsonl line {number} is not valid JSON; it was left out")
             continue
-        if isinstance(value, dict):
-            events.append(value)
-        else:
+        if not isinstance(value, dict):
             warnings.append(f"events.jsonl line {number} is not a JSON object; it was left out")
+            continue
+        problem = _event_problem(value)
+        if problem:
+            warnings.append(f"events.jsonl line {number}: {problem}; it was left out")
+            continue
+        events.append(value)
     return events
+
+
+def _event_problem(event: dict) -> str | None:
+    """What is wrong with the types of an event's known fields (None when nothing)."""
+    for key in ("arm", "kind"):
+        if key in event and not isinstance(event[key], str):
+            return f"{key} is not text"
+    epoch = event.get("epoch")
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
+        return "epoch is not a whole number"
+    for key in ("value", "threshold"):
+        v = event.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"{key} is not a number"
+    return None
 
 
 def load_run(runs_dir: str | os.PathLike | None, run_id: str) -> Run:
     """Read run ``run_id`` from ``runs_dir`` (None: ``default_runs_dir()``).
 
     Tolerant of damage: a cut-off last line of metrics.csv or events.jsonl is dropped,
-    a bad config.json / summary.json gives None; each such problem is a sentence in
-    ``Run.warnings``. Raises ValueError/TypeError for an invalid run id and
-    FileNotFoundError when the run does not exist.
+    so are metrics rows without an arm or a numeric epoch and events whose fields have
+    the wrong type (epoch not a whole number, value not a number...); standard columns
+    missing from metrics.csv are added empty; a bad config.json / summary.json gives
+    None; each such problem is a sentence in ``Run.warnings``. Raises ValueError/TypeError
+    for an invalid run id and FileNotFoundError when the run does not exist.
     """
     path = run_path(runs_dir, run_id)
     if not path.is_dir():
@@ -900,7 +949,9 @@ def mark_interrupted(
     in ``summary["arms"]`` still ``running``/``queued`` becomes ``interrupted`` too. The
     metrics stay as they are and remain readable. Runs with a damaged summary are left
     alone (``list_runs`` reports them). Leftovers of cut-short creations and deletions
-    are removed first (``clean_leftovers``).
+    are removed first (``clean_leftovers``), and so are the temp files of an atomic write
+    that the dead owner left half done. A runs directory that cannot be listed (a file,
+    no permission) changes nothing and raises nothing here; ``list_runs`` reports it.
 
     Args:
         runs_dir: the runs directory (None: ``default_runs_dir()``).
@@ -917,7 +968,11 @@ def mark_interrupted(
     me = os.getpid()
     my_start = _process_start(me)
     changed = []
-    for info in list_runs(root):
+    try:
+        infos = list_runs(root)
+    except OSError:  # not a folder, or unreadable: nothing to mark; the listing reports it
+        return changed
+    for info in infos:
         summary = info.summary
         if summary is None or info.status not in ACTIVE_STATUSES:
             continue
@@ -951,8 +1006,23 @@ def mark_interrupted(
             _atomic_write_text(info.path / SUMMARY_FILE, _dumps(new, "summary", indent=2) + "\n")
         except (OSError, TypeError):
             continue  # read-only folder or odd content: leave it, the listing still works
+        _remove_temp_files(info.path)  # a write its dead owner left half done
         changed.append(info.run_id)
     return changed
+
+
+def _remove_temp_files(path: Path) -> None:
+    """Remove the ``.<name>.<random>.tmp`` files of atomic writes cut short in a run folder."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".") and name.endswith(".tmp"):
+            try:
+                os.unlink(path / name)
+            except OSError:
+                pass
 
 
 def clean_leftovers(runs_dir: str | os.PathLike | None = None, min_age_s: float = 600.0) -> list[str]:
