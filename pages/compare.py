@@ -101,6 +101,10 @@ for run in runs:
 references = list(dict.fromkeys(references))
 st.plotly_chart(plots.compare_figure(curves, y=metric, x=x_axis, log_y=log_y, smoothing=smoothing,
                                      references=references), key="cmp_chart")
+for run in runs:
+    if plots.has_curvature(run.metrics):
+        st.plotly_chart(plots.curvature_figure(run.metrics, run.events, x=x_axis, arms=arms),
+                        key=f"cmp_curvature_{run.run_id}")
 
 st.subheader("Final figures")
 tables = []

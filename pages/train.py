@@ -33,7 +33,8 @@ LABELS = {  # widget label of each RunConfig field, to name it in error messages
     "min_epochs": "Minimum Adam epochs", "patience": "Patience", "smoothing": "Smoothing",
     "switch_epoch": "Fixed switch epoch", "cg_beta": "CG beta", "line_search": "Line search",
     "cg_dtype": "CG in float64", "cg_iters_per_epoch": "CG iterations per epoch",
-    "grad_norm_mode": "Gradient norm", "threads": "CPU threads", "name": "Run name", "model_sizes": "Model sizes",
+    "grad_norm_mode": "Gradient norm", "threads": "CPU threads", "hessian_probe": "Measure curvature",
+    "processes": "Processes", "name": "Run name", "model_sizes": "Model sizes",
 }
 
 if "jobs" not in st.session_state:
@@ -185,6 +186,15 @@ def settings() -> dict:
                                          placeholder="all", key="cfg_val_subset")
             threads = st.number_input("CPU threads", min_value=0, value=int(d.threads), step=1, key="cfg_threads",
                                       help="PyTorch threads for the run (0: PyTorch's default).")
+            hessian_probe = st.checkbox("Measure curvature (Hessian probe)", value=d.hessian_probe,
+                                        key="cfg_hessian_probe",
+                                        help="Each epoch, estimate the smallest and largest Hessian eigenvalues "
+                                             "(Lanczos on 512 training images): is the surface convex yet? "
+                                             "Costs time; not charged to any arm.")
+            processes = st.number_input("Processes", min_value=1, value=int(d.processes), step=1,
+                                        key="cfg_processes",
+                                        help="Data-parallel processes on this machine (torchrun); 1 trains in "
+                                             "the server itself.")
             name = st.text_input("Run name", value=d.name, key="cfg_name", placeholder="optional")
     return dict(model=model, dataset=dataset, tolerance=float(tolerance), epochs=int(epochs),
                 batch_size=int(batch_size), lr=float(lr), seed=int(seed),
@@ -193,7 +203,8 @@ def settings() -> dict:
                 min_epochs=int(min_epochs), patience=int(patience), smoothing=float(smoothing),
                 switch_epoch=None if switch_epoch is None else int(switch_epoch), cg_beta=cg_beta,
                 line_search=line_search, cg_dtype="float64" if cg_float64 else "float32",
-                cg_iters_per_epoch=int(cg_iters), grad_norm_mode=grad_norm_mode, threads=int(threads), name=name)
+                cg_iters_per_epoch=int(cg_iters), grad_norm_mode=grad_norm_mode, threads=int(threads), name=name,
+                hessian_probe=bool(hessian_probe), processes=int(processes))
 
 
 # ----------------------------------------------------------------- the run
@@ -251,6 +262,12 @@ def show_run(run_id: str, was_live: bool, x: str, log_y: bool) -> None:
         r2 = st.columns(2)
         r2[0].plotly_chart(plots.accuracy_figure(metrics, view.events, x=x), key="chart_accuracy")
         r2[1].plotly_chart(plots.grad_norm_vs_loss_figure(metrics, view.events), key="chart_grad_vs_loss")
+        if plots.has_curvature(metrics):  # the Hessian probe was on: curvature under the gradient norm
+            r3 = st.columns(2)
+            r3[0].plotly_chart(plots.curvature_figure(metrics, view.events, x=x), key="chart_curvature")
+            r3[1].caption("Smallest over largest Hessian eigenvalue (Lanczos on a fixed sample of 512 "
+                          "training images). Below zero the surface still curves down somewhere: non-convex. "
+                          "Compare where it crosses zero with the switch line.")
 
     if status in FINAL and len(metrics):
         final_section(view)
