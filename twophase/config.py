@@ -101,7 +101,9 @@ class RunConfig:
     hessian_probe: bool = False
     seed: int = 0
     device: str = "auto"
-    threads: int = 0
+    # 1 by default: measured on 2 cores (benchmarks/results/roofline.md), a second torch thread made a
+    # training epoch 1.6x to 12x slower while the server and a browser share the cores. 0 = torch's default.
+    threads: int = 1
     processes: int = 1
     name: str = ""
     tag: str = ""
