@@ -38,7 +38,7 @@ test-fast: $(STAMP)
 soak: $(STAMP)
 	$(PY) -m pytest -q -m slow tests/test_soak.py
 
-bench: $(STAMP)
+bench: $(STAMP) browser
 	$(PY) -m benchmarks
 
 clean-venv:

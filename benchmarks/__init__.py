@@ -1,0 +1,19 @@
+"""Measured comparisons of the twophase engine, each runnable alone.
+
+    python -m benchmarks                       # all of them at --size full, then README.md's section
+    python -m benchmarks.overhead --size small # one of them (sizes: tiny, small, full, issue)
+
+Modules (each writes benchmarks/results/<name>.md, .csv and, where it draws one, .png):
+
+    overhead     one engine epoch (Adam phase, CG phase) against a minimal hand-written loop
+    cg_vs_scipy  NonlinearCG (each beta, each line search) against scipy.optimize CG
+    optimizers   two-phase, Adam, Adam then L-BFGS and CG only, per unit of cost; golden vs strong Wolfe
+    roofline     achieved training FLOP/s against torch.mm's peak, and the speed-ups tried
+    switch_rule  switch epoch, final loss and cost of the switch-rule variants
+    app          training throughput with the Train page open in chromium against the CLI
+
+Every result carries the machine it was measured on (cores, torch version, threads) and
+states each target next to the measured value, including misses.
+"""
+
+BENCHMARKS = ("overhead", "cg_vs_scipy", "optimizers", "roofline", "switch_rule", "app")

@@ -1,0 +1,335 @@
+"""Roofline: the engine's training FLOP/s against the torch.mm peak of this machine, and speed-ups.
+
+1. Peak: float32 `torch.mm` of square matrices (several sizes, best median), per thread count.
+2. FLOPs per sample of each model, counted by `torch.utils.flop_counter.FlopCounterMode` on a
+   batch of 512: forward, and forward + backward (matmuls and convolutions only; element-wise
+   work is not counted, so the fraction is a lower bound of the machine's real use).
+3. Achieved: the engine's mini-batch Adam epoch (`Arm._adam_epoch`, batch 512) in samples/s,
+   times the training FLOPs per sample; fraction of the peak at the same thread count.
+   Target: at least 40% of the measured matmul peak for vit-mlp and vgg5-max-relu.
+4. Speed-ups, each against the engine as it is, interleaved (speed-up = time as is / time with):
+   evaluation passes under torch.inference_mode instead of no_grad (the CG line search's
+   value-only passes), chunk sizes of the full-set gradient pass, 1 vs 2 threads, channels_last
+   memory for the CNNs, PyTorch's fused scaled_dot_product_attention in the ViT, and
+   torch.compile (in a child process with a time limit, so a slow or failing compile falls back
+   cleanly to a 'skipped' line). Per-batch host synchronisation: the engine's Adam loop has none
+   (no .item() or float() per batch; see overhead).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import torch
+
+from benchmarks import common
+
+TARGET = 0.40
+BATCH = 512
+TARGET_MODELS = ("vit-mlp", "vgg5-max-relu")
+HELPS = 1.05  # a speed-up counts as measurable at or above this median ratio (at or below 1/HELPS: hurts)
+
+SIZES = {
+    # models with their training samples; repetitions; mm sizes; thread counts; compile time limit (s)
+    "tiny": dict(models=[("mlp", 512)], reps=2, mm=[256], threads=[1], compile_limit=0,
+                 chunks=[256, 4096], extra=False),
+    "small": dict(models=[("mlp", 2048), ("vit-mlp", 1024)], reps=3, mm=[512, 1024], threads=[1, 2],
+                  compile_limit=0, chunks=[512, 1024, 4096], extra=True),
+    "full": dict(models=[("mlp", 2048), ("cnn-small", 1024), ("vit-mlp", 1024), ("vgg5-max-relu", 1024)],
+                 reps=3, mm=[512, 1024, 2048], threads=[1, 2], compile_limit=300, compile_models=["vit-mlp"],
+                 chunks=[256, 512, 1024, 4096], extra=True),
+    "issue": dict(models=[("mlp", 2048), ("cnn-small", 2048), ("vit-mlp", 4096), ("vgg5-max-relu", 4096)],
+                  reps=5, mm=[512, 1024, 2048], threads=[1, 2], compile_limit=600,
+                  compile_models=["mlp", "vit-mlp", "vgg5-max-relu"],
+                  chunks=[256, 512, 1024, 2048, 4096], extra=True),
+}
+
+
+# ------------------------------------------------------------------ peak
+def mm_peak(size: int, reps: int) -> float:
+    """Median GFLOP/s of float32 torch.mm of two size x size matrices at the current threads."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=g)
+    b = torch.randn(size, size, generator=g)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+    inner = max(1, int(2e8 // (2 * size ** 3)))  # about 0.2 GFLOP per timing at least
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b, out=out)
+        times.append((time.perf_counter() - t0) / inner)
+    return 2 * size ** 3 / common.median(times) / 1e9
+
+
+# ------------------------------------------------------------------ flops
+def flops_per_sample(model: torch.nn.Module, input_shape, num_classes: int, batch: int = BATCH) -> tuple[float, float]:
+    """(forward, forward + backward) FLOPs per sample, counted by FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from twophase import losses
+
+    x = torch.randn(batch, *input_shape)
+    y = torch.randint(0, num_classes, (batch,))
+    loss_fn = losses.get("mse")
+    with FlopCounterMode(display=False) as fwd:
+        with torch.no_grad():
+            model(x)
+    with FlopCounterMode(display=False) as both:
+        loss_fn(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return fwd.get_total_flops() / batch, both.get_total_flops() / batch
+
+
+# ------------------------------------------------------------------ engine pieces
+def make_arm(model_name: str, subset: int, seed: int = 0):
+    from twophase import data as data_mod
+    from twophase import models as models_mod
+    from twophase.config import RunConfig
+    from twophase.engine import Arm, make_loss
+
+    data = data_mod.load("mnist", root=common.data_root(), subset=subset, val_subset=500, seed=seed)
+    cfg = RunConfig(model=model_name, subset=subset, val_subset=500, batch_size=BATCH, seed=seed, arms=["adam"])
+    initial = models_mod.build(model_name, data.input_shape, data.num_classes, seed=seed)
+    arm = Arm.create("adam", initial, cfg, data, make_loss(cfg.loss))
+    return arm, initial, cfg, data
+
+
+def adam_epoch(arm) -> None:
+    arm._adam_epoch(lambda: False, None)
+
+
+def speedup_row(what, model, times, base="as is", variant="with"):
+    ratio = common.ratio_of(times, base, variant)
+    verdict = "helps" if ratio >= HELPS else ("hurts" if ratio <= 1 / HELPS else "no measurable change")
+    return {"change": what, "model": model, "time as is s": common.median(times[base]),
+            "time with s": common.median(times[variant]), "speed-up (median of ratios)": ratio,
+            "verdict": verdict}
+
+
+def attention_sdpa_forward(self, x):
+    """SelfAttention.forward with torch's fused scaled_dot_product_attention (same arithmetic)."""
+    b, n, d = x.shape
+    if self.shared_qk:
+        q = k = self._split(self.query_key(x))
+    else:
+        q = self._split(self._query(x))
+        k = self._split(self._key(x))
+    v = self._split(self.value(x) if self.value is not None else x)
+    mixed = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    mixed = mixed.transpose(1, 2).reshape(b, n, d)
+    return self.output(mixed) if self.output is not None else mixed
+
+
+COMPILE_SCRIPT = textwrap.dedent("""
+    import json, sys, time, torch
+    torch.set_num_threads({threads})
+    sys.path.insert(0, {root!r})
+    from benchmarks.roofline import make_arm, adam_epoch
+    from benchmarks import common
+    arm, initial, cfg, data = make_arm({model!r}, {subset})
+    eager = arm.model
+    t0 = time.perf_counter()
+    compiled = torch.compile(eager)
+    arm.model = compiled
+    adam_epoch(arm)  # compiles forward and backward
+    compile_s = time.perf_counter() - t0
+    def run_eager():
+        arm.model = eager; adam_epoch(arm)
+    def run_compiled():
+        arm.model = compiled; adam_epoch(arm)
+    times = common.interleaved({{"as is": run_eager, "with": run_compiled}}, reps={reps})
+    print("RESULT " + json.dumps({{"times": times, "compile_s": compile_s}}))
+""")
+
+
+def try_compile(model: str, subset: int, reps: int, threads: int, limit: float) -> dict:
+    """torch.compile of the model in the engine's Adam epoch, in a child process with a time limit."""
+    script = COMPILE_SCRIPT.format(threads=threads, root=str(common.ROOT), model=model, subset=subset, reps=reps)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=limit,
+                              env=dict(os.environ, TORCHINDUCTOR_COMPILE_THREADS="1"))
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"compile + measurement did not finish within {limit:.0f} s (fell back to eager)"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            out = json.loads(line[len("RESULT "):])
+            out["wall_s"] = time.perf_counter() - t0
+            return out
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    return {"skipped": f"torch.compile failed (fell back to eager): {tail[0][:200]}"}
+
+
+# ------------------------------------------------------------------ main
+def main(args) -> common.Report:
+    from twophase import models as models_mod
+    from twophase.engine import FULL_PASS_CHUNK, evaluate
+
+    size = SIZES[args.size]
+    report = common.Report("roofline", "Roofline: training FLOP/s against the matmul peak", args.size)
+    base_threads = torch.get_num_threads()
+    reps = size["reps"]
+
+    # 1. peak per thread count
+    peaks, peak_rows = {}, []
+    for t in size["threads"]:
+        torch.set_num_threads(t)
+        best = 0.0
+        for n in size["mm"]:
+            g = mm_peak(n, reps + 2)
+            peak_rows.append({"threads": t, "matrix size": n, "GFLOP/s": g})
+            best = max(best, g)
+        peaks[t] = best
+    torch.set_num_threads(base_threads)
+
+    # 2. + 3. FLOPs and achieved throughput per model and thread count (threads interleaved)
+    rows, speed_rows, arms = [], [], {}
+    for model_name, subset in size["models"]:
+        arm, initial, cfg, data = make_arm(model_name, subset)
+        arms[model_name] = (arm, initial, cfg, data)
+        fwd, train = flops_per_sample(models_mod.build(model_name, data.input_shape, data.num_classes),
+                                      data.input_shape, data.num_classes)
+
+        def at(t):
+            def run():
+                torch.set_num_threads(t)
+                t0 = time.perf_counter()
+                adam_epoch(arm)
+                return time.perf_counter() - t0
+            return run
+
+        times = common.interleaved({f"{t} threads": at(t) for t in size["threads"]}, reps=reps)
+        torch.set_num_threads(base_threads)
+        for t in size["threads"]:
+            sec = common.median(times[f"{t} threads"])
+            sps = subset / sec
+            achieved = sps * train / 1e9
+            rows.append({"model": model_name, "parameters": models_mod.count_parameters(initial),
+                         "threads": t, "forward MFLOP/sample": fwd / 1e6, "train MFLOP/sample": train / 1e6,
+                         "train/forward": train / fwd if fwd else math.nan,
+                         "samples/s": sps, "achieved GFLOP/s": achieved, "mm peak GFLOP/s": peaks[t],
+                         "fraction of peak": achieved / peaks[t]})
+        if len(size["threads"]) > 1:
+            t1, t2 = size["threads"][:2]
+            speed_rows.append(speedup_row(f"threads {t2} instead of {t1} (training epoch)", model_name,
+                                          {"as is": times[f"{t1} threads"], "with": times[f"{t2} threads"]}))
+        print(f"roofline: {model_name} measured", flush=True)
+
+    df = pd.DataFrame(rows)
+    for _, r in df[df["model"].isin(TARGET_MODELS)].iterrows():
+        report.target(common.Target(f"{r['model']} training at batch 512, {r['threads']} thread(s): fraction of "
+                                    "the torch.mm peak", r["fraction of peak"], TARGET, higher_is_better=True,
+                                    fmt=".1%"))
+
+    # 4. speed-ups
+    for model_name, (arm, initial, cfg, data) in arms.items():
+        x, y = data.train_x, data.train_y
+        # (a) value-only full passes (the CG line search): the same loop under no_grad (as the
+        # closure does now) and under inference_mode
+        def value_pass(context):
+            def run():
+                with context():
+                    total = torch.zeros((), dtype=torch.float64)
+                    for s in range(0, x.shape[0], FULL_PASS_CHUNK):
+                        xb, yb = x[s:s + FULL_PASS_CHUNK], y[s:s + FULL_PASS_CHUNK]
+                        total += arm.loss_fn(arm.model(xb), yb).double() * (xb.shape[0] / x.shape[0])
+                total.item()  # returns None: the whole call is timed
+            return run
+
+        times = common.interleaved({"as is": value_pass(torch.no_grad), "with": value_pass(torch.inference_mode)},
+                                   reps=reps + 2)
+        speed_rows.append(speedup_row("torch.inference_mode instead of no_grad for the value-only full pass "
+                                      "(full_batch_closure(backward=False), the CG line search)", model_name, times))
+        # (b) chunk sizes of the full gradient pass (evaluate with_grad)
+        variants = {f"chunk {c}": (lambda c=c: evaluate(arm.model, arm.loss_fn, x, y, with_grad=True, chunk=c))
+                    for c in size["chunks"]}
+        times = common.interleaved(variants, reps=reps)
+        base = f"chunk {FULL_PASS_CHUNK}"
+        for c in size["chunks"]:
+            if c != FULL_PASS_CHUNK and base in times:
+                speed_rows.append(speedup_row(f"full gradient pass in chunks of {c} instead of {FULL_PASS_CHUNK} "
+                                              f"({x.shape[0]} samples)", model_name,
+                                              {"as is": times[base], "with": times[f"chunk {c}"]}))
+        if not size["extra"]:
+            continue
+        # (c) channels_last for the CNNs
+        if model_name in ("vgg5-max-relu", "cnn-small"):
+            import copy
+
+            cl_arm = copy.copy(arm)
+            cl_arm.model = copy.deepcopy(arm.model).to(memory_format=torch.channels_last)
+            cl_arm.optimizer = torch.optim.Adam(cl_arm.model.parameters(), lr=cfg.lr)
+            cl_data = copy.copy(data)
+            cl_data.train_x = data.train_x.contiguous(memory_format=torch.channels_last)
+            cl_arm.data = cl_data
+            times = common.interleaved({"as is": lambda: adam_epoch(arm), "with": lambda: adam_epoch(cl_arm)},
+                                       reps=reps)
+            speed_rows.append(speedup_row("channels_last memory format (model and images), training epoch",
+                                          model_name, times))
+        # (d) fused attention in the ViT
+        if model_name.startswith("vit"):
+            from twophase.models import SelfAttention
+
+            original = SelfAttention.forward
+
+            def with_sdpa():
+                SelfAttention.forward = attention_sdpa_forward
+                try:
+                    adam_epoch(arm)
+                finally:
+                    SelfAttention.forward = original
+
+            times = common.interleaved({"as is": lambda: adam_epoch(arm), "with": with_sdpa}, reps=reps)
+            speed_rows.append(speedup_row("F.scaled_dot_product_attention in SelfAttention, training epoch",
+                                          model_name, times))
+        print(f"roofline: {model_name} speed-ups measured", flush=True)
+
+    # (e) torch.compile, in a child process with a time limit
+    compile_notes = []
+    if size["compile_limit"]:
+        for model_name in size["compile_models"]:
+            subset = dict(size["models"]).get(model_name)
+            if subset is None:
+                continue
+            out = try_compile(model_name, subset, reps, base_threads, size["compile_limit"])
+            if "skipped" in out:
+                compile_notes.append(f"torch.compile, {model_name}: skipped: {out['skipped']}")
+                speed_rows.append({"change": "torch.compile (inductor), training epoch", "model": model_name,
+                                   "time as is s": math.nan, "time with s": math.nan,
+                                   "speed-up (median of ratios)": math.nan, "verdict": "skipped: " + out["skipped"]})
+            else:
+                row = speedup_row(f"torch.compile (inductor), training epoch; compiling took "
+                                  f"{out['compile_s']:.0f} s", model_name, out["times"])
+                speed_rows.append(row)
+    else:
+        compile_notes.append(f"torch.compile: not tried at size {args.size} (compiling takes minutes here)")
+
+    report.text(f"Batch {BATCH}, float32, MNIST subsets (samples per model in the table's throughput). "
+                "FLOPs are FlopCounterMode's (matrix products and convolutions). The peak is the best median "
+                "of float32 torch.mm over the sizes below, measured in the same run; threads interleaved.")
+    report.table("main", df, {"forward MFLOP/sample": ".3g", "train MFLOP/sample": ".3g", "train/forward": ".2f",
+                              "samples/s": ".0f", "achieved GFLOP/s": ".2f", "mm peak GFLOP/s": ".1f",
+                              "fraction of peak": ".1%"})
+    report.table("peak", pd.DataFrame(peak_rows), {"GFLOP/s": ".1f"}, caption="torch.mm peak:")
+    sdf = pd.DataFrame(speed_rows)
+    report.table("speedups", sdf, {"time as is s": ".3f", "time with s": ".3f", "speed-up (median of ratios)": ".3f"},
+                 caption=f"Speed-ups tried (speed-up = time as is / time with the change, median of interleaved "
+                         f"repetitions; 'helps' at >= {HELPS}, 'hurts' at <= {1 / HELPS:.3f}). Per-batch host "
+                         "synchronisation: none in the engine's Adam loop, nothing to remove.")
+    for note in compile_notes:
+        report.text(note)
+    report.meta["peaks"] = peaks
+    return report
+
+
+if __name__ == "__main__":
+    raise SystemExit(common.run_main(main, __doc__.splitlines()[0]))

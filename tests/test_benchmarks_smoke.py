@@ -1,0 +1,186 @@
+"""Every benchmark at its tiny size, so none of them can rot. The figures are not asserted;
+the structure of what they write is: the .md section (machine line, targets stated as met or
+missed), the .csv tables (with the machine in every row), the .json record."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks import __main__ as bench_main
+from benchmarks import app, cg_vs_scipy, common, optimizers, overhead, roofline, switch_rule
+
+
+def run(module, tmp_path: Path, *extra: str) -> tuple[str, dict]:
+    threads = torch.get_num_threads()
+    code = common.run_main(module.main, "smoke", ["--size", "tiny", "--out", str(tmp_path), *extra])
+    assert code == 0
+    assert torch.get_num_threads() == threads  # the benchmark gives the caller its threads back
+    name = module.__name__.split(".")[-1]
+    md = (tmp_path / f"{name}.md").read_text()
+    blob = json.loads((tmp_path / f"{name}.json").read_text())
+    assert md.startswith("### ")
+    assert "--size tiny" in md and "Machine: " in md and "torch thread(s)" in md
+    assert {"cores", "torch", "threads", "cpu", "load_avg_1min"} <= set(blob["machine"])
+    assert blob["machine"]["torch"] == torch.__version__
+    for t in blob["targets"]:
+        assert set(t) >= {"name", "measured", "target", "met"}
+        line = [x for x in md.splitlines() if x.startswith(f"- {t['name']}:")]
+        assert len(line) == 1
+        assert ("met: measured" in line[0]) == t["met"]
+        assert ("target missed: measured" in line[0]) == (not t["met"])
+    for key in blob["tables"]:
+        csv = tmp_path / (f"{name}.csv" if key == "main" else f"{name}_{key}.csv")
+        frame = pd.read_csv(csv)
+        assert {"machine_cores", "machine_torch", "machine_threads"} <= set(frame.columns)
+        assert len(frame) == len(blob["tables"][key])
+    return md, blob
+
+
+def test_overhead(tmp_path):
+    md, blob = run(overhead, tmp_path, "--no-png")
+    table = pd.DataFrame(blob["tables"]["main"])
+    assert list(table["phase"]) == ["Adam epoch", "CG epoch"]
+    assert (table["engine s (median)"] > 0).all() and (table["hand loop s (median)"] > 0).all()
+    assert len(blob["targets"]) == 2 and all(t["target"] == overhead.TARGET for t in blob["targets"])
+
+
+@pytest.fixture(scope="module")
+def scipy_results(tmp_path_factory):
+    """cg_vs_scipy at its tiny size, once: (results folder, md text, json blob)."""
+    out = tmp_path_factory.mktemp("results")
+    md, blob = run(cg_vs_scipy, out, "--no-png")
+    return out, md, blob
+
+
+def test_cg_vs_scipy(scipy_results):
+    _out, md, blob = scipy_results
+    main = pd.DataFrame(blob["tables"]["main"])
+    assert set(main["problem"]) == set(cg_vs_scipy.problems("tiny"))
+    assert {"scipy CG", "pr+ strong-wolfe", "hz golden"} <= set(main.columns)
+    summary = pd.DataFrame(blob["tables"]["summary"])
+    assert len(summary) == 6  # 3 betas x 2 line searches
+    assert blob["targets"][0]["target"] == 1.0
+
+
+def test_cg_vs_scipy_counts_reach_the_tolerance():
+    f, x0 = cg_vs_scipy.problems("tiny")["rosenbrock-2"]
+    count, message = cg_vs_scipy.run_ours(f, x0, 2000, "pr+", "strong-wolfe")
+    assert message == "reached" and 0 < count["reached"][0] <= count["evals"]
+    count, message = cg_vs_scipy.run_scipy(f, x0, 2000)
+    assert message == "reached" and count["reached"][0] == count["evals"]
+
+
+def test_optimizers(tmp_path):
+    md, blob = run(optimizers, tmp_path)
+    runs = pd.DataFrame(blob["tables"]["runs"])
+    strong = runs[runs["line search"] == "strong-wolfe"]
+    assert set(strong["arm"]) == {"two-phase", "adam", "adam-lbfgs", "cg"}
+    assert set(runs[runs["line search"] == "golden"]["arm"]) == {"two-phase", "cg"}
+    # the Adam arm reaches its own final loss, at its own final cost
+    adam = strong[strong["arm"] == "adam"].iloc[0]
+    assert adam["passes to reach"] <= adam["data passes"]
+    assert blob["meta"]["line_search_better"] in ("strong-wolfe", "golden", "neither (tie)")
+    # the figure is drawn (kaleido + chromium) or the section says why not
+    (png,) = [v for v in blob["figures"].values()]
+    assert (tmp_path / png).exists() and f"]({png})" in md if png.endswith(".png") else "figure skipped:" in md
+
+
+def test_roofline(tmp_path):
+    md, blob = run(roofline, tmp_path, "--no-png")
+    main = pd.DataFrame(blob["tables"]["main"])
+    assert list(main["model"]) == ["mlp"]
+    row = main.iloc[0]
+    assert row["train MFLOP/sample"] > row["forward MFLOP/sample"] > 0
+    assert 0 < row["fraction of peak"] == pytest.approx(row["achieved GFLOP/s"] / row["mm peak GFLOP/s"])
+    speed = pd.DataFrame(blob["tables"]["speedups"])
+    assert speed["verdict"].isin(["helps", "hurts", "no measurable change"]).all()
+
+
+def test_roofline_flops_of_a_linear_layer():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    fwd, train = roofline.flops_per_sample(model, (1, 28, 28), 10, batch=8)
+    assert fwd == 2 * 784 * 10
+    assert train == 2 * fwd  # the weight gradient; no gradient for the input
+
+
+def test_switch_rule(tmp_path):
+    md, blob = run(switch_rule, tmp_path, "--no-png")
+    runs = pd.DataFrame(blob["tables"]["runs"])
+    assert set(switch_rule.variants(4)) | {"Adam only (reference)"} == set(runs["variant"])
+    fixed = runs[runs["variant"] == "fixed split 30%"].iloc[0]
+    assert fixed["switch epoch"] == 1  # round(0.3 * 4 epochs)
+    check = pd.DataFrame(blob["tables"]["check"])
+    assert bool(check["identical"].all())  # the branching method gives what run_experiment gives
+
+
+def test_switch_epochs_follow_the_rule():
+    norms = [1.0, 2.0, 1.9, 1.7, 1.5]
+    assert switch_rule.switch_epoch_of({"tolerance": 0.9}, norms) == 4
+    assert switch_rule.switch_epoch_of({"tolerance": 0.97}, norms) == 3
+    assert switch_rule.switch_epoch_of({"switch_epoch": 2}, norms) == 2
+    assert switch_rule.switch_epoch_of({"tolerance": 0.5}, norms) is None
+
+
+def test_app_says_skipped_when_the_page_cannot_be_driven(tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "CHROMIUM", str(tmp_path / "no-chromium"))
+    md, blob = run(app, tmp_path, "--no-png")
+    assert "skipped: " in md and "no-chromium is missing" in md
+    assert blob["targets"][0]["met"] is False and "target missed: measured n/a" in md
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_app_drives_the_train_page(tmp_path):
+    md, blob = run(app, tmp_path, "--no-png")
+    assert "skipped" not in md, md
+    row = blob["tables"]["main"][0]
+    assert row["app samples/s"] > 0 and row["CLI samples/s"] > 0
+    assert math.isclose(row["app / CLI"], row["app samples/s"] / row["CLI samples/s"], rel_tol=1e-6)
+
+
+def test_readme_section_is_replaced_between_the_markers_only():
+    text = "# t\n\nbefore\n<!-- bench:start -->\nold\n<!-- bench:end -->\nafter\n"
+    out = bench_main.replace_section(text, "new body")
+    assert out == "# t\n\nbefore\n<!-- bench:start -->\nnew body\n<!-- bench:end -->\nafter\n"
+    for bad in ("no markers", "<!-- bench:end --> x <!-- bench:start -->",
+                "<!-- bench:start --><!-- bench:start --><!-- bench:end -->"):
+        with pytest.raises(ValueError):
+            bench_main.replace_section(bad, "x")
+
+
+def test_the_section_gathers_the_results_and_the_targets(scipy_results, tmp_path):
+    out, _md, blob = scipy_results
+    (out / "broken.md").write_text("never read")
+    body = bench_main.section(["cg_vs_scipy", "overhead"], out, tmp_path / "README.md", "tiny",
+                              {"cg_vs_scipy": "ok in 1 s", "overhead": "failed after 2 s: boom"}, 60.0)
+    assert body.startswith("Written by `python -m benchmarks --size tiny`")
+    assert "| cg_vs_scipy | median over problems" in body and "### CG against SciPy" in body
+    assert "| overhead | - | failed after 2 s: boom | - |" in body
+
+
+def test_an_unknown_benchmark_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench_main.main(["--only", "nonsense", "--no-readme"])
+    assert "unknown benchmark(s) nonsense" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_python_m_benchmarks_rewrites_the_section(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nkeep me\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\nkeep me too\n")
+    out = tmp_path / "results"
+    code = bench_main.main(["--size", "tiny", "--only", "cg_vs_scipy", "--out", str(out), "--readme", str(readme),
+                            "--no-png"])
+    assert code == 0
+    text = readme.read_text()
+    assert text.startswith("# x\n\nkeep me\n\n<!-- bench:start -->\n")
+    assert text.endswith("<!-- bench:end -->\n\nkeep me too\n")
+    assert "\nold\n" not in text
+    assert "| cg_vs_scipy | median over problems" in text
+    assert "### CG against SciPy" in text and "Machine: " in text
