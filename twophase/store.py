@@ -281,16 +281,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: temp file in the same folder, fsync, replace.
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, replace.
 
     A crash at any moment leaves ``path`` with either its old or its new content. The
     temp file is named ``.<name>.<random>.tmp`` and removed when the write fails.
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -301,6 +301,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """`_atomic_write_bytes` for UTF-8 text (newlines kept as written)."""
+    _atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _cell(value: Any) -> str:
@@ -1155,19 +1160,7 @@ def export_run(
     target = target.resolve()
     if not target.parent.is_dir():
         raise FileNotFoundError(f"dest: folder {target.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _atomic_write_bytes(target, data)
     return target
 
 
