@@ -340,19 +340,29 @@ def test_summary_survives_sigkill_during_writes(tmp_path):
 
 def test_truncated_metrics_csv(tmp_path):
     w = make_run(tmp_path, rows=4)
+    w.update_summary(status="interrupted")
     p = w.path / "metrics.csv"
     data = p.read_bytes()
     p.write_bytes(data[: len(data) - 12])  # cut the last row in the middle
 
     info = list_runs(tmp_path)[0]
     assert info.damaged and "partial line" in info.damaged
-    assert info.status == "running"
+    assert info.status == "interrupted"
 
     run = load_run(tmp_path, w.run_id)
     assert len(run.metrics) == 3
     assert list(run.metrics["epoch"]) == [1, 2, 3]
     assert any("partial line" in m for m in run.warnings)
     assert pd.api.types.is_numeric_dtype(run.metrics["train_loss"])
+
+
+def test_row_being_written_in_a_live_run_is_left_out_without_calling_it_damage(tmp_path):
+    w = make_run(tmp_path, rows=4)  # status running, owner alive: a reader may catch a row mid-write
+    p = w.path / "metrics.csv"
+    p.write_bytes(p.read_bytes()[:-12])
+    assert list_runs(tmp_path)[0].damaged is None
+    run = load_run(tmp_path, w.run_id)
+    assert list(run.metrics["epoch"]) == [1, 2, 3] and run.warnings == []
 
 
 def test_metrics_row_with_wrong_field_count_is_skipped(tmp_path):

@@ -703,6 +703,9 @@ def _check_summary(summary: dict | None, problem: str | None) -> tuple[str, str 
     return status, None
 
 
+PARTIAL_METRICS = "metrics.csv ends with a partial line"
+
+
 def _check_metrics_file(path: Path) -> str | None:
     """Cheap health check of metrics.csv (header and last byte); None when fine."""
     try:
@@ -728,7 +731,7 @@ def _check_metrics_file(path: Path) -> str | None:
     if missing:
         return f"metrics.csv has no {' or '.join(missing)} column in its header line"
     if last != b"\n":
-        return "metrics.csv ends with a partial line (the last row was cut off; it is left out when loading)"
+        return PARTIAL_METRICS + " (the last row was cut off; it is left out when loading)"
     return None
 
 
@@ -778,8 +781,8 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunInfo]:
             if p:
                 problems.append(p)
             p = _check_metrics_file(path / METRICS_FILE)
-            if p:
-                problems.append(p)
+            if p and not (p.startswith(PARTIAL_METRICS) and status in ACTIVE_STATUSES):
+                problems.append(p)  # a live run's last row may be mid-write: not damage
             if problems and not path.exists():
                 continue  # deleted while we looked
             infos.append(RunInfo(name, status, config, summary, "; ".join(problems) or None, path))
@@ -810,7 +813,7 @@ def _read_metrics(path: Path, warnings: list[str]) -> "pd.DataFrame":
         rows = []
     if partial and rows:
         rows.pop()
-        warnings.append("metrics.csv ended with a partial line (a row cut off by a crash); it was left out")
+        warnings.append(PARTIAL_METRICS + " (a row cut off by a crash); it was left out")
     if not rows or not any(cell.strip() for cell in rows[0]):
         warnings.append("metrics.csv has no header line")
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in METRIC_COLUMNS})
@@ -935,6 +938,10 @@ def load_run(runs_dir: str | os.PathLike | None, run_id: str) -> Run:
         warnings.append(p)
     metrics = _read_metrics(path / METRICS_FILE, warnings)
     events = _read_events(path / EVENTS_FILE, warnings)
+    if isinstance(summary, dict) and summary.get("status") in ACTIVE_STATUSES:
+        # A reader can catch a row that a live writer is appending (a write that crosses a page
+        # boundary becomes visible in two steps): the cut row is left out, and it is no damage.
+        warnings = [w for w in warnings if not w.startswith(PARTIAL_METRICS)]
     return Run(run_id, config, metrics, events, summary, warnings, path)
 
 
