@@ -270,6 +270,15 @@ class VisionTransformer(nn.Module):
         return self.head(pooled)
 
 
+def conv_relu_pool_stack(channels: int, widths) -> tuple[nn.Sequential, int]:
+    """3x3 convolutions (padding 1), each followed by ReLU and 2x2 max pooling; returns (stack, out channels)."""
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        channels = width
+    return nn.Sequential(*layers), channels
+
+
 class VGG5(nn.Module):
     """VGG-style network with five weight layers: three conv (3x3, ReLU, 2x2 max pool), global max
     pool, linear + ReLU, linear.
@@ -284,12 +293,7 @@ class VGG5(nn.Module):
         self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, int, int], hidden: int
     ) -> None:
         super().__init__()
-        c = input_shape[0]
-        layers: list[nn.Module] = []
-        for width in widths:
-            layers += [nn.Conv2d(c, width, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-            c = width
-        self.features = nn.Sequential(*layers)
+        self.features, c = conv_relu_pool_stack(input_shape[0], widths)
         self.classifier = nn.Sequential(nn.Linear(c, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -332,12 +336,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, int]) -> None:
         super().__init__()
-        c = input_shape[0]
-        layers: list[nn.Module] = []
-        for width in widths:
-            layers += [nn.Conv2d(c, width, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-            c = width
-        self.features = nn.Sequential(*layers)
+        self.features, c = conv_relu_pool_stack(input_shape[0], widths)
         self.head = nn.Linear(c, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -348,6 +348,24 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
     return fig
 
 
+def _add_train_val_traces(fig: go.Figure, df: pd.DataFrame, events, x: str, arms, columns) -> None:
+    """One line per arm and column: train_* solid and wider, val_* dashed; columns without values skipped."""
+    for arm in _arms(df, arms):
+        part = _arm_frame(df, arm, events)
+        if x not in part.columns:
+            continue
+        for col in columns:
+            if col not in part.columns or not part[col].notna().any():
+                continue
+            what = "train" if col.startswith("train") else "val"
+            fig.add_trace(go.Scatter(
+                x=part[x], y=part[col], mode="lines", name=f"{arm_label(arm)} {what}",
+                line=dict(color=arm_color(arm), width=2 if what == "train" else 1.5,
+                          dash="solid" if what == "train" else "dash"),
+                legendgroup=arm, meta={"role": col, "arm": arm},
+            ))
+
+
 def loss_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch", log_y: bool = True,
                 validation: bool = True, arms: Sequence[str] | None = None) -> go.Figure:
     """Training loss (solid) and validation loss (dashed) per arm.
@@ -357,20 +375,7 @@ def loss_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch", log
     _check_x(x)
     df = _clean(metrics)
     fig = go.Figure()
-    for arm in _arms(df, arms):
-        part = _arm_frame(df, arm, events)
-        if x not in part.columns:
-            continue
-        for col, dash, what in (("train_loss", "solid", "train"), ("val_loss", "dash", "val")):
-            if col not in part.columns or (col == "val_loss" and not validation):
-                continue
-            if not part[col].notna().any():
-                continue
-            fig.add_trace(go.Scatter(
-                x=part[x], y=part[col], mode="lines", name=f"{arm_label(arm)} {what}",
-                line=dict(color=arm_color(arm), width=2 if what == "train" else 1.5, dash=dash),
-                legendgroup=arm, meta={"role": col, "arm": arm},
-            ))
+    _add_train_val_traces(fig, df, events, x, arms, ("train_loss", "val_loss") if validation else ("train_loss",))
     shown = df[df["arm"].isin(_arms(df, arms))] if len(df) else df
     _add_switch_lines(fig, shown, events, x, label=False)
     _add_divergence_markers(fig, shown, events, x, "train_loss")
@@ -387,18 +392,7 @@ def accuracy_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch",
     _check_x(x)
     df = _clean(metrics)
     fig = go.Figure()
-    for arm in _arms(df, arms):
-        part = _arm_frame(df, arm, events)
-        if x not in part.columns:
-            continue
-        for col, dash, what in (("train_acc", "solid", "train"), ("val_acc", "dash", "val")):
-            if col not in part.columns or not part[col].notna().any():
-                continue
-            fig.add_trace(go.Scatter(
-                x=part[x], y=part[col], mode="lines", name=f"{arm_label(arm)} {what}",
-                line=dict(color=arm_color(arm), width=2 if what == "train" else 1.5, dash=dash),
-                legendgroup=arm, meta={"role": col, "arm": arm},
-            ))
+    _add_train_val_traces(fig, df, events, x, arms, ("train_acc", "val_acc"))
     shown = df[df["arm"].isin(_arms(df, arms))] if len(df) else df
     _add_switch_lines(fig, shown, events, x, label=False)
     _base_layout(fig, "Accuracy", x, "accuracy")
