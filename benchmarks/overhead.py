@@ -82,16 +82,25 @@ def hand_adam_epoch(model, opt, gen, loss_fn, data, batch, chunk):
     return _record_passes(model, loss_fn, x, y, data.val_x, data.val_y, chunk)
 
 
+def _set_params(params, vec) -> None:
+    """Write a flat vector into the parameters in place (keeps their memory layout, e.g. channels_last;
+    torch.nn.utils.vector_to_parameters would replace them with contiguous tensors)."""
+    offset = 0
+    for p in params:
+        p.copy_(vec[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
+
+
 def hand_cg_epoch(model, loss_fn, data, grad_evals, value_evals, direction, chunk):
     """The arithmetic of one CG iteration with this many evaluations, then the record."""
     x, y = data.train_x, data.train_y
     n = x.shape[0]
     params = [p for p in model.parameters() if p.requires_grad]
-    x0 = torch.nn.utils.parameters_to_vector(params).detach()
+    x0 = torch.cat([p.detach().reshape(-1) for p in params])  # reshape: channels_last weights cannot .view(-1)
     step = 1e-6
     with torch.no_grad():
         for i in range(grad_evals + value_evals):
-            torch.nn.utils.vector_to_parameters(x0 + (i + 1) * step * direction, params)
+            _set_params(params, x0 + (i + 1) * step * direction)
             if i < grad_evals:
                 with torch.enable_grad():
                     for p in params:
@@ -106,7 +115,7 @@ def hand_cg_epoch(model, loss_fn, data, grad_evals, value_evals, direction, chun
                 for s in range(0, n, chunk):
                     xb, yb = x[s:s + chunk], y[s:s + chunk]
                     total += float(loss_fn(model(xb), yb)) * (xb.shape[0] / n)
-        torch.nn.utils.vector_to_parameters(x0 + step * direction, params)
+        _set_params(params, x0 + step * direction)
     return _record_passes(model, loss_fn, x, y, data.val_x, data.val_y, chunk)
 
 
@@ -114,13 +123,16 @@ def measure_model(model_name, subset, val_subset, reps, seed=0):
     from twophase import data as data_mod
     from twophase import models as models_mod
     from twophase.config import RunConfig
-    from twophase.engine import FULL_PASS_CHUNK, Arm, make_loss
+    from twophase.engine import Arm, apply_runtime_layout, make_loss
 
     data = data_mod.load("mnist", root=common.data_root(), subset=subset, val_subset=val_subset, seed=seed)
     cfg = RunConfig(model=model_name, subset=subset, val_subset=val_subset, batch_size=BATCH, seed=seed,
                     arms=["two-phase"])
     loss_fn = make_loss(cfg.loss)
     initial = models_mod.build(model_name, data.input_shape, data.num_classes, seed=seed)
+    # both sides in the layout and full-pass chunk the engine uses for this model (models.runtime)
+    initial, data = apply_runtime_layout(model_name, initial, data)
+    chunk = models_mod.runtime(model_name)["full_pass_chunk"]
     rows = []
 
     # ---------------- Adam phase: both from the initial weights and a fresh Adam every repetition
@@ -139,7 +151,7 @@ def measure_model(model_name, subset, val_subset, reps, seed=0):
 
     def hand_adam():
         model, opt, gen = state["hand"]
-        hand_adam_epoch(model, opt, gen, loss_fn, data, BATCH, FULL_PASS_CHUNK)
+        hand_adam_epoch(model, opt, gen, loss_fn, data, BATCH, chunk)
 
     times = common.interleaved({"engine": engine_adam, "hand": hand_adam}, reps=reps, setup=setup_adam)
     rows.append(_row(model_name, "Adam epoch", subset, times, reps, "mini-batch Adam + record passes"))
@@ -179,7 +191,7 @@ def measure_model(model_name, subset, val_subset, reps, seed=0):
 
     def hand_cg():
         hand_cg_epoch(state["hand"], loss_fn, data, counts.get("grad", 1), counts.get("value", 0),
-                      direction, FULL_PASS_CHUNK)
+                      direction, chunk)
 
     # the engine runs first in the warm-up repetition, so the loop knows the evaluation counts
     times = common.interleaved({"engine": engine_cg, "hand": hand_cg}, reps=reps, setup=setup_cg)

@@ -34,12 +34,26 @@ from typing import Callable
 import torch
 
 from twophase import losses
+from twophase import models as models_mod
 from twophase.distributed import no_tf32
 from twophase.optim import NonlinearCG, SwitchRule, TwoPhase
 from twophase.probe import hessian_extremes
 
 FULL_PASS_CHUNK = 4096  # samples per chunk in full-dataset passes (bounds memory)
 DIVERGENCE_FACTOR = 1000.0  # an arm whose training loss exceeds this x its initial loss has diverged
+
+
+def apply_runtime_layout(model_name: str, model: torch.nn.Module, data):
+    """(model, data) in the memory layout model `model_name` trains fastest in (models.runtime):
+    channels_last weights and images for the CNNs, unchanged otherwise. The same numbers are
+    computed either way; `data` is copied, never changed (a caller may hold it)."""
+    if not models_mod.runtime(model_name)["channels_last"] or data.train_x.dim() != 4:
+        return model, data
+    model = model.to(memory_format=torch.channels_last)
+    data = copy.copy(data)
+    data.train_x = data.train_x.contiguous(memory_format=torch.channels_last)
+    data.val_x = data.val_x.contiguous(memory_format=torch.channels_last)
+    return model, data
 
 
 class StopRequested(Exception):
@@ -164,6 +178,7 @@ class Arm:
     dist: object = None  # twophase.distributed.Dist of a multi-process run (data = this process's shard)
     ddp: torch.nn.Module | None = None  # DistributedDataParallel around model, for the mini-batch steps
     probe_sample: tuple | None = None  # (x, y) the Hessian probe uses instead of data's training set
+    chunk: int = FULL_PASS_CHUNK  # samples per chunk of a full-set pass (models.runtime)
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -174,7 +189,7 @@ class Arm:
         probe's fixed sample when data is a shard (see twophase.probe.sample_indices)."""
         model = copy.deepcopy(initial_model)
         arm = cls(name=name, model=model, config=config, data=data, loss_fn=loss_fn, dist=dist,
-                  probe_sample=probe_sample)
+                  probe_sample=probe_sample, chunk=models_mod.runtime(config.model)["full_pass_chunk"])
         arm.generator = torch.Generator(device="cpu")
         arm.generator.manual_seed(int(config.seed) + 1)  # same batch order in every arm's Adam phase
         params = list(model.parameters())
@@ -272,7 +287,7 @@ class Arm:
 
     def _cg_epoch(self, should_stop, on_batch):
         closure = full_batch_closure(self.model, self.loss_fn, self.data.train_x, self.data.train_y, self.counter,
-                                     dist=self.dist)
+                                     chunk=self.chunk, dist=self.dist)
         iters = self.config.cg_iters_per_epoch
         for i in range(iters):
             if should_stop():
@@ -286,7 +301,7 @@ class Arm:
 
     def _lbfgs_epoch(self, should_stop, on_batch):
         closure = full_batch_closure(self.model, self.loss_fn, self.data.train_x, self.data.train_y, self.counter,
-                                     dist=self.dist)
+                                     chunk=self.chunk, dist=self.dist)
         if should_stop():
             raise StopRequested
         # One L-BFGS call runs cg_iters_per_epoch iterations (it re-evaluates at its start).
@@ -298,12 +313,13 @@ class Arm:
     def _record(self, phase: str, batch_norm_mean, needs_full_norm: bool) -> dict:
         t0 = time.perf_counter()
         train_loss, train_acc, full_norm = evaluate(self.model, self.loss_fn, self.data.train_x,
-                                                    self.data.train_y, with_grad=True, dist=self.dist)
+                                                    self.data.train_y, with_grad=True, chunk=self.chunk,
+                                                    dist=self.dist)
         if needs_full_norm:
             self.counter.seconds += time.perf_counter() - t0
             self.counter.data_passes += 1.0
         val_loss, val_acc, _ = evaluate(self.model, self.loss_fn, self.data.val_x, self.data.val_y,
-                                        with_grad=False, dist=self.dist)
+                                        with_grad=False, chunk=self.chunk, dist=self.dist)
         if self.config.grad_norm_mode == "batch-mean" and phase == "adam" and batch_norm_mean is not None:
             grad_norm = batch_norm_mean
         else:

@@ -29,7 +29,7 @@ from twophase import distributed
 from twophase import models as models_mod
 from twophase import store
 from twophase.config import RunConfig
-from twophase.engine import Arm, StopRequested, make_loss
+from twophase.engine import Arm, StopRequested, apply_runtime_layout, make_loss
 from twophase.errors import TwophaseError
 from twophase.probe import sample_indices
 
@@ -160,6 +160,7 @@ def run_experiment(
             data = distributed.shard_dataset(data, dist)
         initial = models_mod.build(config.model, data.input_shape, data.num_classes, seed=config.seed,
                                    **config.model_sizes).to(device)
+        initial, data = apply_runtime_layout(config.model, initial, data)
         loss_fn = make_loss(config.loss)
         arms = [Arm.create(name, initial, config, data, loss_fn, dist=dist, probe_sample=probe_sample)
                 for name in config.arms]

@@ -62,6 +62,7 @@ __all__ = [
     "defaults",
     "build",
     "count_parameters",
+    "runtime",
     "SelfAttention",
     "EncoderBlock",
     "VisionTransformer",
@@ -95,6 +96,16 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 POOLS = ("cls", "mean")
 
+# How each model trains fastest on a CPU, as measured by benchmarks/roofline.py (README, "Roofline"):
+# channels_last: the model's weights and the images in NHWC memory (oneDNN convolutions need no
+# reorders); full_pass_chunk: samples per chunk of a full-set pass (the CG closure, the epoch's
+# gradient norm). Models not listed: contiguous memory, chunks of 4096.
+_RUNTIME: dict[str, dict[str, Any]] = {
+    "vgg5-max-relu": {"channels_last": True, "full_pass_chunk": 512},
+    "cnn-small": {"channels_last": True, "full_pass_chunk": 512},
+}
+_RUNTIME_DEFAULT: dict[str, Any] = {"channels_last": False, "full_pass_chunk": 4096}
+
 
 def names() -> dict[str, str]:
     """Return every model name mapped to a one-line description (paper's five first)."""
@@ -109,6 +120,15 @@ def defaults(name: str) -> dict[str, Any]:
     """
     _check_name(name)
     return dict(_DEFAULTS[name])
+
+
+def runtime(name: str) -> dict[str, Any]:
+    """How model ``name`` runs fastest here: ``{"channels_last": bool, "full_pass_chunk": int}``.
+
+    Neither changes what is computed, only the memory layout and how a full-set pass is split.
+    """
+    _check_name(name)
+    return {**_RUNTIME_DEFAULT, **_RUNTIME.get(name, {})}
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -271,10 +291,15 @@ class VisionTransformer(nn.Module):
 
 
 def conv_relu_pool_stack(channels: int, widths) -> tuple[nn.Sequential, int]:
-    """3x3 convolutions (padding 1), each followed by ReLU and 2x2 max pooling; returns (stack, out channels)."""
+    """3x3 convolutions (padding 1), each followed by ReLU and 2x2 max pooling; returns (stack, out channels).
+
+    The pooling runs before the ReLU: relu(maxpool(x)) == maxpool(relu(x)) exactly (ReLU is
+    monotonic), values and gradients alike, but the ReLU then touches a quarter of the elements
+    (measured in benchmarks/roofline.py). Modules per layer: conv, pool, ReLU.
+    """
     layers: list[nn.Module] = []
     for width in widths:
-        layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU()]
         channels = width
     return nn.Sequential(*layers), channels
 
