@@ -9,12 +9,13 @@ Environment: TWOPHASE_RUNS (runs folder, default ./runs), TWOPHASE_DATA
 (dataset folder, default ./data).
 """
 
+import os
 from pathlib import Path
 
 import streamlit as st
 
 from twophase import store
-from twophase.jobs import JobManager
+from twophase.jobs import MODES, JobManager
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,13 +24,20 @@ st.html(HERE / "assets" / "style.css")
 
 
 @st.cache_resource(show_spinner=False)
-def job_manager(runs_dir: str) -> JobManager:
-    """The one JobManager of this server process for `runs_dir` (kept across sessions and reruns)."""
-    return JobManager(runs_dir=runs_dir)
+def job_manager(runs_dir: str, mode: str) -> JobManager:
+    """The one JobManager of this server process for `runs_dir` (kept across sessions and reruns).
+    mode "process": runs train in worker processes, one started now so the first run starts at once."""
+    return JobManager(runs_dir=runs_dir, mode=mode, warm=True)
 
 
-# Keyed by the runs folder, so a change of TWOPHASE_RUNS (tests) gets its own registry.
-st.session_state["jobs"] = job_manager(str(store.default_runs_dir()))
+# TWOPHASE_JOBS=thread trains in the server's own threads instead of worker processes (debugging).
+jobs_mode = os.environ.get("TWOPHASE_JOBS", "process")
+if jobs_mode not in MODES:
+    st.error(f"TWOPHASE_JOBS is {jobs_mode!r}; allowed values: {', '.join(MODES)} (unset means process). "
+             "Fix the environment variable and restart the app.")
+    st.stop()
+# Keyed by the runs folder and mode, so a change of TWOPHASE_RUNS (tests) gets its own registry.
+st.session_state["jobs"] = job_manager(str(store.default_runs_dir()), jobs_mode)
 
 pages = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", default=True),

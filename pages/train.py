@@ -3,8 +3,10 @@
 The settings sit in the sidebar; every value goes through RunConfig.validate()
 before anything starts. The run id goes into the URL (?run=...), so a refresh,
 a bookmark or the Runs page's "Open" re-attaches to it. While the run is
-active, a fragment re-reads the JobManager's snapshot once a second; once the
-status is final it stops polling.
+active, one fragment re-reads the JobManager's snapshot for the status and
+progress bars every two seconds and another redraws the charts every few seconds
+(redrawing four Plotly charts is the page's main cost, in the browser and the
+server); once the status is final both stop polling.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from twophase.errors import ConfigError, DatasetUnavailable
 
 FINAL = frozenset(store.FINAL_STATUSES)
 DEFAULTS = RunConfig()  # the defaults live in config.py (chosen by measurement), never here
-POLL_SECONDS = 1.0
+POLL_SECONDS = 2.0  # status and progress bars, while a run is active
+CHART_SECONDS = 5.0  # the charts, while a run is active (benchmarks/app.py measures what drawing them costs)
 
 LABELS = {  # widget label of each RunConfig field, to name it in error messages
     "model": "Model", "dataset": "Dataset", "tolerance": "Switch tolerance", "epochs": "Epochs",
@@ -208,8 +211,8 @@ def settings() -> dict:
 
 
 # ----------------------------------------------------------------- the run
-def show_run(run_id: str, was_live: bool, x: str, log_y: bool) -> None:
-    """Status, progress, charts and (when done) the final table of run `run_id`."""
+def show_status(run_id: str, was_live: bool) -> None:
+    """Status line, Stop button and the arms' progress bars (a fragment: every POLL_SECONDS while live)."""
     view = read_run(run_id)
     if view is None:
         st.warning(f"Run {run_id} is not in {jobs.runs_dir}.")
@@ -249,30 +252,58 @@ def show_run(run_id: str, was_live: bool, x: str, log_y: bool) -> None:
             if arm_state in ("diverged", "failed", "stopped"):
                 text += f" · {arm_state}"
             col.progress(min(1.0, max(0.0, fraction)), text=text)
-
-    if len(metrics) == 0:
-        st.info("Loading the data and building the model…" if status in ("queued", "running") else "No epochs logged.")
-    else:
-        rule = cfg.get("switch_epoch") is None  # a fixed switch epoch makes the threshold irrelevant
-        grad = plots.grad_norm_figure(metrics, view.events, x=x, tolerance=cfg.get("tolerance") if rule else None,
-                                      show_threshold=rule)
-        r1 = st.columns(2)
-        r1[0].plotly_chart(grad, key="chart_grad_norm")
-        r1[1].plotly_chart(plots.loss_figure(metrics, view.events, x=x, log_y=log_y), key="chart_loss")
-        r2 = st.columns(2)
-        r2[0].plotly_chart(plots.accuracy_figure(metrics, view.events, x=x), key="chart_accuracy")
-        r2[1].plotly_chart(plots.grad_norm_vs_loss_figure(metrics, view.events), key="chart_grad_vs_loss")
-        if plots.has_curvature(metrics):  # the Hessian probe was on: curvature under the gradient norm
-            r3 = st.columns(2)
-            r3[0].plotly_chart(plots.curvature_figure(metrics, view.events, x=x), key="chart_curvature")
-            r3[1].caption("Smallest over largest Hessian eigenvalue (Lanczos on a fixed sample of 512 "
-                          "training images). Below zero the surface still curves down somewhere: non-convex. "
-                          "Compare where it crosses zero with the switch line.")
-
-    if status in FINAL and len(metrics):
-        final_section(view)
     if was_live and status not in store.ACTIVE_STATUSES:
-        st.rerun()  # a full rerun re-creates this fragment without run_every: polling stops
+        st.rerun()  # a full rerun re-creates the fragments without run_every: polling stops
+
+
+def chart_figures(view: RunView, x: str, log_y: bool) -> dict:
+    """The run's figures, built again only when something they show has changed (a slow model logs
+    an epoch every few minutes; building four figures takes about 0.2 s of the server's CPU)."""
+    key = (view.run_id, view.status, len(view.metrics), len(view.events), x, log_y)
+    cached = st.session_state.get("_chart_figures")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    cfg, metrics = view.config or {}, view.metrics
+    rule = cfg.get("switch_epoch") is None  # a fixed switch epoch makes the threshold irrelevant
+    figures = {
+        "grad_norm": plots.grad_norm_figure(metrics, view.events, x=x,
+                                            tolerance=cfg.get("tolerance") if rule else None, show_threshold=rule),
+        "loss": plots.loss_figure(metrics, view.events, x=x, log_y=log_y),
+        "accuracy": plots.accuracy_figure(metrics, view.events, x=x),
+        "grad_vs_loss": plots.grad_norm_vs_loss_figure(metrics, view.events),
+    }
+    if plots.has_curvature(metrics):
+        figures["curvature"] = plots.curvature_figure(metrics, view.events, x=x)
+    st.session_state["_chart_figures"] = (key, figures)
+    return figures
+
+
+def show_charts(run_id: str, was_live: bool, x: str, log_y: bool) -> None:
+    """The four charts (a fragment: every CHART_SECONDS while live; drawing them is the page's main cost)."""
+    view = read_run(run_id)
+    if view is None:
+        return
+    metrics = view.metrics
+    if len(metrics) == 0:
+        st.info("Loading the data and building the model…" if view.status in ("queued", "running")
+                else "No epochs logged.")
+        return
+    if was_live:
+        st.caption(f"While the run trains the charts are redrawn every {CHART_SECONDS:g} s and the progress "
+                   f"every {POLL_SECONDS:g} s: redrawing takes CPU that training shares.")
+    figures = chart_figures(view, x, log_y)
+    r1 = st.columns(2)
+    r1[0].plotly_chart(figures["grad_norm"], key="chart_grad_norm")
+    r1[1].plotly_chart(figures["loss"], key="chart_loss")
+    r2 = st.columns(2)
+    r2[0].plotly_chart(figures["accuracy"], key="chart_accuracy")
+    r2[1].plotly_chart(figures["grad_vs_loss"], key="chart_grad_vs_loss")
+    if "curvature" in figures:  # the Hessian probe was on: curvature under the gradient norm
+        r3 = st.columns(2)
+        r3[0].plotly_chart(figures["curvature"], key="chart_curvature")
+        r3[1].caption("Smallest over largest Hessian eigenvalue (Lanczos on a fixed sample of 512 "
+                      "training images). Below zero the surface still curves down somewhere: non-convex. "
+                      "Compare where it crosses zero with the switch line.")
 
 
 def final_section(view: RunView) -> None:
@@ -351,4 +382,7 @@ if run_id is not None:
     log_y = yc.toggle("Log-scale loss", value=True, key="log_y")
     first = read_run(run_id)
     live = first is not None and first.status in store.ACTIVE_STATUSES  # not "damaged": nothing to follow
-    st.fragment(run_every=POLL_SECONDS if live else None)(show_run)(run_id, live, x_axis, log_y)
+    st.fragment(run_every=POLL_SECONDS if live else None)(show_status)(run_id, live)
+    st.fragment(run_every=CHART_SECONDS if live else None)(show_charts)(run_id, live, x_axis, log_y)
+    if first is not None and first.status in FINAL and len(first.metrics):
+        final_section(first)

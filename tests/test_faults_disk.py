@@ -107,8 +107,10 @@ def test_runs_folder_that_is_a_regular_file_keeps_the_app_serving(tmp_path, monk
 
 def test_disk_full_mid_run_ends_the_run_failed_with_the_reason_and_the_app_keeps_serving(runs_dir, data_root,
                                                                                         monkeypatch):
+    monkeypatch.setenv("TWOPHASE_JOBS", "thread")  # the fault is injected in this process
     at = app_on(runs_dir, monkeypatch)
     jobs = at.session_state["jobs"]
+    assert jobs.mode == "thread"
     calls = full_disk_after(monkeypatch, rows=5)  # the header is written at creation; rows 1-5 fit
     set_tiny(at)
     at.number_input(key="cfg_threads").set_value(1)
@@ -148,7 +150,7 @@ def test_summary_write_failing_at_the_end_ends_the_job_failed_with_the_reason(tm
         return real(self, **fields)
 
     monkeypatch.setattr(store.RunWriter, "update_summary", failing)
-    jobs = JobManager(str(tmp_path))
+    jobs = JobManager(str(tmp_path), mode="thread")  # the fault is injected in this process
     run_id = jobs.submit(tiny(data_root))
     assert jobs.wait(run_id, 120) == "failed"
     snap = jobs.snapshot(run_id)

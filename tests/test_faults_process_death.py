@@ -5,7 +5,9 @@ that had completed is in metrics.csv, summary.json is valid JSON, and the app sh
 The "server" is a Python process that trains through twophase.jobs.JobManager, exactly as
 the app's process does (the app adds only the pages around the same JobManager). The restart
 is a new JobManager on the same runs folder (what app.py creates at startup), then the app
-itself through AppTest.
+itself through AppTest. The first two tests train in the server's thread (mode "thread": the
+training dies with the server); the last one trains in a worker process, as the app does by
+default, which ends the run `interrupted` itself when its server dies.
 
 Already covered elsewhere: a bare run_experiment process killed mid-run
 (tests/test_jobs.py::test_process_killed_mid_run_leaves_an_interrupted_run), a RunWriter
@@ -22,6 +24,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -37,7 +40,7 @@ import json, os, sys, time
 from twophase.config import RunConfig
 from twophase.jobs import JobManager
 
-runs_dir, data_root, mode = sys.argv[1:4]
+runs_dir, data_root, mode, jobs_mode = sys.argv[1:5]
 if mode == "summary":  # hang inside the summary.json write of the switch, once its temp file is written
     real_replace = os.replace
     def replace(src, dst):
@@ -46,7 +49,7 @@ if mode == "summary":  # hang inside the summary.json write of the switch, once 
             time.sleep(600)
         return real_replace(src, dst)
     os.replace = replace
-jobs = JobManager(runs_dir)
+jobs = JobManager(runs_dir, mode=jobs_mode)
 run_id = jobs.submit(RunConfig(model="mlp", data_root=data_root, subset=1024, val_subset=256, epochs=10000,
                                batch_size=32, switch_epoch=3, threads=1))
 if mode == "run":
@@ -57,9 +60,10 @@ time.sleep(600)
 """
 
 
-def start_server(runs_dir, data_root, mode: str) -> subprocess.Popen:
+def start_server(runs_dir, data_root, mode: str, jobs_mode: str = "thread") -> subprocess.Popen:
+    """The server process; jobs_mode "thread" trains in it (so it dies with it), "process" in a worker."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(SERVER), str(runs_dir), data_root, mode],
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(SERVER), str(runs_dir), data_root, mode, jobs_mode],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
 
 
@@ -153,3 +157,35 @@ def test_server_killed_during_a_summary_write_leaves_the_previous_summary(runs_d
         epochs = sorted(run.metrics.loc[run.metrics["arm"] == arm, "epoch"].astype(int))
         assert epochs == list(range(len(epochs)))
     assert run.metrics.loc[run.metrics["arm"] == "two-phase", "epoch"].max() == 3  # killed in its epoch-3 write
+
+
+def test_server_killed_mid_run_in_process_mode_the_worker_ends_the_run_interrupted_and_exits(runs_dir, data_root):
+    from twophase.worker import SERVER_GONE
+
+    proc = start_server(runs_dir, data_root, "run", jobs_mode="process")
+    seen = read_line_then_kill(proc)
+    run_id = seen["run_id"]
+    deadline = time.time() + 60
+    while store.load_run(runs_dir, run_id).status != "interrupted":  # the worker notices within a mini-batch
+        assert time.time() < deadline, "the worker did not end the run after its server died"
+        time.sleep(0.1)
+    run = store.load_run(runs_dir, run_id)
+    assert run.summary["error"] == SERVER_GONE
+    worker_pid = run.summary["pid"]
+    assert worker_pid != proc.pid
+    while os.path.exists(f"/proc/{worker_pid}") and _state(worker_pid) not in ("Z", None):
+        assert time.time() < deadline, "the worker process outlived its run"
+        time.sleep(0.1)
+    key = {(r["arm"], int(r["epoch"])): r for r in run.metrics.to_dict("records")}
+    for record in seen["records"]:
+        assert key[(record["arm"], record["epoch"])]["train_loss"] == record["train_loss"]
+    JobManager(str(runs_dir))  # a restarted server leaves the worker's own ending alone
+    assert store.load_run(runs_dir, run_id).summary["error"] == SERVER_GONE
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None

@@ -251,3 +251,17 @@ def test_curvature_figure_plots_the_eigenvalue_ratio_with_the_switch():
     assert ratios["two-phase"] == [-0.5, -0.25, 0.125, 0.25]
     assert any(shape.x0 == 2.0 for shape in fig.layout.shapes)  # the switch line
     assert len(plots.curvature_figure(df.drop(columns=["hess_min", "hess_max"])).data) == 0
+
+
+def test_points_get_markers_in_short_runs_and_plain_lines_in_long_ones():
+    def long_metrics(epochs):
+        return pd.DataFrame([dict(arm=arm, epoch=e, phase="adam" if e else "init", train_loss=1.0 / (e + 1),
+                                  train_acc=0.5, val_loss=1.0, val_acc=0.5, grad_norm=1.0 + 0.01 * e,
+                                  grad_norm_max=1.0, data_passes=float(e), loss_evals=e, seconds=0.1 * e)
+                             for arm in ("two-phase", "adam") for e in range(epochs + 1)])
+
+    for epochs, mode in ((plots.MARKER_LIMIT - 1, "lines+markers"), (plots.MARKER_LIMIT + 40, "lines")):
+        df = long_metrics(epochs)
+        for fig in (plots.grad_norm_figure(df, []), plots.grad_norm_vs_loss_figure(df, [])):
+            lines = [t for t in fig.data if (t.meta or {}).get("role") == "grad_norm"]
+            assert len(lines) == 2 and {t.mode for t in lines} == {mode}, (epochs, [t.mode for t in lines])

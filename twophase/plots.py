@@ -236,6 +236,17 @@ def _add_switch_lines(fig: go.Figure, df: pd.DataFrame, events, x: str, label: b
         fig.add_vline(x=xv, line_dash="dash", line_color=arm_color(arm), line_width=1.5, **note)
 
 
+MARKER_LIMIT = 60  # points per line up to which each point gets a marker
+
+
+def line_mode(points: int) -> str:
+    """Plotly's trace mode for a line of `points` points: markers on each point for short
+    runs, a plain line beyond MARKER_LIMIT points. Each marker is an SVG element the browser
+    redraws with the chart; for hundreds of epochs they cost more CPU than training a small
+    model and are too dense to read anyway (benchmarks/app.py)."""
+    return "lines+markers" if points <= MARKER_LIMIT else "lines"
+
+
 def _add_divergence_markers(fig: go.Figure, df: pd.DataFrame, events, x: str, y: str) -> None:
     """An x marker at the last finite point of each diverged arm."""
     for arm in _arms(df):
@@ -284,7 +295,7 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
             continue
         color = arm_color(arm)
         fig.add_trace(go.Scatter(
-            x=part[x], y=part["grad_norm"], mode="lines+markers", name=f"{arm_label(arm)}",
+            x=part[x], y=part["grad_norm"], mode=line_mode(len(part)), name=f"{arm_label(arm)}",
             line=dict(color=color, width=2), marker=dict(size=4),
             legendgroup=arm, meta={"role": "grad_norm", "arm": arm},
         ))
@@ -425,7 +436,7 @@ def curvature_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
                 continue
             ratio = part["hess_min"] / part["hess_max"].where(part["hess_max"].abs() > 0)
             fig.add_trace(go.Scatter(
-                x=part[x], y=ratio, mode="lines+markers", name=arm_label(arm),
+                x=part[x], y=ratio, mode=line_mode(len(part)), name=arm_label(arm),
                 line=dict(color=arm_color(arm), width=2), marker=dict(size=4),
                 legendgroup=arm, meta={"role": "curvature", "arm": arm},
             ))
@@ -452,7 +463,7 @@ def grad_norm_vs_loss_figure(metrics: pd.DataFrame | None, events=None,
             continue
         part = part[part["train_loss"] > 0]
         fig.add_trace(go.Scatter(
-            x=part["train_loss"], y=part["grad_norm"], mode="lines+markers", name=arm_label(arm),
+            x=part["train_loss"], y=part["grad_norm"], mode=line_mode(len(part)), name=arm_label(arm),
             line=dict(color=arm_color(arm), width=2), marker=dict(size=4),
             customdata=part["epoch"] if "epoch" in part.columns else None,
             hovertemplate="loss %{x:.4g}<br>grad norm %{y:.4g}<br>epoch %{customdata}<extra></extra>",

@@ -508,6 +508,38 @@ class RunWriter:
             raise
         _fsync_dir(root)
 
+    @classmethod
+    def attach(cls, runs_dir: str | os.PathLike | None, run_id: str) -> "RunWriter":
+        """Take over writing an existing run folder from the process that created it.
+
+        The app creates a run's folder when the run is queued and a worker process
+        (twophase.worker) trains it: the worker attaches. The columns come from
+        metrics.csv's header, the summary from summary.json; this process becomes the
+        owner (pid, pid_start, hostname), so ``mark_interrupted`` follows it.
+
+        Raises FileNotFoundError when the run does not exist, ValueError when its
+        metrics.csv header or summary.json cannot be read.
+        """
+        self = cls.__new__(cls)
+        self.run_id = check_run_id(run_id)
+        self.path = run_path(_runs_dir(runs_dir), run_id)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"run {run_id} does not exist in {self.path.parent}")
+        with open(self.path / METRICS_FILE, newline="", encoding="utf-8") as fh:
+            cols = next(csv.reader(fh), [])
+        if not cols or len(set(cols)) != len(cols):
+            raise ValueError(f"run {run_id}: metrics.csv has no usable header")
+        summary, problem = _read_json_object(self.path / SUMMARY_FILE)
+        if summary is None or problem:
+            raise ValueError(f"run {run_id}: summary.json cannot be read ({problem or 'missing'})")
+        self.columns = cols
+        self._column_set = frozenset(cols)
+        self._lock = threading.RLock()
+        self._summary = summary
+        pid = os.getpid()
+        self.update_summary(pid=pid, pid_start=_process_start(pid), hostname=_hostname())
+        return self
+
     # -- files
 
     @staticmethod
