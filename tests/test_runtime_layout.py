@@ -98,3 +98,18 @@ def test_full_pass_chunk_does_not_change_loss_or_gradient_norm():
     pieces = evaluate(model, loss_fn, data.train_x, data.train_y, with_grad=True, chunk=32)
     for a, b in zip(whole, pieces):
         assert b == pytest.approx(a, rel=1e-5)
+
+
+def test_a_run_with_the_lbfgs_arm_keeps_contiguous_memory_and_completes(data_root, tmp_path):
+    from twophase import store
+    from twophase.experiment import run_experiment
+
+    data = fake_data()
+    model = models.build("cnn-small", data.input_shape, data.num_classes, seed=0)
+    same_model, same_data = apply_runtime_layout("cnn-small", model, data, arms=["two-phase", "adam-lbfgs"])
+    assert same_model is model and same_data is data
+    cfg = RunConfig(model="cnn-small", data_root=data_root, subset=64, val_subset=64, epochs=3, batch_size=32,
+                    switch_epoch=1, threads=1, arms=["two-phase", "adam", "adam-lbfgs", "cg"])
+    summary = run_experiment(cfg, str(tmp_path), "20260101-000000-c1c1c1")
+    assert summary["status"] == "completed", summary.get("error")
+    assert store.load_run(str(tmp_path), "20260101-000000-c1c1c1").metrics["epoch"].max() == 3

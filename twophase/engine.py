@@ -43,11 +43,16 @@ FULL_PASS_CHUNK = 4096  # samples per chunk in full-dataset passes (bounds memor
 DIVERGENCE_FACTOR = 1000.0  # an arm whose training loss exceeds this x its initial loss has diverged
 
 
-def apply_runtime_layout(model_name: str, model: torch.nn.Module, data):
+def apply_runtime_layout(model_name: str, model: torch.nn.Module, data, arms=()):
     """(model, data) in the memory layout model `model_name` trains fastest in (models.runtime):
     channels_last weights and images for the CNNs, unchanged otherwise. The same numbers are
-    computed either way; `data` is copied, never changed (a caller may hold it)."""
-    if not models_mod.runtime(model_name)["channels_last"] or data.train_x.dim() != 4:
+    computed either way; `data` is copied, never changed (a caller may hold it).
+
+    arms: the run's arms. With "adam-lbfgs" the layout stays contiguous for every arm (the
+    arms of a run always share one layout): torch.optim.LBFGS flattens gradients with
+    .view(-1), which channels_last tensors do not allow."""
+    if (not models_mod.runtime(model_name)["channels_last"] or data.train_x.dim() != 4
+            or "adam-lbfgs" in arms):
         return model, data
     model = model.to(memory_format=torch.channels_last)
     data = copy.copy(data)

@@ -160,7 +160,7 @@ def run_experiment(
             data = distributed.shard_dataset(data, dist)
         initial = models_mod.build(config.model, data.input_shape, data.num_classes, seed=config.seed,
                                    **config.model_sizes).to(device)
-        initial, data = apply_runtime_layout(config.model, initial, data)
+        initial, data = apply_runtime_layout(config.model, initial, data, config.arms)
         loss_fn = make_loss(config.loss)
         arms = [Arm.create(name, initial, config, data, loss_fn, dist=dist, probe_sample=probe_sample)
                 for name in config.arms]

@@ -9,8 +9,8 @@ Each job has a background thread. How it trains depends on `mode`:
 - "process" (the default, and the app's): the job thread hands the run to a
   worker process (`python -m twophase.worker`) and reads the records, events and
   progress the worker streams back on a pipe. Training then never competes with
-  the pages for the server's interpreter lock (drawing four charts a second takes
-  about 0.2 s of Python). With `warm=True` a worker is started ahead of time, so a
+  the pages for the server's interpreter lock (building the four charts of one
+  redraw takes about 0.2 s of Python). With `warm=True` a worker is started ahead of time, so a
   run starts training at once instead of after the imports (about 3 s here).
   Stop writes `stop` to the worker's stdin; if the server dies, the worker sees
   its stdin close and ends the run `interrupted`.
@@ -241,11 +241,13 @@ class JobManager:
         proc = None
         try:
             proc = take_worker()
-            job.process = proc
             environ = {k: v for k, v in os.environ.items() if k.startswith("TWOPHASE_")}  # as of now
             start = {"runs_dir": str(self.runs_dir), "run_id": job.run_id, "config": job.config.to_dict(),
                      "environ": environ}
-            self._tell_worker(job, json.dumps(start))
+            with job.control_lock:  # the start line goes first; only then may Stop write to the worker
+                proc.stdin.write(json.dumps(start) + "\n")
+                proc.stdin.flush()
+                job.process = proc
             if job.stop_event.is_set():  # a Stop that came while the worker was being handed the run
                 self._tell_worker(job, "stop")
             for line in proc.stdout:
@@ -291,10 +293,10 @@ class JobManager:
 
     def _tell_worker(self, job: _Job, line: str) -> None:
         """Write one line to the job's worker; a worker already gone is not an error."""
-        proc = job.process
-        if proc is None or proc.stdin is None:
-            return
         with job.control_lock:
+            proc = job.process
+            if proc is None or proc.stdin is None:
+                return
             try:
                 proc.stdin.write(line + "\n")
                 proc.stdin.flush()
