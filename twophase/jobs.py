@@ -81,9 +81,13 @@ class _Job:
 
 
 class JobManager:
-    """Runs RunConfigs in background threads, at most `max_concurrent` at once.
+    """Runs RunConfigs in the background, at most `max_concurrent` at once.
 
     runs_dir: where runs are written (default: store.default_runs_dir()).
+    mode: "process" (train each run in a worker process, the default) or "thread"
+        (train in the job's own thread); see the module docstring.
+    warm: keep a worker process started and waiting (mode "process"), so a run
+        starts training at once; the app sets it.
     On creation, runs on disk left `running` or `queued` by a dead process are
     marked `interrupted`.
     """
