@@ -248,10 +248,7 @@ class JobManager:
             environ = {k: v for k, v in os.environ.items() if k.startswith("TWOPHASE_")}  # as of now
             start = {"runs_dir": str(self.runs_dir), "run_id": job.run_id, "config": job.config.to_dict(),
                      "environ": environ}
-            with job.control_lock:  # the start line goes first; only then may Stop write to the worker
-                proc.stdin.write(json.dumps(start) + "\n")
-                proc.stdin.flush()
-                job.process = proc
+            self._tell_worker(job, json.dumps(start), hand_over=proc)
             if job.stop_event.is_set():  # a Stop that came while the worker was being handed the run
                 self._tell_worker(job, "stop")
             for line in proc.stdout:
@@ -295,10 +292,12 @@ class JobManager:
             elif kind == "summary":
                 job.summary = msg["summary"]
 
-    def _tell_worker(self, job: _Job, line: str) -> None:
-        """Write one line to the job's worker; a worker already gone is not an error."""
+    def _tell_worker(self, job: _Job, line: str, hand_over: subprocess.Popen | None = None) -> None:
+        """Write one line to the job's worker; a worker already gone is not an error (its pipe's
+        end then reports it). hand_over: a worker given its start line, which becomes the job's
+        only after that line is written, so a Stop can never overtake it."""
         with job.control_lock:
-            proc = job.process
+            proc = hand_over or job.process
             if proc is None or proc.stdin is None:
                 return
             try:
@@ -306,6 +305,8 @@ class JobManager:
                 proc.stdin.flush()
             except (BrokenPipeError, ValueError, OSError):
                 pass
+            if hand_over is not None:
+                job.process = hand_over
 
     def _work_processes(self, job: _Job) -> None:
         """A job with config.processes > 1: launch torchrun, follow its run folder, stop it on request."""
