@@ -348,16 +348,26 @@ def run_main(main: Callable[[argparse.Namespace], Report], description: str,
 
 
 # ----------------------------------------------------------------- engine runs
-def run_comparison(config, runs_dir: str | os.PathLike) -> tuple[pd.DataFrame, list, dict]:
+def run_comparison(config, runs_dir: str | os.PathLike, progress: str = "") -> tuple[pd.DataFrame, list, dict]:
     """Run `config` with twophase.experiment.run_experiment; return (metrics, events, summary).
 
     The run is written under runs_dir (a temporary folder, normally) like any other run.
+    progress: when given, a line per epoch record goes to stderr, starting with it.
     """
     from twophase.experiment import run_experiment
 
     records: list[dict] = []
     events: list[dict] = []
-    summary = run_experiment(config, str(runs_dir), on_record=records.append, on_event=events.append)
+    started = time.perf_counter()
+
+    def on_record(record: dict) -> None:
+        records.append(record)
+        if progress:
+            print(f"  {progress}: {record.get('arm')} epoch {record.get('epoch')} loss "
+                  f"{record.get('train_loss', float('nan')):.4g} ({time.perf_counter() - started:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+    summary = run_experiment(config, str(runs_dir), on_record=on_record, on_event=events.append)
     if summary["status"] == "failed":
         raise RuntimeError(f"run failed: {summary.get('error')}")
     return pd.DataFrame(records), events, summary
