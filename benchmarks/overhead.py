@@ -11,6 +11,8 @@ CG phase: the engine's CG epoch (one `NonlinearCG` iteration with the full-batch
 the record) against a plain loop that makes the same number of full-batch evaluations with
 and without backward that the engine's step reported (set the parameters along a direction,
 forward, backward, gather the flat gradient, one dot product), then the same record passes.
+When the engine's record took its training figures from the step's last evaluation (the
+accepted point was the last one evaluated), the loop does the same.
 The CG epoch starts from the same saved optimizer state every repetition, so every engine
 repetition makes the same line search.
 
@@ -91,30 +93,51 @@ def _set_params(params, vec) -> None:
         offset += p.numel()
 
 
-def hand_cg_epoch(model, loss_fn, data, grad_evals, value_evals, direction, chunk):
-    """The arithmetic of one CG iteration with this many evaluations, then the record."""
+def hand_cg_epoch(model, loss_fn, data, grad_evals, value_evals, direction, chunk, reuse_last):
+    """The arithmetic of one CG iteration with this many evaluations, then the record.
+
+    reuse_last: the engine's record took the training loss, accuracy and gradient norm from the
+    line search's last evaluation (it ended where it evaluated last); the loop then ends at its
+    last evaluation with backward and does the same."""
     x, y = data.train_x, data.train_y
     n = x.shape[0]
     params = [p for p in model.parameters() if p.requires_grad]
     x0 = torch.cat([p.detach().reshape(-1) for p in params])  # reshape: channels_last weights cannot .view(-1)
     step = 1e-6
+    total, correct = 0.0, 0
     with torch.no_grad():
-        for i in range(grad_evals + value_evals):
+        for i in range(value_evals):  # evaluations without backward first, the gradients last
             _set_params(params, x0 + (i + 1) * step * direction)
-            if i < grad_evals:
-                with torch.enable_grad():
-                    for p in params:
-                        p.grad = None
-                    for s in range(0, n, chunk):
-                        xb, yb = x[s:s + chunk], y[s:s + chunk]
-                        (loss_fn(model(xb), yb) * (xb.shape[0] / n)).backward()
-                flat = torch.cat([p.grad.reshape(-1) for p in params])
-                float(flat.dot(direction))
-            else:
-                total = 0.0
+            total = 0.0
+            for s in range(0, n, chunk):
+                xb, yb = x[s:s + chunk], y[s:s + chunk]
+                total += float(loss_fn(model(xb), yb)) * (xb.shape[0] / n)
+        for i in range(grad_evals):
+            _set_params(params, x0 + (value_evals + i + 1) * step * direction)
+            total, correct = 0.0, 0
+            with torch.enable_grad():
+                for p in params:
+                    p.grad = None
                 for s in range(0, n, chunk):
                     xb, yb = x[s:s + chunk], y[s:s + chunk]
-                    total += float(loss_fn(model(xb), yb)) * (xb.shape[0] / n)
+                    out = model(xb)
+                    loss = loss_fn(out, yb) * (xb.shape[0] / n)
+                    loss.backward()
+                    if reuse_last:
+                        total += float(loss.detach())
+                        correct += int((out.detach().argmax(1) == yb).sum())
+            flat = torch.cat([p.grad.reshape(-1) for p in params])
+            float(flat.dot(direction))
+    if reuse_last and grad_evals:
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+        vtotal, vcorrect = 0.0, 0
+        with torch.inference_mode():
+            for s in range(0, data.val_x.shape[0], chunk):
+                out = model(data.val_x[s:s + chunk])
+                vtotal += float(loss_fn(out, data.val_y[s:s + chunk])) * (out.shape[0] / data.val_x.shape[0])
+                vcorrect += int((out.argmax(1) == data.val_y[s:s + chunk]).sum())
+        return total, correct / n, norm, vtotal, vcorrect / data.val_x.shape[0]
+    with torch.no_grad():
         _set_params(params, x0 + step * direction)
     return _record_passes(model, loss_fn, x, y, data.val_x, data.val_y, chunk)
 
@@ -188,16 +211,18 @@ def measure_model(model_name, subset, val_subset, reps, seed=0):
         counts.setdefault("grad", info.grad_evals)
         counts.setdefault("value", info.loss_evals - info.grad_evals)
         counts.setdefault("status", info.status)
+        counts.setdefault("reused", arm.record_reused_pass)
 
     def hand_cg():
         hand_cg_epoch(state["hand"], loss_fn, data, counts.get("grad", 1), counts.get("value", 0),
-                      direction, chunk)
+                      direction, chunk, counts.get("reused", False))
 
     # the engine runs first in the warm-up repetition, so the loop knows the evaluation counts
     times = common.interleaved({"engine": engine_cg, "hand": hand_cg}, reps=reps, setup=setup_cg)
     rows.append(_row(model_name, "CG epoch", subset, times, reps,
                      f"1 CG iteration ({counts.get('grad')} evaluations with backward, "
-                     f"{counts.get('value')} without; step {counts.get('status')}) + record passes"))
+                     f"{counts.get('value')} without; step {counts.get('status')}) + record passes"
+                     + (" (training figures from the last evaluation)" if counts.get("reused") else "")))
     return rows
 
 

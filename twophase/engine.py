@@ -61,6 +61,30 @@ def apply_runtime_layout(model_name: str, model: torch.nn.Module, data, arms=())
     return model, data
 
 
+@dataclass
+class FullPass:
+    """What a closure evaluation with backward over the whole training set leaves behind:
+    its mean loss (float64 sum) and the number of correct rows at the parameters `params`
+    (a flat copy); the gradients stay in the parameters' .grad."""
+
+    params: torch.Tensor
+    loss: torch.Tensor
+    correct: torch.Tensor
+
+
+def flat_copy(params) -> torch.Tensor:
+    """The parameters' values as one flat tensor (a copy; reshape works for channels_last too)."""
+    return torch.cat([p.detach().reshape(-1) for p in params]) if params else torch.zeros(0)
+
+
+def mode_free(model: torch.nn.Module) -> bool:
+    """True when the model computes the same in train() and eval() mode (no dropout or batch
+    statistics), so a training-mode pass can stand in for an evaluation pass."""
+    return not any(isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd,
+                                  torch.nn.modules.instancenorm._InstanceNorm))
+                   for m in model.modules())
+
+
 class StopRequested(Exception):
     """Raised inside an arm when the run's stop flag is set; the arm ends as `stopped`."""
 
@@ -84,24 +108,36 @@ def full_batch_closure(model, loss_fn, x, y, counter: PassCounter, chunk: int = 
     dist: None, or the twophase.distributed.Dist of a multi-process run, (x, y)
     being this process's shard: the loss and gradient are then all-reduced, so
     every process gets those of the whole training set.
+
+    After an evaluation with backward in a single process, `closure.last` is a FullPass (loss,
+    correct rows, the evaluated parameters; the gradient is in .grad), which the epoch's
+    record reuses when the parameters are still exactly those; otherwise it is None.
     """
     n = x.shape[0] if dist is None else dist.sum_int(x.shape[0])
     params = [p for p in model.parameters() if p.requires_grad]
+    keep_last = dist is None and mode_free(model)
 
     def closure(backward: bool = True):
         counter.loss_evals += 1
         counter.data_passes += 1.0 if backward else 1.0 / 3.0
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         if backward:
+            closure.last = None
+            correct = torch.zeros((), dtype=torch.int64, device=x.device)
             for p in params:
                 p.grad = None
             for start in range(0, x.shape[0], chunk):
                 xb, yb = x[start:start + chunk], y[start:start + chunk]
-                loss = loss_fn(model(xb), yb) * (xb.shape[0] / n)
+                out = model(xb)
+                loss = loss_fn(out, yb) * (xb.shape[0] / n)
                 loss.backward()
                 total += loss.detach().double()
+                if keep_last:
+                    correct += (out.detach().argmax(dim=1) == yb).sum()
             if dist is not None:
                 dist.sum_grads(params)
+            if keep_last:
+                closure.last = FullPass(flat_copy(params), total.clone(), correct)
         else:
             with torch.no_grad():
                 for start in range(0, x.shape[0], chunk):
@@ -111,6 +147,7 @@ def full_batch_closure(model, loss_fn, x, y, counter: PassCounter, chunk: int = 
             dist.sum_(total)
         return total.to(torch.float32) if x.dtype != torch.float64 else total
 
+    closure.last = None
     return closure
 
 
@@ -134,7 +171,7 @@ def evaluate(model, loss_fn, x, y, with_grad: bool, chunk: int = FULL_PASS_CHUNK
                 if cg is not None:
                     g.add_(cg)
             total_loss += float(loss.detach())
-            correct += losses.accuracy(out.detach(), yb) * xb.shape[0]
+            correct += int((out.detach().argmax(dim=1) == yb).sum())
         if dist is not None:
             total_loss, correct = dist.sum_floats(total_loss, correct)
             if grads:
@@ -149,7 +186,7 @@ def evaluate(model, loss_fn, x, y, with_grad: bool, chunk: int = FULL_PASS_CHUNK
                 xb, yb = x[start:start + chunk], y[start:start + chunk]
                 out = model(xb)
                 total_loss += float(loss_fn(out, yb)) * (xb.shape[0] / n)
-                correct += losses.accuracy(out, yb) * xb.shape[0]
+                correct += int((out.argmax(dim=1) == yb).sum())
         if dist is not None:
             total_loss, correct = dist.sum_floats(total_loss, correct)
     model.train()
@@ -184,6 +221,8 @@ class Arm:
     ddp: torch.nn.Module | None = None  # DistributedDataParallel around model, for the mini-batch steps
     probe_sample: tuple | None = None  # (x, y) the Hessian probe uses instead of data's training set
     chunk: int = FULL_PASS_CHUNK  # samples per chunk of a full-set pass (models.runtime)
+    last_full_pass: FullPass | None = None  # the epoch's last closure evaluation (CG / L-BFGS epochs)
+    record_reused_pass: bool = False  # the last record took its training figures from that evaluation
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -240,6 +279,7 @@ class Arm:
         """Advance one epoch and return its record. Raises StopRequested when asked to stop."""
         self.epoch += 1
         phase = self.phase
+        self.last_full_pass = None
         start = time.perf_counter()
         batch_norm_mean = None
         if phase == "adam":
@@ -299,6 +339,7 @@ class Arm:
                 raise StopRequested
             with no_tf32():  # TF32 rounding breaks line searches (no effect on CPU)
                 self.optimizer.step(closure)
+            self.last_full_pass = getattr(closure, "last", None)  # a wrapped closure has none
             info = getattr(self.optimizer, "last_step", None)
             self.last_cg_status = getattr(info, "status", "") if info is not None else ""
             if on_batch is not None:
@@ -312,14 +353,36 @@ class Arm:
         # One L-BFGS call runs cg_iters_per_epoch iterations (it re-evaluates at its start).
         with no_tf32():
             self.second_order.step(closure)
+        self.last_full_pass = getattr(closure, "last", None)
         if on_batch is not None:
             on_batch(1.0)
 
+    def _reused_full_pass(self):
+        """(loss, accuracy, gradient norm) over the training set from the epoch's last closure
+        evaluation, when the parameters are still the ones it evaluated (a CG step accepted
+        its last trial point); None otherwise. Saves the record a full forward and backward pass."""
+        last, self.last_full_pass = self.last_full_pass, None
+        if last is None:
+            return None
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        # bit for bit the evaluated point (however the parameters were written; NaN never matches)
+        if not torch.equal(flat_copy(params), last.params):
+            return None
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) \
+            if grads else 0.0
+        return float(last.loss), int(last.correct) / self.data.train_x.shape[0], norm
+
     def _record(self, phase: str, batch_norm_mean, needs_full_norm: bool) -> dict:
         t0 = time.perf_counter()
-        train_loss, train_acc, full_norm = evaluate(self.model, self.loss_fn, self.data.train_x,
-                                                    self.data.train_y, with_grad=True, chunk=self.chunk,
-                                                    dist=self.dist)
+        reused = self._reused_full_pass()
+        self.record_reused_pass = reused is not None
+        if reused is not None:
+            train_loss, train_acc, full_norm = reused
+        else:
+            train_loss, train_acc, full_norm = evaluate(self.model, self.loss_fn, self.data.train_x,
+                                                        self.data.train_y, with_grad=True, chunk=self.chunk,
+                                                        dist=self.dist)
         if needs_full_norm:
             self.counter.seconds += time.perf_counter() - t0
             self.counter.data_passes += 1.0
