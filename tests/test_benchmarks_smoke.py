@@ -159,7 +159,7 @@ def test_the_section_gathers_the_results_and_the_targets(scipy_results, tmp_path
     (out / "broken.md").write_text("never read")
     body = bench_main.section(["cg_vs_scipy", "overhead"], out, tmp_path / "README.md", "tiny",
                               {"cg_vs_scipy": "ok in 1 s", "overhead": "failed after 2 s: boom"}, 60.0)
-    assert body.startswith("Written by `python -m benchmarks --size tiny`")
+    assert body.startswith("Written by `python -m benchmarks` (`make bench`: `--size full`); the last call (`--size tiny`) ran all")
     assert "| cg_vs_scipy | median over problems" in body and "### CG against SciPy" in body
     assert "| overhead | - | failed after 2 s: boom | - |" in body
 
@@ -184,3 +184,29 @@ def test_python_m_benchmarks_rewrites_the_section(tmp_path):
     assert "\nold\n" not in text
     assert "| cg_vs_scipy | median over problems" in text
     assert "### CG against SciPy" in text and "Machine: " in text
+
+
+def test_issue_size_results_get_a_part_of_their_own(scipy_results, tmp_path):
+    out, _md, _blob = scipy_results
+    base = tmp_path / "results"
+    (base / "issue").mkdir(parents=True)
+    for f in out.iterdir():
+        (base / f.name).write_bytes(f.read_bytes())
+        (base / "issue" / f.name).write_bytes(f.read_bytes())
+    body = bench_main.section(["cg_vs_scipy"], base, tmp_path / "README.md", "issue",
+                              {"cg_vs_scipy": "ok in 1 s"}, 60.0, ["cg_vs_scipy"])
+    full_at, issue_at = body.index("### CG against SciPy"), body.index("### Issue sizes")
+    assert full_at < issue_at < body.index("#### CG against SciPy") and "(issue size)" in body
+    assert "| cg_vs_scipy (issue size) | median over problems" in body
+    assert "the last call (`--size issue`) ran cg_vs_scipy (issue size)" in body
+    assert "](results/issue/" in body  # links point into the issue folder
+
+
+def test_no_run_rewrites_the_readme_from_the_results_on_disk(scipy_results, tmp_path):
+    out, _md, _blob = scipy_results
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- bench:start -->\nold\n<!-- bench:end -->\n")
+    assert bench_main.main(["--no-run", "--out", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "ran none (it rewrote this section from the results on disk)" in text
+    assert "### CG against SciPy" in text and "Issue sizes" not in text
