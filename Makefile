@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-.PHONY: run test test-fast bench soak browser clean-venv
+.PHONY: run test test-fast bench bench-issue soak browser clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ soak: $(STAMP)
 
 bench: $(STAMP) browser
 	$(PY) -m benchmarks
+
+# The issue's larger optimizer and switch-rule configurations (about 1.5 h on 2 cores).
+bench-issue: $(STAMP) browser
+	$(PY) -m benchmarks --size issue --only optimizers,switch_rule
 
 clean-venv:
 	rm -rf $(VENV)

@@ -128,13 +128,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-readme", action="store_true", help="leave the README alone")
     p.add_argument("--threads", type=int, default=common.DEFAULT_THREADS)
     p.add_argument("--no-png", action="store_true")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds one benchmark may run")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds one benchmark may run (default 3600, 6 h with --size issue)")
     p.add_argument("--no-run", action="store_true", help="run nothing; rewrite the README from the results on disk")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         p.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    if args.timeout is None:
+        args.timeout = 6 * 3600.0 if args.size == "issue" else 3600.0
     base = Path(args.out)
     out = base / ISSUE_SUBDIR if args.size == "issue" else base
     out.mkdir(parents=True, exist_ok=True)
