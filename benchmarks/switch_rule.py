@@ -52,6 +52,34 @@ def variants(epochs: int) -> dict[str, dict]:
     return out
 
 
+def default_variant() -> str | None:
+    """The variant whose options are RunConfig's (the app's) default switch rule, if one is."""
+    from twophase.config import RunConfig
+
+    d = RunConfig()
+    defaults = dict(tolerance=d.tolerance, patience=d.patience, smoothing=d.smoothing, min_epochs=d.min_epochs,
+                    switch_epoch=d.switch_epoch)
+    base = dict(tolerance=0.9, patience=1, smoothing=0.0, min_epochs=0, switch_epoch=None)
+    for name, options in variants(40).items():
+        if "switch_epoch" not in options and "min_epochs" not in options and {**base, **options} == defaults:
+            return name
+    return None
+
+
+def default_rule_text(rank_df: pd.DataFrame) -> str:
+    """Where the app's default rule stands in the ranking, in one sentence."""
+    current = default_variant()
+    names = list(rank_df["variant"])
+    if current is None or current not in names or not names:
+        return "The app's default rule (RunConfig) is not one of the variants above."
+    row = rank_df.iloc[names.index(current)]
+    best = rank_df.iloc[0]
+    loss_col, cost_col = rank_df.columns[2], rank_df.columns[3]
+    return (f"The app's default rule (RunConfig: {current}) ranks {names.index(current) + 1} of {len(names)} here: "
+            f"median final loss / Adam's {row[loss_col]:.3g} and cost to reach Adam's loss {row[cost_col]:.3g}, "
+            f"against {best[loss_col]:.3g} and {best[cost_col]:.3g} for the first, {best['variant']}.")
+
+
 def switch_epoch_of(options: dict, norms: list[float]) -> int | None:
     from twophase.optim import SwitchRule
 
@@ -250,6 +278,7 @@ def main(args) -> common.Report:
                 "inf: never reached).")
     report.table("ranking", rank_df, {"median final loss / Adam's (same epochs)": ".3g",
                                       "median passes to reach Adam's final loss / Adam's passes": ".3g"})
+    report.text(default_rule_text(rank_df))
     cdf = pd.DataFrame(checks)
     if len(cdf):
         report.text("Check of the method: the literal rule run for real with `run_experiment` (first seed of each "
