@@ -63,13 +63,18 @@ def _record_passes(model, loss_fn, x, y, vx, vy, chunk):
                                                          if p.grad is not None])))
     for p in params:
         p.grad = None
+    return (total, correct / n, norm) + _validation_pass(model, loss_fn, vx, vy, chunk)
+
+
+def _validation_pass(model, loss_fn, vx, vy, chunk):
+    """The hand-written record's validation loss and accuracy."""
     vtotal, vcorrect = 0.0, 0
     with torch.inference_mode():
         for s in range(0, vx.shape[0], chunk):
             out = model(vx[s:s + chunk])
             vtotal += float(loss_fn(out, vy[s:s + chunk])) * (out.shape[0] / vx.shape[0])
             vcorrect += int((out.argmax(1) == vy[s:s + chunk]).sum())
-    return total, correct / n, norm, vtotal, vcorrect / vx.shape[0]
+    return vtotal, vcorrect / vx.shape[0]
 
 
 def hand_adam_epoch(model, opt, gen, loss_fn, data, batch, chunk):
@@ -130,13 +135,7 @@ def hand_cg_epoch(model, loss_fn, data, grad_evals, value_evals, direction, chun
             float(flat.dot(direction))
     if reuse_last and grad_evals:
         norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
-        vtotal, vcorrect = 0.0, 0
-        with torch.inference_mode():
-            for s in range(0, data.val_x.shape[0], chunk):
-                out = model(data.val_x[s:s + chunk])
-                vtotal += float(loss_fn(out, data.val_y[s:s + chunk])) * (out.shape[0] / data.val_x.shape[0])
-                vcorrect += int((out.argmax(1) == data.val_y[s:s + chunk]).sum())
-        return total, correct / n, norm, vtotal, vcorrect / data.val_x.shape[0]
+        return (total, correct / n, norm) + _validation_pass(model, loss_fn, data.val_x, data.val_y, chunk)
     with torch.no_grad():
         _set_params(params, x0 + step * direction)
     return _record_passes(model, loss_fn, x, y, data.val_x, data.val_y, chunk)
