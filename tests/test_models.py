@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.roofline import vit_every_token_forward
 from twophase import models
 from twophase.errors import ConfigError
 
@@ -264,3 +265,27 @@ def test_bad_names_shapes_and_classes_are_refused():
     except ConfigError as e:
         msg = str(e)
     assert msg is not None and "divisible" in msg and "64" in msg
+
+
+@pytest.mark.parametrize("name", ["vit-mlp", "vit-nomlp", "vit-nomlp-wkewq", "vit-nomlp-wkewq-wvwo"])
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_last_layer_computing_only_the_class_token_gives_the_same_outputs_and_gradients(name, pool):
+    # float64, so that only the arithmetic's order can differ, and barely
+    model = models.build(name, (1, 28, 28), 10, seed=2, pool=pool).double()
+    x = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    target = torch.randn(6, 10, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    params = list(model.parameters())
+    out = model(x)
+    ref = vit_every_token_forward(model, x)  # every layer computes every token
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-14)
+    grads = torch.autograd.grad(((out - target) ** 2).sum(), params)
+    ref_grads = torch.autograd.grad(((ref - target) ** 2).sum(), params)
+    for p, g, r in zip(params, grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-13)
+
+
+def test_attention_with_fewer_queries_returns_the_first_rows():
+    for shared in (False, True):
+        att = models.SelfAttention(32, 4, shared_qk=shared)
+        x = torch.randn(2, 9, 32)
+        torch.testing.assert_close(att(x, queries=3), att(x)[:, :3])

@@ -189,18 +189,22 @@ class SelfAttention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (b, heads, n, head_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: tokens of shape (batch, tokens, dim). Returns the same shape."""
+    def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """``x``: tokens of shape (batch, tokens, dim). Returns the same shape, or with
+        ``queries=m`` only the outputs of the first m tokens (batch, m, dim): every token
+        still serves as key and value, but only those m rows are queried."""
         b, n, d = x.shape
+        m = n if queries is None else queries
         if self.shared_qk:
-            q = k = self._split(self.query_key(x))
+            k = self._split(self.query_key(x))
+            q = k[:, :, :m]
         else:
-            q = self._split(self._query(x))
+            q = self._split(self._query(x[:, :m]))
             k = self._split(self._key(x))
         v = self._split(self.value(x) if self.value is not None else x)
         scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim)
-        mixed = torch.matmul(scores.softmax(dim=-1), v)  # (b, heads, n, head_dim)
-        mixed = mixed.transpose(1, 2).reshape(b, n, d)
+        mixed = torch.matmul(scores.softmax(dim=-1), v)  # (b, heads, m, head_dim)
+        mixed = mixed.transpose(1, 2).reshape(b, m, d)
         return self.output(mixed) if self.output is not None else mixed
 
 
@@ -227,9 +231,13 @@ class EncoderBlock(nn.Module):
             self.norm2 = None
             self.mlp = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: tokens (batch, tokens, dim). Returns the same shape."""
-        x = x + self.attention(self.norm1(x))
+    def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """``x``: tokens (batch, tokens, dim). Returns the same shape, or with ``queries=m``
+        the first m tokens only (what a class-token head reads from the last layer)."""
+        if queries is None:
+            x = x + self.attention(self.norm1(x))
+        else:
+            x = x[:, :queries] + self.attention(self.norm1(x), queries=queries)
         if self.mlp is not None:
             x = x + self.mlp(self.norm2(x))
         return x
@@ -283,8 +291,12 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1)
         t = t + self.pos_embed
-        for block in self.blocks:
-            t = block(t)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # The head reads only the class token, and the layers after attention work token by
+            # token: the last layer computes the class token's row alone (the same numbers, with
+            # about a third less work for three layers; tests/test_models.py compares the two).
+            t = block(t, queries=1 if i == last and self.cls_token is not None else None)
         t = self.norm(t)
         pooled = t[:, 0] if self.cls_token is not None else t.mean(dim=1)
         return self.head(pooled)
