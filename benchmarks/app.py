@@ -2,8 +2,8 @@
 
 `streamlit run app.py` is served on a free localhost port; Debian's chromium (driven by
 Playwright, headless) opens the Train page, enters the run's settings, presses Start and stays
-on the page while it trains (the page re-reads the run and redraws its four charts every
-second) until the status says completed. The same config runs from the command line
+on the page while it trains (the page redraws the progress every 2 s and its four charts every
+5 s: pages/train.py's POLL_SECONDS and CHART_SECONDS) until the status says completed. The same config runs from the command line
 (`python -m twophase run`). The two alternate (CLI, app, app, CLI, ...).
 
 Throughput: training samples processed per second of the arms' counted work (sum over arms of
