@@ -21,7 +21,8 @@ import streamlit as st
 from twophase import data as data_mod
 from twophase import models as models_mod
 from twophase import paper, plots, store
-from twophase.config import ARM_DESCRIPTIONS, ARMS, CG_BETAS, GRAD_NORM_MODES, LINE_SEARCHES, LOSSES, RunConfig
+from twophase.config import (ARM_DESCRIPTIONS, ARMS, CG_BETAS, GRAD_NORM_MODES, LINE_SEARCHES, LOSSES, PAPER_RULE,
+                              RunConfig)
 from twophase.errors import ConfigError, DatasetUnavailable
 
 FINAL = frozenset(store.FINAL_STATUSES)
@@ -123,6 +124,13 @@ def status_badge(status: str) -> str:
 
 
 # ----------------------------------------------------------------- settings
+def use_paper_rule() -> None:
+    """The 'Use the paper's rule' button: the switch-rule widgets back to the paper's rule."""
+    st.session_state.update(cfg_tolerance=PAPER_RULE["tolerance"], cfg_min_epochs=PAPER_RULE["min_epochs"],
+                            cfg_patience=PAPER_RULE["patience"], cfg_smoothing=PAPER_RULE["smoothing"],
+                            cfg_switch_epoch=PAPER_RULE["switch_epoch"])
+
+
 def settings() -> dict:
     """Draw the settings widgets in the sidebar; return the RunConfig fields they give."""
     d = DEFAULTS
@@ -161,7 +169,10 @@ def settings() -> dict:
         arms = [a for a in ARMS if st.checkbox(plots.arm_label(a), value=a in d.arms, key=f"cfg_arm_{a}",
                                                help=ARM_DESCRIPTIONS.get(a))]
         with st.expander("Advanced: switch rule and CG"):
-            st.caption("The paper's rule is the default: no minimum, patience 1, no smoothing.")
+            st.caption("The paper's rule is the default: tolerance 0.9, no minimum, patience 1, no smoothing, "
+                       "no fixed switch epoch.")
+            st.button("Use the paper's rule", key="cfg_paper_rule", on_click=use_paper_rule,
+                      help="Set the tolerance and the rule's settings below back to the paper's literal rule.")
             min_epochs = st.number_input("Minimum Adam epochs", min_value=0, value=int(d.min_epochs), step=1,
                                          key="cfg_min_epochs")
             patience = st.number_input("Patience", min_value=1, value=int(d.patience), step=1, key="cfg_patience",

@@ -106,6 +106,28 @@ def test_train_page_loads_with_the_config_defaults(runs_dir):
     assert status_of(at) is None  # nothing followed yet
 
 
+def test_paper_rule_button_puts_the_switch_rule_back_in_one_click(runs_dir):
+    from twophase.config import PAPER_RULE, RunConfig
+
+    d = RunConfig()  # the default is the paper's rule (chosen from the switch_rule benchmark)
+    assert {k: getattr(d, k) for k in PAPER_RULE} == PAPER_RULE
+    at = new_app()
+    at.slider(key="cfg_tolerance").set_value(0.7)
+    at.number_input(key="cfg_min_epochs").set_value(3)
+    at.number_input(key="cfg_patience").set_value(2)
+    at.slider(key="cfg_smoothing").set_value(0.5)
+    at.number_input(key="cfg_switch_epoch").set_value(4)
+    at.run()
+    assert at.slider(key="cfg_tolerance").value == pytest.approx(0.7)
+    at.button(key="cfg_paper_rule").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.slider(key="cfg_tolerance").value == pytest.approx(0.9)
+    assert at.number_input(key="cfg_min_epochs").value == 0
+    assert at.number_input(key="cfg_patience").value == 1
+    assert at.slider(key="cfg_smoothing").value == pytest.approx(0.0)
+    assert at.number_input(key="cfg_switch_epoch").value is None
+
+
 def test_train_page_runs_a_tiny_config_to_completed_with_charts(runs_dir):
     at = new_app()
     set_tiny(at, switch_epoch=2)

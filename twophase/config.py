@@ -15,6 +15,9 @@ from typing import Any
 from twophase.errors import ConfigError
 
 ARMS = ("two-phase", "adam", "adam-lbfgs", "cg")
+# The paper's literal switch rule (RunConfig's default, chosen from benchmarks/switch_rule.py's
+# tables): switch at the first epoch whose norm is at most 0.9 x the running maximum.
+PAPER_RULE = dict(tolerance=0.9, min_epochs=0, patience=1, smoothing=0.0, switch_epoch=None)
 ARM_DESCRIPTIONS = {
     "two-phase": "Adam until the gradient norm has peaked, then nonlinear CG (the method)",
     "adam": "Adam for every epoch (the baseline)",
