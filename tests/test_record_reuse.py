@@ -153,3 +153,22 @@ def test_writing_the_parameters_invalidates_the_last_evaluation(count_evaluation
     loss_, _, norm = fresh(arm)
     assert record["train_loss"] == pytest.approx(loss_, rel=1e-6, nan_ok=True)
     assert record["grad_norm"] == pytest.approx(norm, rel=1e-5, nan_ok=True)
+
+
+class Jitter(nn.Module):
+    """A module of the user's own that reads self.training (adds noise while training)."""
+
+    def forward(self, x):
+        return x + 0.1 * torch.randn_like(x) if self.training else x
+
+
+def test_a_model_with_modules_of_other_code_is_evaluated_in_eval_mode(count_evaluations):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), Jitter(), nn.ReLU(), nn.Linear(32, 10))
+    torch.manual_seed(0)
+    arm = make_arm(model=model)
+    assert not engine.mode_free(arm.model) and engine.mode_free(models.build("vit-mlp", (1, 8, 8), 10))
+    record = arm.run_epoch(lambda: False)
+    assert count_evaluations == [300] and not arm.record_reused_pass
+    loss_, _, _ = fresh(arm)  # eval mode: no jitter
+    assert record["train_loss"] == pytest.approx(loss_, rel=1e-6)
+    assert arm.model.training  # left in training mode for the next epoch

@@ -77,12 +77,16 @@ def flat_copy(params) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params]) if params else torch.zeros(0)
 
 
+_MODE_DEPENDENT = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd,
+                   torch.nn.modules.instancenorm._InstanceNorm)
+
+
 def mode_free(model: torch.nn.Module) -> bool:
-    """True when the model computes the same in train() and eval() mode (no dropout or batch
-    statistics), so a training-mode pass can stand in for an evaluation pass."""
-    return not any(isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd,
-                                  torch.nn.modules.instancenorm._InstanceNorm))
-                   for m in model.modules())
+    """True when the model computes the same in train() and eval() mode, so a training-mode pass
+    can stand in for an evaluation pass: every module is torch.nn's or twophase's own (a module
+    of other code may read self.training) and none has dropout or batch statistics."""
+    return all(type(m).__module__.startswith(("torch.nn.", "twophase.")) and not isinstance(m, _MODE_DEPENDENT)
+               for m in model.modules())
 
 
 class StopRequested(Exception):
@@ -159,7 +163,9 @@ def evaluate(model, loss_fn, x, y, with_grad: bool, chunk: int = FULL_PASS_CHUNK
     n = x.shape[0] if dist is None else dist.sum_int(x.shape[0])
     params = [p for p in model.parameters() if p.requires_grad]
     total_loss, correct = 0.0, 0.0
-    model.eval()
+    switch_mode = not mode_free(model)  # eval()/train() walk every module: skipped where they change nothing
+    if switch_mode:
+        model.eval()
     if with_grad:
         grads = [torch.zeros_like(p) for p in params]
         for start in range(0, x.shape[0], chunk):
@@ -189,7 +195,8 @@ def evaluate(model, loss_fn, x, y, with_grad: bool, chunk: int = FULL_PASS_CHUNK
                 correct += int((out.argmax(dim=1) == yb).sum())
         if dist is not None:
             total_loss, correct = dist.sum_floats(total_loss, correct)
-    model.train()
+    if switch_mode:
+        model.train()
     return total_loss, correct / n, grad_norm
 
 
