@@ -52,9 +52,10 @@ LABELS = {"subset": "Training samples", "epochs": "Epochs", "val_subset": "Valid
 SETTLE_S = 6.0  # pause before each measured run: the app starts its next worker after a run (imports ~3 s)
 
 
-def cpu_seconds() -> dict:
-    """CPU seconds used so far by the Streamlit server and by chromium (Linux /proc; {} elsewhere)."""
-    out = {"server": 0.0, "browser": 0.0}
+def cpu_by_process() -> dict:
+    """CPU seconds used so far by each Streamlit server and chromium process, as
+    {(pid, "server" | "browser"): seconds} (Linux /proc; {} elsewhere)."""
+    out = {}
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
         tick = os.sysconf("SC_CLK_TCK")
@@ -72,10 +73,20 @@ def cpu_seconds() -> dict:
         fields = stat.rsplit(")", 1)[1].split()
         used = (int(fields[11]) + int(fields[12])) / tick
         if "streamlit" in cmd and "app.py" in cmd:
-            out["server"] += used
+            out[(int(pid), "server")] = used
         elif "chrom" in comm or "chrom" in cmd:
-            out["browser"] += used
+            out[(int(pid), "browser")] = used
     return out
+
+
+def cpu_used(before: dict, after: dict) -> dict:
+    """{"server": s, "browser": s}: CPU seconds used between two cpu_by_process() readings by the
+    processes alive at the second one (a process that started in between counts in full; one that
+    ended in between is not seen, so the figures are lower bounds and never negative)."""
+    used = {"server": 0.0, "browser": 0.0}
+    for (pid, kind), seconds in after.items():
+        used[kind] += max(0.0, seconds - before.get((pid, kind), 0.0))
+    return used
 
 
 class Skip(Exception):
@@ -191,7 +202,7 @@ def run_in_app(browser, url: str, fields: dict, threads: int, runs_dir: str, tim
             _fill_number(page, LABELS["val_subset"], fields["val_subset"])
         _fill_number(page, LABELS["threads"], threads)
         page.wait_for_timeout(settle_s * 1000)
-        cpu0 = cpu_seconds()
+        cpu0 = cpu_by_process()
         page.get_by_role("button", name=re.compile("Start")).click()
         page.wait_for_function("window.location.search.includes('run=')", timeout=30_000)
         run_id = page.url.split("run=")[1].split("&")[0]
@@ -209,8 +220,8 @@ def run_in_app(browser, url: str, fields: dict, threads: int, runs_dir: str, tim
         if time.time() > deadline:
             raise Skip(f"run {run_id} did not finish within {timeout_s:.0f} s")
         time.sleep(0.5)
-    cpu1 = cpu_seconds()
-    used = {k: cpu1[k] - cpu0[k] for k in cpu0} if cpu0 and cpu1 else {}
+    cpu1 = cpu_by_process()
+    used = cpu_used(cpu0, cpu1) if cpu0 and cpu1 else {}
     cfg = run.config or {}
     wrong = {k: (cfg.get(k), v) for k, v in dict(fields, threads=threads).items() if cfg.get(k) != v}
     if wrong:

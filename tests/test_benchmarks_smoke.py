@@ -210,3 +210,11 @@ def test_no_run_rewrites_the_readme_from_the_results_on_disk(scipy_results, tmp_
     text = readme.read_text()
     assert "ran none (it rewrote this section from the results on disk)" in text
     assert "### CG against SciPy" in text and "Issue sizes" not in text
+
+
+def test_app_cpu_accounting_counts_new_processes_and_never_goes_negative():
+    before = {(1, "server"): 2.0, (2, "browser"): 5.0, (3, "browser"): 9.0}
+    after = {(1, "server"): 3.5, (2, "browser"): 6.0, (4, "browser"): 0.7}  # 3 ended, 4 started
+    used = app.cpu_used(before, after)
+    assert used["server"] == pytest.approx(1.5) and used["browser"] == pytest.approx(1.7)
+    assert all(v >= 0 for v in app.cpu_used(after, before).values())
