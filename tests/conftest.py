@@ -9,6 +9,7 @@
   session, copied into the test's `runs_dir`).
 - `served_app`: `streamlit run app.py` on a free localhost port, with the
   test's runs folder and the session's data folder; yields its URL.
+- `random_dataset()`: a twophase Dataset of seeded random images and labels (no files).
 """
 
 from __future__ import annotations
@@ -25,6 +26,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def random_dataset(n: int, shape=(1, 16, 16), classes: int = 10, seed: int = 0, val: int | None = None):
+    """A twophase Dataset of n seeded random images (and `val`, default n // 2, validation ones)."""
+    import torch
+
+    from twophase.data import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    val = n // 2 if val is None else val
+    return Dataset(train_x=torch.randn(n, *shape, generator=g), train_y=torch.randint(0, classes, (n,), generator=g),
+                   val_x=torch.randn(val, *shape, generator=g), val_y=torch.randint(0, classes, (val,), generator=g),
+                   num_classes=classes, input_shape=shape, class_names=[str(i) for i in range(classes)],
+                   name="fake")
 
 
 @pytest.fixture(scope="session", autouse=True)

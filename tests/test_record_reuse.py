@@ -16,14 +16,11 @@ from twophase.config import RunConfig
 from twophase.data import Dataset
 from twophase.engine import Arm, evaluate, make_loss
 
+from conftest import random_dataset
+
 
 def fake_data(n=300, shape=(1, 8, 8), classes=10, seed=0) -> Dataset:
-    g = torch.Generator().manual_seed(seed)
-    return Dataset(train_x=torch.randn(n, *shape, generator=g), train_y=torch.randint(0, classes, (n,), generator=g),
-                   val_x=torch.randn(n // 3, *shape, generator=g),
-                   val_y=torch.randint(0, classes, (n // 3,), generator=g),
-                   num_classes=classes, input_shape=shape, class_names=[str(i) for i in range(classes)],
-                   name="fake")
+    return random_dataset(n, shape, classes, seed, val=n // 3)
 
 
 def make_arm(name="cg", model_name="mlp", line_search="strong-wolfe", model=None, loss="mse", **fields):

@@ -15,16 +15,13 @@ from torch import nn
 from twophase import models
 from twophase.config import RunConfig
 from twophase.data import Dataset
+
+from conftest import random_dataset
 from twophase.engine import Arm, apply_runtime_layout, evaluate, make_loss
 
 
 def fake_data(n=96, shape=(1, 16, 16), classes=10, seed=0) -> Dataset:
-    g = torch.Generator().manual_seed(seed)
-    return Dataset(train_x=torch.randn(n, *shape, generator=g), train_y=torch.randint(0, classes, (n,), generator=g),
-                   val_x=torch.randn(n // 2, *shape, generator=g),
-                   val_y=torch.randint(0, classes, (n // 2,), generator=g),
-                   num_classes=classes, input_shape=shape, class_names=[str(i) for i in range(classes)],
-                   name="fake")
+    return random_dataset(n, shape, classes, seed)
 
 
 def test_runtime_lists_the_cnns_as_channels_last_with_small_chunks():
