@@ -108,7 +108,7 @@ def section(names: list[str], out_dir: Path, readme: Path, size: str, outcomes: 
             "",
             "Sizes: `full` is what fits a shared 2-core machine in about 20 minutes; each benchmark's section "
             "says exactly what ran. The issue's larger optimizer and switch-rule configurations (vit-mlp and "
-            "vgg5-max-relu on 10k MNIST, 3 seeds) are `--size issue` (`make bench-issue`, about 1.5 h here)"
+            "vgg5-max-relu on 10k MNIST, 3 seeds) are `--size issue` (`make bench-issue`, about 2 h here)"
             + (", in the part \"Issue sizes\" at the end" if issue_names else "") + ". Results are as measured, "
             "including where two-phase loses to Adam and where a target is missed.",
             "",
