@@ -3,15 +3,22 @@
 The multi-process tests start real `python -m torch.distributed.run --nproc-per-node=2`
 subprocesses; the one-process references run in this process.
 
-Tolerances: records of the Adam phase (and epoch 0) agree to 1e-5 (observed: 1e-7,
-the rounding of sums taken over two shards instead of one). Records after a CG or
-L-BFGS step agree to 5e-3 (observed: up to 2e-3): a line search finds the minimiser
-of a float32 loss along a line only to about sqrt(float32 eps) = 3e-4 relative, so a
-change in the summation order alone moves the step. The same spread appears in one
-process when only the chunk size of the full-batch passes changes (4096 -> 100:
-2.6e-5 and 7.9e-5 in the training loss after one and two CG steps, 1.5e-4 in the
-gradient norm). Counters (data passes, loss evaluations), phases and switch epochs
-must be identical.
+How two processes are compared with one (`assert_same_run`):
+- Exactly: arms, epochs, phases, switch epochs and events, statuses, sample counts, and every
+  record of the Adam phase (and epoch 0) to 1e-5 relative: two shards only change the order
+  of a few float32 sums there (observed: 1e-7).
+- After a CG or L-BFGS step there is no fixed tolerance that is both meaningful and stable. A
+  line search finds the minimiser of a float32 loss along a line only to about
+  sqrt(float32 eps) = 3e-4, and its accept/reject decisions amplify any change of summation
+  order: measured in one process on this test's config, changing only the chunk size of the
+  full-set passes moved the gradient norm after CG by 2e-5 (chunks of 100), 1.5e-4 (64) and
+  2.9e-2 (151, the shard size), and the two-process run by 3.5e-4 on an AMD EPYC machine and by
+  2.9e-2 on an Intel Xeon one. So the test measures that spread itself: it reruns the one-process
+  reference with several chunk sizes (`summation_spread`) and requires each second-phase figure
+  of the two-process run, counters included, to lie within SPREAD_FACTOR x the largest
+  deviation any of those reruns showed (plus 1e-5 relative). A bug in the sharding (a wrong
+  scale, a missing all-reduce) shows in the Adam phase, which is held to 1e-5, or as a
+  deviation far outside what summation order explains.
 """
 
 from __future__ import annotations
@@ -35,7 +42,12 @@ from twophase.jobs import JobManager
 
 FIRST_PHASE = ("init", "adam")
 FIRST_PHASE_RTOL = 1e-5
-SECOND_PHASE_RTOL = 5e-3
+# chunk sizes of the one-process reruns that measure how far summation order alone moves the
+# second phase; 151 and 150 are the two shards' sizes of the 301-sample set
+SPREAD_CHUNKS = (37, 64, 100, 128, 150, 151, 200, 256)
+SPREAD_FACTOR = 2.0
+FIGURES = ["train_loss", "val_loss", "grad_norm", "grad_norm_max", "train_acc", "val_acc", "data_passes",
+           "loss_evals"]
 LAUNCH_TIMEOUT = 240
 
 
@@ -72,37 +84,58 @@ def run_two_processes(values: dict, runs_dir, run_id: str) -> store.Run:
     return store.load_run(str(runs_dir), run_id)
 
 
-def run_one_process(values: dict, runs_dir, run_id: str) -> store.Run:
+def run_one_process(values: dict, runs_dir, run_id: str, chunk: int | None = None) -> store.Run:
+    """The run in this process; chunk: the full-set passes' chunk size instead of the model's."""
     threads = torch.get_num_threads()
     try:
-        summary = run_experiment(RunConfig(**values), str(runs_dir), run_id)
+        summary = run_experiment(RunConfig(**values), str(runs_dir), run_id, full_pass_chunk=chunk)
     finally:
         torch.set_num_threads(threads)
     assert summary["status"] == "completed", summary
     return store.load_run(str(runs_dir), run_id)
 
 
-def assert_same_run(one: store.Run, two: store.Run) -> None:
+def summation_spread(values: dict, reference: store.Run, runs_dir) -> dict[str, float]:
+    """Per figure, the largest absolute deviation from `reference` over its second-phase rows
+    when one process only changes the chunking (the summation order) of its full-set passes."""
+    a = reference.metrics
+    second = ~a["phase"].isin(FIRST_PHASE).to_numpy()
+    columns = FIGURES + [c for c in ("hess_min", "hess_max") if c in a.columns]
+    spread = {column: 0.0 for column in columns}
+    for i, chunk in enumerate(SPREAD_CHUNKS):
+        b = run_one_process(values, runs_dir, f"20260101-000000-5{i:05x}", chunk=chunk).metrics
+        assert b["phase"].tolist() == a["phase"].tolist()
+        for column in columns:
+            deviation = np.abs(b[column].to_numpy(float)[second] - a[column].to_numpy(float)[second])
+            spread[column] = max(spread[column], float(deviation.max()))
+    return spread
+
+
+def assert_same_run(one: store.Run, two: store.Run, spread: dict[str, float] | None = None) -> None:
+    """See the module docstring. spread: summation_spread's figures (None: the second phase must
+    agree as tightly as the first, e.g. when it runs in float64)."""
     a, b = one.metrics, two.metrics
     assert len(a) == len(b) > 0
     assert a["arm"].tolist() == b["arm"].tolist()
     assert a["epoch"].tolist() == b["epoch"].tolist()
     assert a["phase"].tolist() == b["phase"].tolist()
-    assert a["loss_evals"].tolist() == b["loss_evals"].tolist()
-    np.testing.assert_allclose(b["data_passes"], a["data_passes"], rtol=1e-12)
     first = a["phase"].isin(FIRST_PHASE).to_numpy()
     assert first.any() and (~first).any()
     n_train, n_val = one.summary["train_samples"], one.summary["val_samples"]
-    columns = ["train_loss", "val_loss", "grad_norm", "grad_norm_max"]
-    columns += [c for c in ("hess_min", "hess_max") if c in a.columns]
+    columns = FIGURES + [c for c in ("hess_min", "hess_max") if c in a.columns]
     for column in columns:
-        np.testing.assert_allclose(b[column][first], a[column][first], rtol=FIRST_PHASE_RTOL, err_msg=column)
-        np.testing.assert_allclose(b[column][~first], a[column][~first], rtol=SECOND_PHASE_RTOL, err_msg=column)
-    # accuracies: identical in the first phase, at most one sample apart after
-    np.testing.assert_allclose(b["train_acc"][first], a["train_acc"][first], atol=1e-9)
-    np.testing.assert_allclose(b["val_acc"][first], a["val_acc"][first], atol=1e-9)
-    np.testing.assert_allclose(b["train_acc"], a["train_acc"], atol=1.01 / n_train)
-    np.testing.assert_allclose(b["val_acc"], a["val_acc"], atol=1.01 / n_val)
+        x, y = a[column].to_numpy(float), b[column].to_numpy(float)
+        np.testing.assert_allclose(y[first], x[first], rtol=FIRST_PHASE_RTOL, atol=0, err_msg=column)
+        allowed = FIRST_PHASE_RTOL * np.abs(x[~first])
+        if spread is not None and column in spread:
+            allowed = allowed + SPREAD_FACTOR * spread[column]
+        excess = np.abs(y[~first] - x[~first]) - allowed
+        assert (excess <= 0).all(), (
+            f"{column} after the switch: two processes {y[~first].tolist()}, one process {x[~first].tolist()}; "
+            f"allowed deviation {allowed.tolist()} (summation-order spread {spread and spread.get(column)})")
+    # accuracies: identical in the first phase
+    np.testing.assert_array_equal(b["train_acc"][first], a["train_acc"][first])
+    np.testing.assert_array_equal(b["val_acc"][first], a["val_acc"][first])
     assert [(e["arm"], e["kind"], e["epoch"]) for e in one.events] == \
         [(e["arm"], e["kind"], e["epoch"]) for e in two.events]
     for arm, figures in one.summary["arms"].items():
@@ -125,7 +158,7 @@ def test_a_job_with_two_processes_completes_like_one_process_with_a_fixed_switch
     run_id = jobs.submit(RunConfig(**values, processes=2))
     assert jobs.wait(run_id, LAUNCH_TIMEOUT) == "completed", jobs.snapshot(run_id).error
     two = store.load_run(str(tmp_path / "two"), run_id)
-    assert_same_run(one, two)
+    assert_same_run(one, two, summation_spread(values, one, tmp_path / "spread"))
     assert one.summary["arms"]["two-phase"]["switch_epoch"] == 2
     assert len(list((tmp_path / "two").iterdir())) == 1  # one run folder, written by rank 0 alone
     snap = jobs.snapshot(run_id)
@@ -145,7 +178,7 @@ def test_two_processes_match_one_process_with_the_adaptive_rule_and_every_second
     two = run_two_processes(values, tmp_path / "two", "20260101-000000-000004")
     switch = one.summary["arms"]["two-phase"]["switch_epoch"]
     assert switch is not None and switch < values["epochs"]  # the rule fired, CG ran
-    assert_same_run(one, two)
+    assert_same_run(one, two, summation_spread(values, one, tmp_path / "spread"))
 
 
 # ----------------------------------------------------------------------------- a process dies

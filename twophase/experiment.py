@@ -89,6 +89,7 @@ def run_experiment(
     on_status: Callable[[str], None] | None = None,
     writer: "store.RunWriter | None" = None,
     dist: "distributed.Dist | None" = None,
+    full_pass_chunk: int | None = None,
 ) -> dict:
     """Train every arm of `config`, write the run, and return its summary dict.
 
@@ -164,6 +165,8 @@ def run_experiment(
         loss_fn = make_loss(config.loss)
         arms = [Arm.create(name, initial, config, data, loss_fn, dist=dist, probe_sample=probe_sample)
                 for name in config.arms]
+        for arm in arms:
+            arm.chunk = full_pass_chunk or arm.chunk
         extra = {"processes": dist.world, "backend": dist.backend} if dist is not None else {}
         writer.update_summary(status="running", device=device, arm_names=[a.name for a in arms],
                               parameters=models_mod.count_parameters(initial),
