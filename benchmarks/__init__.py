@@ -10,10 +10,11 @@ Modules (each writes benchmarks/results/<name>.md, .csv and, where it draws one,
     optimizers   two-phase, Adam, Adam then L-BFGS and CG only, per unit of cost; golden vs strong Wolfe
     roofline     achieved training FLOP/s against torch.mm's peak, and the speed-ups tried
     switch_rule  switch epoch, final loss and cost of the switch-rule variants
+    trunk        wall time saved by the shared Adam trunk (two-arm runs, a switch sweep), against the expected
     app          training throughput with the Train page open in chromium against the CLI
 
 Every result carries the machine it was measured on (cores, torch version, threads) and
 states each target next to the measured value, including misses.
 """
 
-BENCHMARKS = ("overhead", "cg_vs_scipy", "optimizers", "roofline", "switch_rule", "app")
+BENCHMARKS = ("overhead", "cg_vs_scipy", "optimizers", "roofline", "switch_rule", "trunk", "app")

@@ -2,19 +2,24 @@
 
 Both sides do the same arithmetic on the same model, data, batch size and starting state:
 
-Adam phase: the engine's `Arm.run_epoch` of a two-phase arm before its switch (a seeded
-permutation, mini-batch Adam steps, then the epoch's record: loss, accuracy and gradient norm
-over the whole training set with backward, loss and accuracy over the validation set)
-against a plain loop doing exactly those passes with `torch.optim.Adam`.
+Adam phase: what a training epoch of the engine (twophase.training.trainer.Trainer) does for an
+arm riding the Adam trunk: `Trunk.train_epoch` (a seeded permutation, mini-batch Adam steps) and
+then the epoch's record figures, `full_pass.measure` on the trunk's model (loss, accuracy and
+gradient norm over the whole training set with backward, loss and accuracy over the validation
+set), against a plain loop doing exactly those passes with `torch.optim.Adam`.
 
-CG phase: the engine's CG epoch (one `NonlinearCG` iteration with the full-batch closure, then
-the record) against a plain loop that makes the same number of full-batch evaluations with
-and without backward that the engine's step reported (set the parameters along a direction,
-forward, backward, gather the flat gradient, one dot product), then the same record passes.
-When the engine's record took its training figures from the step's last evaluation (the
-accepted point was the last one evaluated), the loop does the same.
-The CG epoch starts from the same saved optimizer state every repetition, so every engine
-repetition makes the same line search.
+CG phase: the engine's CG epoch, a `Branch` (strategy STRATEGIES["cg"]: one `NonlinearCG`
+iteration with the full-batch closure) then `Branch.measure()` (the record), against a plain
+loop that makes the same number of full-batch evaluations with and without backward that the
+engine's step reported (set the parameters along a direction, forward, backward, gather the
+flat gradient, one dot product), then the same record passes. When the engine's record took
+its training figures from the step's last evaluation (`Measurement.reused`: the accepted point
+was the last one evaluated), the loop does the same. Every repetition's branch is restored
+from the same saved model state and NonlinearCG state (`branch.optimizer.load_state_dict`), so
+every engine repetition makes the same line search.
+
+Both sides train on the run set up by `twophase.training.setup.prepare` (the engine's own
+set-up: data, initial model, runtime layout, full-pass chunk), on the CPU.
 
 Each repetition starts from the same weights; engine and loop alternate; the ratio is the
 median of the per-repetition ratios. Target: at most 1.05.
@@ -142,19 +147,23 @@ def hand_cg_epoch(model, loss_fn, data, grad_evals, value_evals, direction, chun
 
 
 def measure_model(model_name, subset, val_subset, reps, seed=0):
-    from twophase import data as data_mod
     from twophase import models as models_mod
     from twophase.config import RunConfig
-    from twophase.engine import Arm, apply_runtime_layout, make_loss
+    from twophase.training.branch import Branch
+    from twophase.training.cost import Cost
+    from twophase.training.full_pass import measure
+    from twophase.training.setup import prepare
+    from twophase.training.strategies import STRATEGIES
+    from twophase.training.trunk import Trunk
 
-    data = data_mod.load("mnist", root=common.data_root(), subset=subset, val_subset=val_subset, seed=seed)
+    # threads: the benchmark's (prepare sets torch's threads from the config)
     cfg = RunConfig(model=model_name, subset=subset, val_subset=val_subset, batch_size=BATCH, seed=seed,
-                    arms=["two-phase"])
-    loss_fn = make_loss(cfg.loss)
-    initial = models_mod.build(model_name, data.input_shape, data.num_classes, seed=seed)
-    # both sides in the layout and full-pass chunk the engine uses for this model (models.runtime)
-    initial, data = apply_runtime_layout(model_name, initial, data)
-    chunk = models_mod.runtime(model_name)["full_pass_chunk"]
+                    arms=["two-phase"], device="cpu", threads=torch.get_num_threads())
+    cfg.validate()
+    # data, initial model, layout and full-pass chunk exactly as a run gets them; the hand loop uses the same
+    setup = prepare(cfg)
+    data, initial, loss_fn, chunk = setup.data, setup.initial, setup.loss_fn, setup.chunk
+    never = lambda: False  # noqa: E731
     rows = []
 
     # ---------------- Adam phase: both from the initial weights and a fresh Adam every repetition
@@ -162,14 +171,16 @@ def measure_model(model_name, subset, val_subset, reps, seed=0):
 
     def setup_adam(name):
         if name == "engine":
-            state["arm"] = Arm.create("two-phase", initial, cfg, data, loss_fn)
+            state["trunk"] = Trunk(initial, cfg, setup)
         else:
             model = copy.deepcopy(initial)
             state["hand"] = (model, torch.optim.Adam(model.parameters(), lr=cfg.lr),
                              torch.Generator().manual_seed(seed + 1))
 
     def engine_adam():
-        state["arm"].run_epoch(lambda: False)
+        trunk = state["trunk"]
+        trunk.train_epoch(never)
+        measure(trunk.model, loss_fn, data, chunk=chunk, dist=setup.dist, probe=setup.probe_for())
 
     def hand_adam():
         model, opt, gen = state["hand"]
@@ -179,38 +190,40 @@ def measure_model(model_name, subset, val_subset, reps, seed=0):
     rows.append(_row(model_name, "Adam epoch", subset, times, reps, "mini-batch Adam + record passes"))
 
     # ---------------- CG phase: from a model trained a little, with a saved CG state
-    prefix = Arm.create("two-phase", initial, cfg, data, loss_fn)
+    trunk = Trunk(initial, cfg, setup)
     for _ in range(ADAM_WARM_EPOCHS):
-        prefix.run_epoch(lambda: False)
-    prefix.optimizer.phase = prefix.phase = "cg"
+        trunk.train_epoch(never)
+    prefix = Branch(trunk.model, STRATEGIES["cg"], cfg, setup, Cost())
     for _ in range(CG_WARM_STEPS):
-        prefix.run_epoch(lambda: False)
+        prefix.train_epoch(never)
+        prefix.measure()
     model_state = copy.deepcopy(prefix.model.state_dict())
-    cg_state = copy.deepcopy(prefix.optimizer.cg.state_dict())
-    grad = cg_state["state"][0].get("grad")
+    cg_state = copy.deepcopy(prefix.optimizer.state_dict())
+    grad = cg_state["state"][0].get("grad") if cg_state["state"] else None
     direction = (-grad if grad is not None else torch.ones(models_mod.count_parameters(initial))).float()
     direction = direction / max(float(direction.norm()), 1e-12)
     counts = {}
 
     def setup_cg(name):
         if name == "engine":
-            arm = Arm.create("cg", initial, cfg, data, loss_fn)
-            arm.model.load_state_dict(model_state)
-            arm.optimizer.load_state_dict(copy.deepcopy(cg_state))
-            state["arm"] = arm
+            branch = Branch(initial, STRATEGIES["cg"], cfg, setup, Cost())
+            branch.model.load_state_dict(model_state)
+            branch.optimizer.load_state_dict(copy.deepcopy(cg_state))
+            state["branch"] = branch
         else:
             model = copy.deepcopy(initial)
             model.load_state_dict(model_state)
             state["hand"] = model
 
     def engine_cg():
-        arm = state["arm"]
-        arm.run_epoch(lambda: False)
-        info = arm.optimizer.last_step
+        branch = state["branch"]
+        branch.train_epoch(never)
+        m = branch.measure()
+        info = branch.optimizer.last_step
         counts.setdefault("grad", info.grad_evals)
         counts.setdefault("value", info.loss_evals - info.grad_evals)
         counts.setdefault("status", info.status)
-        counts.setdefault("reused", arm.record_reused_pass)
+        counts.setdefault("reused", m.reused)
 
     def hand_cg():
         hand_cg_epoch(state["hand"], loss_fn, data, counts.get("grad", 1), counts.get("value", 0),

@@ -4,7 +4,8 @@
 2. FLOPs per sample of each model, counted by `torch.utils.flop_counter.FlopCounterMode` on a
    batch of 512: forward, and forward + backward (matmuls and convolutions only; element-wise
    work is not counted, so the fraction is a lower bound of the machine's real use).
-3. Achieved: the engine's mini-batch Adam epoch (`Arm._adam_epoch`, batch 512) in samples/s,
+3. Achieved: the engine's mini-batch Adam epoch (`Trunk.train_epoch` of the Adam trunk, batch
+   512, on the run `twophase.training.setup.prepare` sets up) in samples/s,
    times the training FLOPs per sample; fraction of the peak at the same thread count.
    Target: at least 40% of the measured matmul peak for vit-mlp and vgg5-max-relu.
 4. Speed-ups, interleaved (speed-up = time without the change / time with it); the two the
@@ -93,22 +94,24 @@ def flops_per_sample(model: torch.nn.Module, input_shape, num_classes: int, batc
 
 
 # ------------------------------------------------------------------ engine pieces
-def make_arm(model_name: str, subset: int, seed: int = 0):
-    from twophase import data as data_mod
-    from twophase import models as models_mod
+def make_trunk(model_name: str, subset: int, seed: int = 0):
+    """(the Adam trunk of a run of `model_name` on `subset` MNIST images, its RunSetup), set up by
+    the engine's own prepare(): data, initial model, runtime layout and full-pass chunk as a run has them."""
     from twophase.config import RunConfig
-    from twophase.engine import Arm, apply_runtime_layout, make_loss
+    from twophase.training.setup import prepare
+    from twophase.training.trunk import Trunk
 
-    data = data_mod.load("mnist", root=common.data_root(), subset=subset, val_subset=500, seed=seed)
-    cfg = RunConfig(model=model_name, subset=subset, val_subset=500, batch_size=BATCH, seed=seed, arms=["adam"])
-    initial = models_mod.build(model_name, data.input_shape, data.num_classes, seed=seed)
-    initial, data = apply_runtime_layout(model_name, initial, data)  # as run_experiment does
-    arm = Arm.create("adam", initial, cfg, data, make_loss(cfg.loss))
-    return arm, initial, cfg, data
+    # on the CPU (the peak is torch.mm's on the CPU); threads: the caller's (prepare sets them from the config)
+    cfg = RunConfig(model=model_name, subset=subset, val_subset=500, batch_size=BATCH, seed=seed, arms=["adam"],
+                    device="cpu", threads=torch.get_num_threads())
+    cfg.validate()
+    setup = prepare(cfg)
+    return Trunk(setup.initial, cfg, setup), setup
 
 
-def adam_epoch(arm) -> None:
-    arm._adam_epoch(lambda: False, None)
+def adam_epoch(trunk) -> None:
+    """One epoch of the engine's mini-batch Adam (no record)."""
+    trunk.train_epoch(lambda: False)
 
 
 def speedup_row(what, model, times, base="as is", variant="with"):
@@ -152,19 +155,19 @@ COMPILE_SCRIPT = textwrap.dedent("""
     import json, sys, time, torch
     torch.set_num_threads({threads})
     sys.path.insert(0, {root!r})
-    from benchmarks.roofline import make_arm, adam_epoch
+    from benchmarks.roofline import make_trunk, adam_epoch
     from benchmarks import common
-    arm, initial, cfg, data = make_arm({model!r}, {subset})
-    eager = arm.model
+    trunk, setup = make_trunk({model!r}, {subset})
+    eager = trunk.model
     t0 = time.perf_counter()
-    compiled = torch.compile(eager)
-    arm.model = compiled
-    adam_epoch(arm)  # compiles forward and backward
+    compiled = torch.compile(eager)  # the same parameters: the trunk's Adam steps them
+    trunk.model = compiled
+    adam_epoch(trunk)  # compiles forward and backward
     compile_s = time.perf_counter() - t0
     def run_eager():
-        arm.model = eager; adam_epoch(arm)
+        trunk.model = eager; adam_epoch(trunk)
     def run_compiled():
-        arm.model = compiled; adam_epoch(arm)
+        trunk.model = compiled; adam_epoch(trunk)
     times = common.interleaved({{"as is": run_eager, "with": run_compiled}}, reps={reps})
     print("RESULT " + json.dumps({{"times": times, "compile_s": compile_s}}))
 """)
@@ -191,7 +194,9 @@ def try_compile(model: str, subset: int, reps: int, threads: int, limit: float) 
 # ------------------------------------------------------------------ main
 def main(args) -> common.Report:
     from twophase import models as models_mod
-    from twophase.engine import evaluate
+    from twophase.training.full_pass import full_pass
+    from twophase.training.setup import setup_for
+    from twophase.training.trunk import Trunk
 
     size = SIZES[args.size]
     report = common.Report("roofline", "Roofline: training FLOP/s against the matmul peak", args.size)
@@ -211,10 +216,11 @@ def main(args) -> common.Report:
     torch.set_num_threads(base_threads)
 
     # 2. + 3. FLOPs and achieved throughput per model and thread count (threads interleaved)
-    rows, speed_rows, arms = [], [], {}
+    rows, speed_rows, trunks = [], [], {}
     for model_name, subset in size["models"]:
-        arm, initial, cfg, data = make_arm(model_name, subset)
-        arms[model_name] = (arm, initial, cfg, data)
+        trunk, setup = make_trunk(model_name, subset)
+        trunks[model_name] = (trunk, setup)
+        data = setup.data
         fwd, train = flops_per_sample(models_mod.build(model_name, data.input_shape, data.num_classes),
                                       data.input_shape, data.num_classes)
 
@@ -222,7 +228,7 @@ def main(args) -> common.Report:
             def run():
                 torch.set_num_threads(t)
                 t0 = time.perf_counter()
-                adam_epoch(arm)
+                adam_epoch(trunk)
                 return time.perf_counter() - t0
             return run
 
@@ -232,7 +238,7 @@ def main(args) -> common.Report:
             sec = common.median(times[f"{t} threads"])
             sps = subset / sec
             achieved = sps * train / 1e9
-            rows.append({"model": model_name, "parameters": models_mod.count_parameters(initial),
+            rows.append({"model": model_name, "parameters": models_mod.count_parameters(setup.initial),
                          "threads": t, "forward MFLOP/sample": fwd / 1e6, "train MFLOP/sample": train / 1e6,
                          "train/forward": train / fwd if fwd else math.nan,
                          "samples/s": sps, "achieved GFLOP/s": achieved, "mm peak GFLOP/s": peaks[t],
@@ -250,9 +256,10 @@ def main(args) -> common.Report:
                                     fmt=".1%"))
 
     # 4. speed-ups
-    for model_name, (arm, initial, cfg, data) in arms.items():
+    for model_name, (trunk, setup) in trunks.items():
+        cfg, data, loss_fn = setup.config, setup.data, setup.loss_fn
         x, y = data.train_x, data.train_y
-        chunk = arm.chunk  # the engine's chunk for this model (models.runtime)
+        chunk = setup.chunk  # the engine's chunk for this model (models.runtime)
         # (a) value-only full passes (the CG line search): the same loop under no_grad (as the
         # closure does now) and under inference_mode
         def value_pass(context):
@@ -261,17 +268,19 @@ def main(args) -> common.Report:
                     total = torch.zeros((), dtype=torch.float64)
                     for s in range(0, x.shape[0], chunk):
                         xb, yb = x[s:s + chunk], y[s:s + chunk]
-                        total += arm.loss_fn(arm.model(xb), yb).double() * (xb.shape[0] / x.shape[0])
+                        total += loss_fn(trunk.model(xb), yb).double() * (xb.shape[0] / x.shape[0])
                 total.item()  # returns None: the whole call is timed
             return run
 
         times = common.interleaved({"as is": value_pass(torch.no_grad), "with": value_pass(torch.inference_mode)},
                                    reps=reps + 2)
         speed_rows.append(speedup_row("torch.inference_mode instead of no_grad for the value-only full pass "
-                                      "(full_batch_closure(backward=False), the CG line search)", model_name, times))
-        # (b) chunk sizes of the full gradient pass (evaluate with_grad)
+                                      "(the CG closure's closure(backward=False), the line search)", model_name,
+                                      times))
+        # (b) chunk sizes of the full gradient pass (full_pass with grad, as the record's measure does)
         chunks = sorted(set(size["chunks"]) | {chunk})
-        variants = {f"chunk {c}": (lambda c=c: evaluate(arm.model, arm.loss_fn, x, y, with_grad=True, chunk=c))
+        variants = {f"chunk {c}": (lambda c=c: full_pass(trunk.model, loss_fn, x, y, chunk=c, grad=True,
+                                                         eval_mode=True))
                     for c in chunks}
         times = common.interleaved(variants, reps=reps)
         base = f"chunk {chunk}"
@@ -287,27 +296,23 @@ def main(args) -> common.Report:
         if model_name in ("vgg5-max-relu", "cnn-small"):
             import copy
 
-            def variant_arm(model):
-                other = copy.copy(arm)
-                other.model = model
-                other.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-                return other
-
-            plain_model = copy.deepcopy(arm.model).to(memory_format=torch.contiguous_format)
-            plain_arm = variant_arm(plain_model)
+            # a trunk of its own on the same run set-up (its own copy of the model and its own Adam)
+            plain_model = copy.deepcopy(trunk.model).to(memory_format=torch.contiguous_format)
             plain_data = copy.copy(data)
             plain_data.train_x = data.train_x.contiguous()
-            plain_arm.data = plain_data
-            times = common.interleaved({"as is": lambda: adam_epoch(plain_arm), "with": lambda: adam_epoch(arm)},
+            plain_data.val_x = data.val_x.contiguous()
+            plain_setup = setup_for(cfg, plain_data, plain_model, layout=False)  # the layout left out
+            plain_trunk = Trunk(plain_model, cfg, plain_setup)
+            times = common.interleaved({"as is": lambda: adam_epoch(plain_trunk), "with": lambda: adam_epoch(trunk)},
                                        reps=reps)
             speed_rows.append(speedup_row("channels_last memory (model and images) instead of contiguous, "
                                           "training epoch [applied: models.runtime]", model_name, times))
-            relu_first = copy.deepcopy(arm.model)
+            relu_first = copy.deepcopy(trunk.model)
             stack = relu_first.features
             for i in range(0, len(stack), 3):  # conv, pool, ReLU -> conv, ReLU, pool (the textbook order)
                 stack[i + 1], stack[i + 2] = stack[i + 2], stack[i + 1]
-            relu_arm = variant_arm(relu_first)
-            times = common.interleaved({"as is": lambda: adam_epoch(relu_arm), "with": lambda: adam_epoch(arm)},
+            relu_trunk = Trunk(relu_first, cfg, setup)
+            times = common.interleaved({"as is": lambda: adam_epoch(relu_trunk), "with": lambda: adam_epoch(trunk)},
                                        reps=reps)
             speed_rows.append(speedup_row("max pooling before the ReLU instead of after it (the same function), "
                                           "training epoch [applied: models.conv_relu_pool_stack]", model_name, times))
@@ -321,11 +326,11 @@ def main(args) -> common.Report:
             def every_token():
                 VisionTransformer.forward = vit_every_token_forward
                 try:
-                    adam_epoch(arm)
+                    adam_epoch(trunk)
                 finally:
                     VisionTransformer.forward = applied_forward
 
-            times = common.interleaved({"as is": every_token, "with": lambda: adam_epoch(arm)}, reps=reps)
+            times = common.interleaved({"as is": every_token, "with": lambda: adam_epoch(trunk)}, reps=reps)
             speed_rows.append(speedup_row("last layer computes only the class token's row (the head reads only "
                                           "it; the same function) instead of every token, training epoch "
                                           "[applied: models.VisionTransformer]", model_name, times))
@@ -335,11 +340,11 @@ def main(args) -> common.Report:
             def with_sdpa():
                 SelfAttention.forward = attention_sdpa_forward
                 try:
-                    adam_epoch(arm)
+                    adam_epoch(trunk)
                 finally:
                     SelfAttention.forward = original
 
-            times = common.interleaved({"as is": lambda: adam_epoch(arm), "with": with_sdpa}, reps=reps)
+            times = common.interleaved({"as is": lambda: adam_epoch(trunk), "with": with_sdpa}, reps=reps)
             speed_rows.append(speedup_row("F.scaled_dot_product_attention in SelfAttention, training epoch",
                                           model_name, times))
         print(f"roofline: {model_name} speed-ups measured", flush=True)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks import __main__ as bench_main
-from benchmarks import app, cg_vs_scipy, common, optimizers, overhead, roofline, switch_rule
+from benchmarks import app, cg_vs_scipy, common, optimizers, overhead, roofline, switch_rule, trunk
 
 
 def run(module, tmp_path: Path, *extra: str) -> tuple[str, dict]:
@@ -125,6 +125,19 @@ def test_switch_epochs_follow_the_rule():
     assert switch_rule.switch_epoch_of({"tolerance": 0.97}, norms) == 3
     assert switch_rule.switch_epoch_of({"switch_epoch": 2}, norms) == 2
     assert switch_rule.switch_epoch_of({"tolerance": 0.5}, norms) is None
+
+
+def test_trunk(tmp_path):
+    md, blob = run(trunk, tmp_path, "--no-png")
+    main = pd.DataFrame(blob["tables"]["main"])
+    assert len(main) == 3 and len(blob["targets"]) == 3
+    assert bool(main["same records"].all())  # sharing the trunk changes no record
+    assert (main["shared s (median)"] > 0).all() and (main["unshared s (median)"] > 0).all()
+    # the switch sweep computes the Adam epochs once instead of once per branch
+    sweep = main.iloc[2]
+    assert sweep["runs shared / unshared"] == "1 / 5"
+    assert sweep["trunk epochs shared / unshared"] == f"{sweep['epochs']} / {5 * sweep['epochs']}"
+    assert 0 < sweep["expected ratio"] < 1 and 0 < sweep["epochs-computed ratio"] < 1
 
 
 def test_app_says_skipped_when_the_page_cannot_be_driven(tmp_path, monkeypatch):
