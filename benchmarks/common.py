@@ -349,12 +349,12 @@ def run_main(main: Callable[[argparse.Namespace], Report], description: str,
 
 # ----------------------------------------------------------------- engine runs
 def run_comparison(config, runs_dir: str | os.PathLike, progress: str = "") -> tuple[pd.DataFrame, list, dict]:
-    """Run `config` with twophase.experiment.run_experiment; return (metrics, events, summary).
+    """Run `config` with twophase.training.run.run_experiment; return (metrics, events, summary).
 
     The run is written under runs_dir (a temporary folder, normally) like any other run.
     progress: when given, a line per epoch record goes to stderr, starting with it.
     """
-    from twophase.experiment import run_experiment
+    from twophase.training.run import run_experiment
 
     records: list[dict] = []
     events: list[dict] = []

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from twophase import plots, store
 from twophase.config import RunConfig
-from twophase.experiment import run_experiment
+from twophase.training.run import run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = ROOT / "assets" / "curvature_default_run.png"

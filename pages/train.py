@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
+from twophase import analysis, paper, plots, store
 from twophase import data as data_mod
 from twophase import models as models_mod
-from twophase import paper, plots, store
 from twophase.config import (ARM_DESCRIPTIONS, ARMS, CG_BETAS, GRAD_NORM_MODES, LINE_SEARCHES, LOSSES, PAPER_RULE,
                               RunConfig)
 from twophase.errors import ConfigError, DatasetUnavailable
+from twophase.training.strategies import parse_arm, sweep_arms
 
 FINAL = frozenset(store.FINAL_STATUSES)
 DEFAULTS = RunConfig()  # the defaults live in config.py (chosen by measurement), never here
@@ -39,6 +40,7 @@ LABELS = {  # widget label of each RunConfig field, to name it in error messages
     "cg_dtype": "CG in float64", "cg_iters_per_epoch": "CG iterations per epoch",
     "grad_norm_mode": "Gradient norm", "threads": "CPU threads", "hessian_probe": "Measure curvature",
     "processes": "Processes", "name": "Run name", "model_sizes": "Model sizes",
+    "switch_points": "Extra switch points",
 }
 
 if "jobs" not in st.session_state:
@@ -114,6 +116,20 @@ def parameter_count(model: str, dataset: str) -> int | None:
         return None
 
 
+def config_from(values: dict) -> RunConfig:
+    """The RunConfig of the sidebar's values; the extra switch points become two-phase branches."""
+    values = dict(values)
+    points = [p for p in str(values.pop("switch_points", "") or "").replace(";", ",").split(",") if p.strip()]
+    if points:
+        try:
+            branches = sweep_arms(points)
+        except ValueError as exc:
+            raise ConfigError({"switch_points": f"{exc}; write epochs (300), percentages (30%) or 'paper', "
+                                                "separated by commas"}) from None
+        values["arms"] = list(values["arms"]) + [b for b in branches if b not in values["arms"]]
+    return RunConfig(**values)
+
+
 def describe_config_error(err: ConfigError) -> str:
     lines = [f"- **{LABELS.get(name, name)}** (`{name}`): {msg}" for name, msg in err.errors.items()]
     return "Nothing was started. Please fix:\n" + "\n".join(lines)
@@ -168,6 +184,11 @@ def settings() -> dict:
         st.markdown("**Arms** (trained from the same initial weights)")
         arms = [a for a in ARMS if st.checkbox(plots.arm_label(a), value=a in d.arms, key=f"cfg_arm_{a}",
                                                help=ARM_DESCRIPTIONS.get(a))]
+        switch_points = st.text_input(
+            "Extra switch points", value="", key="cfg_switch_points", placeholder="e.g. 3, 100, 30%",
+            help="One more two-phase branch per point, all from the same Adam trunk (its Adam epochs are "
+                 "computed once): an epoch (300), a percentage of the epochs (30%) or 'paper' (the paper's "
+                 "rule). Compare where switching pays off in one run.")
         with st.expander("Advanced: switch rule and CG"):
             st.caption("The paper's rule is the default: tolerance 0.9, no minimum, patience 1, no smoothing, "
                        "no fixed switch epoch.")
@@ -210,7 +231,7 @@ def settings() -> dict:
                                         help="Data-parallel processes on this machine (torchrun); 1 trains in "
                                              "the server itself.")
             name = st.text_input("Run name", value=d.name, key="cfg_name", placeholder="optional")
-    return dict(model=model, dataset=dataset, tolerance=float(tolerance), epochs=int(epochs),
+    return dict(switch_points=switch_points, model=model, dataset=dataset, tolerance=float(tolerance), epochs=int(epochs),
                 batch_size=int(batch_size), lr=float(lr), seed=int(seed),
                 subset=None if subset is None else int(subset),
                 val_subset=None if val_subset is None else int(val_subset), loss=loss, arms=arms,
@@ -249,7 +270,8 @@ def show_status(run_id: str, was_live: bool) -> None:
     metrics = view.metrics
     arms = arm_names(cfg, view.progress)
     if arms:
-        bars = st.columns(len(arms))
+        per_row = min(len(arms), 3)
+        bars = [col for start in range(0, len(arms), per_row) for col in st.columns(per_row)][:len(arms)]
         for col, arm in zip(bars, arms):
             part = metrics[metrics["arm"] == arm] if len(metrics) and "arm" in metrics.columns else metrics
             done = int(part["epoch"].max()) if len(part) else 0
@@ -317,16 +339,38 @@ def show_charts(run_id: str, was_live: bool, x: str, log_y: bool) -> None:
                       "Compare where it crosses zero with the switch line.")
 
 
+def arm_labels(view: RunView) -> dict:
+    """Each arm's legend name; branches with a rule say where it fired ("switched at 3")."""
+    switched = {e.get("arm"): e.get("epoch") for e in view.events if e.get("kind") == "switch"}
+    names = list(pd.unique(view.metrics["arm"])) if len(view.metrics) and "arm" in view.metrics.columns else []
+    return {a: plots.arm_label(a, switched.get(a)) for a in names}
+
+
 def final_section(view: RunView) -> None:
     st.subheader("Final figures")
+    labels = arm_labels(view)
     table = plots.final_table(view.metrics, view.events, view.arm_status)
-    ratio = plots.loss_ratio(view.metrics, view.events)
-    if ratio is not None and math.isfinite(ratio):
-        st.metric("Training loss, two-phase / Adam", f"{ratio:.3g}",
-                  help="Below 1: the two-phase arm ended with the lower training loss.")
+    table.insert(1, "name", [labels.get(a, a) for a in table["arm"]])
+    ratios = analysis.ratio_table(view.metrics, labels=labels)
+    if len(ratios):
+        st.markdown("**Training loss against Adam's** (below 1: lower than Adam's). Each arm is compared with "
+                    "Adam at the same epoch, after the same number of data passes, and after the same wall "
+                    "time: the last point both reached.")
+        st.dataframe(
+            ratios.drop(columns=["arm"]), hide_index=True,
+            column_config={
+                "label": st.column_config.TextColumn("arm"),
+                "epoch ratio": st.column_config.NumberColumn("at equal epochs", format="%.3g"),
+                "epoch at": st.column_config.NumberColumn("epoch", format="%d"),
+                "data_passes ratio": st.column_config.NumberColumn("at equal data passes", format="%.3g"),
+                "data_passes at": st.column_config.NumberColumn("passes", format="%.1f"),
+                "seconds ratio": st.column_config.NumberColumn("at equal time", format="%.3g"),
+                "seconds at": st.column_config.NumberColumn("seconds", format="%.1f"),
+            })
     st.dataframe(
         table, hide_index=True,
         column_config={
+            "arm": None,
             "train_loss": st.column_config.NumberColumn("train loss", format="%.4g"),
             "val_loss": st.column_config.NumberColumn("val loss", format="%.4g"),
             "train_acc": st.column_config.NumberColumn("train acc", format="%.3f"),
@@ -360,7 +404,7 @@ if run_id is not None and not store.is_valid_run_id(run_id):
 start_col, message_col = st.columns([1, 5], vertical_alignment="center")
 if start_col.button("Start", type="primary", key="start", icon=":material/play_arrow:"):
     try:
-        config = RunConfig(**values)
+        config = config_from(values)
         config.validate()
         # A second press (a double click, an impatient user) while the run it started is still
         # queued or running, with the same settings, follows that run instead of starting a copy.

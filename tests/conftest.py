@@ -89,7 +89,7 @@ def tiny_config():
 def _finished_runs_template(tmp_path_factory, data_dir) -> Path:
     """A runs folder with one completed tiny run (switch fixed at epoch 2), made once."""
     from twophase.config import RunConfig
-    from twophase.experiment import run_experiment
+    from twophase.training.run import run_experiment
 
     path = tmp_path_factory.mktemp("finished-runs")
     summary = run_experiment(RunConfig(**tiny_settings(), switch_epoch=2, name="tiny"), str(path))

@@ -106,6 +106,29 @@ def test_train_page_loads_with_the_config_defaults(runs_dir):
     assert status_of(at) is None  # nothing followed yet
 
 
+def test_extra_switch_points_train_branches_from_the_same_trunk(runs_dir):
+    at = new_app()
+    set_tiny(at, arms=["adam"], epochs=4)
+    at.text_input(key="cfg_switch_points").set_value("1, 50%, paper")
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run_id = at.query_params["run"]
+    assert wait_final(at) == "completed"
+    run = store.load_run(runs_dir, run_id)
+    assert run.config["arms"] == ["adam", "two-phase@1", "two-phase@50%", "two-phase@paper"]
+    assert run.summary["arms"]["two-phase@50%"]["switch_epoch"] == 2
+    grad = chart(at, "Gradient norm")
+    names = [t["name"] for t in grad["data"] if (t.get("meta") or {}).get("role") == "grad_norm"]
+    assert "two-phase (switch at 1)" in names and "two-phase (switch at 50%)" in names
+    ratios = table_with(at, "label", "epoch ratio")
+    assert len(ratios) == 3
+    # a bad point is refused up front, naming the field
+    at.text_input(key="cfg_switch_points").set_value("3, soon")
+    at.button(key="start").click().run()
+    assert any("Extra switch points" in e.value for e in at.error)
+    assert at.query_params["run"] == run_id
+
+
 def test_paper_rule_button_puts_the_switch_rule_back_in_one_click(runs_dir):
     from twophase.config import PAPER_RULE, RunConfig
 
@@ -148,11 +171,16 @@ def test_train_page_runs_a_tiny_config_to_completed_with_charts(runs_dir):
     assert any(s.get("x0") == 2 and s.get("x0") == s.get("x1") for s in grad["layout"].get("shapes", []))
     assert chart(at, "Loss")["layout"]["yaxis"]["type"] == "log"
     assert chart(at, "Gradient norm against loss")["layout"]["xaxis"]["autorange"] == "reversed"
-    # the final table per arm and the ratio two-phase / Adam
+    # the final table per arm and the ratio two-phase / Adam at equal epochs, passes and time
     final = table_with(at, "arm", "switch_epoch")
     assert list(final["arm"]) == ["two-phase", "adam"]
+    assert list(final["name"]) == ["two-phase (switched at 2)", "Adam"]
     assert list(final["epochs"]) == [3, 3]
-    assert at.metric[0].label.startswith("Training loss, two-phase / Adam")
+    ratios = table_with(at, "label", "epoch ratio", "data_passes ratio", "seconds ratio")
+    assert list(ratios["label"]) == ["two-phase (switched at 2)"] and list(ratios["epoch at"]) == [3]
+    metrics = store.load_run(runs_dir, run_id).metrics.set_index(["arm", "epoch"])
+    assert ratios["epoch ratio"][0] == pytest.approx(metrics.loc[("two-phase", 3), "train_loss"]
+                                                     / metrics.loc[("adam", 3), "train_loss"])
     # the run is on disk, completed
     assert store.load_run(runs_dir, run_id).status == "completed"
 
@@ -188,7 +216,7 @@ def test_stop_button_stops_a_running_run(runs_dir):
 
 def test_diverged_arm_is_shown_as_diverged_with_its_curve_up_to_then(runs_dir, data_root):
     from twophase.config import RunConfig
-    from twophase.experiment import run_experiment
+    from twophase.training.run import run_experiment
 
     # An absurd learning rate blows Adam up; the CG-only arm ignores lr and finishes.
     cfg = RunConfig(**dict(tiny_settings(), arms=["adam", "cg"], lr=10.0, loss="cross-entropy", batch_size=16,

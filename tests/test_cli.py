@@ -31,6 +31,25 @@ def test_run_json_prints_a_parsable_summary_and_writes_the_run(data_root, tmp_pa
 
 
 
+def test_a_switch_sweep_trains_one_trunk_and_a_branch_per_point(data_root, tmp_path, capsys):
+    assert main(["run", "--subset", "256", "--val-subset", "256", "--epochs", "6", "--switch-sweep", "2,50%,paper",
+                 "--data-dir", data_root, "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    [info] = store.list_runs(str(tmp_path))
+    run = store.load_run(str(tmp_path), info.run_id)
+    assert run.config["arms"] == ["adam", "two-phase@2", "two-phase@50%", "two-phase@paper"]
+    arms = run.summary["arms"]
+    assert [arms[a]["switch_epoch"] for a in run.config["arms"][1:3]] == [2, 3]
+    assert all(arms[a]["shared_epochs"] == arms[a]["switch_epoch"] for a in run.config["arms"][1:3])
+    for label in ("two-phase (switch at 2): ", "two-phase (switch at 50%): "):
+        line = next(l for l in out.splitlines() if l.strip().startswith(label))
+        assert "at epoch 6" in line and "data passes" in line and " s" in line
+    # an unreadable point names the flag and what it takes
+    assert main(["run", "--switch-sweep", "3,later", "--runs-dir", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--switch-sweep" in err and "percentage" in err
+
+
 def test_list_show_export(data_root, tmp_path, capsys):
     assert main(["run", "--model", "mlp", "--subset", "256", "--val-subset", "256", "--epochs", "2",
                  "--switch-epoch", "1", "--data-dir", data_root, "--runs-dir", str(tmp_path), "--quiet"]) == 0
@@ -40,7 +59,8 @@ def test_list_show_export(data_root, tmp_path, capsys):
     assert info.run_id in capsys.readouterr().out
     assert main(["show", info.run_id, "--runs-dir", str(tmp_path)]) == 0
     shown = capsys.readouterr().out
-    assert "train_loss" in shown and "two-phase" in shown and "completed" in shown
+    assert "train loss" in shown and "two-phase (switched at 1)" in shown and "completed" in shown
+    assert "two-phase (switched at 1): " in shown and "at epoch 2" in shown and "data passes" in shown
     dest = tmp_path / "out.csv"
     assert main(["export", info.run_id, "--format", "csv", "-o", str(dest), "--runs-dir", str(tmp_path)]) == 0
     assert dest.read_text().startswith("arm,epoch,phase")

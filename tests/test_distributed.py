@@ -37,7 +37,7 @@ from twophase import distributed, store
 from twophase.cli import main as cli_main
 from twophase.config import RunConfig
 from twophase.errors import ConfigError
-from twophase.experiment import run_experiment
+from twophase.training.run import run_experiment
 from twophase.jobs import JobManager
 
 FIRST_PHASE = ("init", "adam")

@@ -9,7 +9,7 @@ import pytest
 
 from twophase import store
 from twophase.config import RunConfig
-from twophase.experiment import run_experiment
+from twophase.training.run import run_experiment
 
 
 def tiny(data_root, **changes) -> RunConfig:

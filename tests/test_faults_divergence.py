@@ -20,9 +20,10 @@ import math
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from twophase import engine, store
+from twophase import store
+from twophase.training import branch as branch_mod
 from twophase.config import RunConfig
-from twophase.experiment import run_experiment
+from twophase.training.run import run_experiment
 from twophase.jobs import JobManager
 from twophase.optim import NonlinearCG
 
@@ -67,14 +68,13 @@ def assert_files_hold_no_non_finite_numbers(path) -> list[dict]:
 def arm_of_optimizer(monkeypatch):
     """Maps id(first parameter) of every arm's model to the arm's name (to tell CG optimizers apart)."""
     names = {}
-    real_create = engine.Arm.create
+    real_init = branch_mod.Branch.__init__
 
-    def create(name, initial_model, *args, **kwargs):
-        arm = real_create(name, initial_model, *args, **kwargs)
-        names[id(next(arm.model.parameters()))] = name
-        return arm
+    def init(self, model, strategy, *args, **kwargs):
+        real_init(self, model, strategy, *args, **kwargs)
+        names[id(next(self.model.parameters()))] = strategy.name
 
-    monkeypatch.setattr(engine.Arm, "create", staticmethod(create))
+    monkeypatch.setattr(branch_mod.Branch, "__init__", init)
     return lambda optimizer: names.get(id(optimizer.param_groups[0]["params"][0]))
 
 
@@ -83,7 +83,7 @@ def test_nan_loss_inside_cg_line_searches_makes_the_search_back_off(data_root, t
     # Every second full-batch loss evaluation (start points and line-search trials alike) of
     # the CG arms returns NaN: the searches must treat those points as "too far" and never
     # step onto one; the arms finish with finite figures; Adam is untouched.
-    real_closure = engine.full_batch_closure
+    real_closure = branch_mod.make_closure
     calls, poisoned = collections.Counter(), collections.Counter()
 
     def closure_factory(model, loss_fn, x, y, counter, **kwargs):
@@ -108,7 +108,7 @@ def test_nan_loss_inside_cg_line_searches_makes_the_search_back_off(data_root, t
         steps[arm_of_optimizer(self)].append(self.last_step)
         return out
 
-    monkeypatch.setattr(engine, "full_batch_closure", closure_factory)
+    monkeypatch.setattr(branch_mod, "make_closure", closure_factory)
     monkeypatch.setattr(NonlinearCG, "step", step)
     summary = run_experiment(tiny(data_root, epochs=3, cg_iters_per_epoch=2), str(tmp_path), "20260101-000000-0000a1")
 

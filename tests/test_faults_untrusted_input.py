@@ -87,11 +87,16 @@ def test_run_ids_from_the_address_bar_are_ignored_on_every_page(runs_dir, tmp_pa
 
 
 def test_nothing_typed_in_the_browser_becomes_a_path_outside_the_runs_folder(runs_dir, tmp_path):
-    # The only free text of the Train page is the run name; the run folder is named by its id.
+    # The free text of the Train page is the run name and the extra switch points (parsed into arm
+    # specs or refused); the run folder is named by its id.
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     widget_keys = {w.key for w in at.text_input}
-    assert widget_keys == {"cfg_name"}  # no data folder, runs folder or file name is asked for
+    assert widget_keys == {"cfg_name", "cfg_switch_points"}  # no data folder, runs folder or file name is asked for
+    at.text_input(key="cfg_switch_points").input("../../etc/passwd")
+    at.button(key="start").click().run()
+    assert any("Extra switch points" in e.value for e in at.error) and "run" not in at.query_params
+    at.text_input(key="cfg_switch_points").input("")
     set_tiny(at, epochs=1)
     at.number_input(key="cfg_threads").set_value(1)
     hostile = "../../../" + str(tmp_path / "evil").lstrip("/") + "/\x00<script>alert(1)</script>"

@@ -82,7 +82,7 @@ def test_deleting_a_running_run_is_refused(data_root, tmp_path):
 def test_process_killed_mid_run_leaves_an_interrupted_run(data_root, tmp_path):
     script = textwrap.dedent(f"""
         from twophase.config import RunConfig
-        from twophase.experiment import run_experiment
+        from twophase.training.run import run_experiment
         cfg = RunConfig(model="mlp", data_root={data_root!r}, subset=1024, val_subset=256, epochs=10000,
                         batch_size=16, threads=1)
         run_experiment(cfg, {str(tmp_path)!r}, "20260101-000000-00dead")

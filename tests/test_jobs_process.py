@@ -81,9 +81,9 @@ def test_a_killed_worker_ends_the_run_failed_saying_so_and_keeps_what_it_logged(
 def test_a_worker_whose_server_goes_away_ends_the_run_interrupted(tmp_path, data_root):
     cfg = config(data_root, epochs=5000)
     run_id = store.new_run_id()
-    from twophase.experiment import metric_columns
+    from twophase.schema import metric_columns
 
-    store.RunWriter(str(tmp_path), run_id, cfg.to_dict(), columns=metric_columns(cfg), status="queued")
+    store.RunWriter(str(tmp_path), run_id, cfg.to_dict(), columns=metric_columns(cfg.hessian_probe), status="queued")
     worker = jobs_mod.start_worker()
     worker.stdin.write(json.dumps({"runs_dir": str(tmp_path), "run_id": run_id, "config": cfg.to_dict(),
                                    "environ": {}}) + "\n")

@@ -11,10 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from twophase import engine, models
+from twophase import models
 from twophase.config import RunConfig
 from twophase.data import Dataset
-from twophase.engine import Arm, evaluate, make_loss
+from twophase.training import full_pass as fp
+from twophase.training.setup import setup_for
+from twophase.training.trainer import MemoryLog, Trainer
 
 from conftest import random_dataset
 
@@ -23,50 +25,67 @@ def fake_data(n=300, shape=(1, 8, 8), classes=10, seed=0) -> Dataset:
     return random_dataset(n, shape, classes, seed, val=n // 3)
 
 
-def make_arm(name="cg", model_name="mlp", line_search="strong-wolfe", model=None, loss="mse", **fields):
-    data = fake_data()
-    cfg = RunConfig(model=model_name, subset=300, val_subset=100, epochs=4, batch_size=64, seed=0, arms=[name],
-                    line_search=line_search, loss=loss, **fields)
-    initial = model if model is not None else models.build(model_name, data.input_shape, data.num_classes, seed=0)
-    arm = Arm.create(name, initial, cfg, data, make_loss(cfg.loss))
-    arm.chunk = 128  # several chunks per full pass
-    return arm
+class OneArm:
+    """One arm trained by the engine (Trainer) on data of the test's own, chunks of 128."""
+
+    def __init__(self, name="cg", model_name="mlp", line_search="strong-wolfe", model=None, loss="mse", **fields):
+        data = fake_data()
+        cfg = RunConfig(model=model_name, subset=300, val_subset=100, epochs=4, batch_size=64, seed=0,
+                        arms=[name], line_search=line_search, loss=loss, **fields).validate()
+        initial = model if model is not None else models.build(model_name, data.input_shape, data.num_classes,
+                                                               seed=0)
+        self.setup = setup_for(cfg, data, initial, full_pass_chunk=128)
+        self.log = MemoryLog()
+        self.trainer = Trainer(cfg, self.setup, self.log)
+        self.arm = self.trainer.arms[0]
+        self.epoch = 0
+
+    @property
+    def model(self):
+        return self.arm.branch.model if self.arm.branch is not None else self.trainer.trunks[0].model
+
+    def run_epoch(self):
+        self.epoch += 1
+        self.trainer.train_epoch(self.epoch)
+        return self.log.records[-1]
+
+    def fresh(self):
+        """The record's training figures computed from scratch at the arm's parameters."""
+        data = self.setup.data
+        result = fp.full_pass(self.model, self.setup.loss_fn, data.train_x, data.train_y, chunk=128, grad=True,
+                              eval_mode=True)
+        return result.loss, result.accuracy, fp.grad_norm(fp.trainable(self.model))
 
 
 @pytest.fixture
 def count_evaluations(monkeypatch):
-    """Counts the record's full-set passes with backward (engine.evaluate with with_grad=True)."""
+    """Counts the record's own full-set passes with backward (the training pass of measure())."""
     calls = []
-    real = engine.evaluate
+    real = fp.full_pass
 
-    def counting(model, loss_fn, x, y, with_grad, **kw):
-        if with_grad:
+    def counting(model, loss_fn, x, y, grad=False, eval_mode=False, **kw):
+        if grad and eval_mode:  # the closure's passes run in training mode
             calls.append(x.shape[0])
-        return real(model, loss_fn, x, y, with_grad, **kw)
+        return real(model, loss_fn, x, y, grad=grad, eval_mode=eval_mode, **kw)
 
-    monkeypatch.setattr(engine, "evaluate", counting)
+    monkeypatch.setattr(fp, "full_pass", counting)
     return calls
-
-
-def fresh(arm):
-    """The record's training figures computed from scratch at the arm's parameters."""
-    return evaluate(arm.model, arm.loss_fn, arm.data.train_x, arm.data.train_y, with_grad=True, chunk=arm.chunk)
 
 
 @pytest.mark.parametrize("loss", ["mse", "cross-entropy"])
 def test_cg_record_reuses_the_last_evaluation_and_matches_a_fresh_one(count_evaluations, loss):
-    arm = make_arm(loss=loss)
-    arm.initial_record()
+    arm = OneArm(loss=loss)
+    arm.trainer.start()
     reused_epochs = 0
     for _ in range(4):
         before = len(count_evaluations)
-        record = arm.run_epoch(lambda: False)
+        record = arm.run_epoch()
         reused_epochs += len(count_evaluations) == before
-        loss_, acc, norm = fresh(arm)
-        assert record["train_loss"] == pytest.approx(loss_, rel=1e-6)
-        assert record["train_acc"] == pytest.approx(acc, abs=1e-9)
-        assert record["grad_norm"] == pytest.approx(norm, rel=1e-5)
-        assert arm.optimizer.last_step.status in ("ok", "restarted")
+        loss_, acc, norm = arm.fresh()
+        assert record.train_loss == pytest.approx(loss_, rel=1e-6)
+        assert record.train_acc == pytest.approx(acc, abs=1e-9)
+        assert record.grad_norm == pytest.approx(norm, rel=1e-5)
+        assert arm.arm.branch.optimizer.last_step.status in ("ok", "restarted")
     # strong Wolfe accepts its last trial point on this smooth problem: every epoch reuses it
     assert reused_epochs == 4
 
@@ -74,69 +93,73 @@ def test_cg_record_reuses_the_last_evaluation_and_matches_a_fresh_one(count_eval
 def test_reuse_changes_no_figure_of_a_run():
     """Two arms from the same start, one with the reuse switched off: same records, epoch by
     epoch, up to float rounding (the trajectory itself never depends on the record)."""
-    with_reuse, without = make_arm(), make_arm()
-    without._reused_full_pass = lambda: None  # this arm always evaluates afresh
+    with_reuse, without = OneArm(), OneArm()
+    real_measure = without.arm.branch.measure
+
+    def fresh_measure():  # this arm always evaluates afresh
+        without.arm.branch.last_pass = None
+        return real_measure()
+
+    without.arm.branch.measure = fresh_measure
     for _ in range(3):
-        a = with_reuse.run_epoch(lambda: False)
-        b = without.run_epoch(lambda: False)
+        a = with_reuse.run_epoch()
+        b = without.run_epoch()
         for key in ("train_loss", "train_acc", "grad_norm", "val_loss", "val_acc", "data_passes", "loss_evals"):
-            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
+            assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-6, abs=1e-9), key
 
 
 def test_golden_section_moves_after_its_last_gradient_so_the_record_evaluates(count_evaluations):
-    arm = make_arm(line_search="golden")
-    arm.run_epoch(lambda: False)
+    arm = OneArm(line_search="golden")
+    arm.run_epoch()
     assert count_evaluations == [300]
-    record = arm.run_epoch(lambda: False)
-    loss_, acc, norm = fresh(arm)
-    assert record["train_loss"] == pytest.approx(loss_, rel=1e-6)
-    assert record["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    record = arm.run_epoch()
+    loss_, acc, norm = arm.fresh()
+    assert record.train_loss == pytest.approx(loss_, rel=1e-6)
+    assert record.grad_norm == pytest.approx(norm, rel=1e-5)
 
 
 def test_lbfgs_epoch_records_at_its_new_point(count_evaluations):
-    arm = make_arm("adam-lbfgs", switch_epoch=1)
-    arm.end_of_epoch(arm.run_epoch(lambda: False))  # one Adam epoch, then the engine's switch
-    assert arm.phase == "lbfgs"
+    arm = OneArm("adam-lbfgs", switch_epoch=1)
+    arm.run_epoch()  # one Adam epoch, then the engine's switch
+    assert arm.arm.phase == "lbfgs"
     count_evaluations.clear()
-    record = arm.run_epoch(lambda: False)
+    record = arm.run_epoch()
     # torch's L-BFGS restores the parameters after each trial and then steps: its last trial
     # may or may not be bit for bit where it ends; either way the record is of the new point
-    assert len(count_evaluations) <= 1
-    loss_, _, norm = fresh(arm)
-    assert record["train_loss"] == pytest.approx(loss_, rel=1e-6)
-    assert record["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    assert len(count_evaluations) <= 1 and record.phase == "lbfgs"
+    loss_, _, norm = arm.fresh()
+    assert record.train_loss == pytest.approx(loss_, rel=1e-6)
+    assert record.grad_norm == pytest.approx(norm, rel=1e-5)
 
 
 def test_adam_epoch_never_reuses(count_evaluations):
-    arm = make_arm("two-phase")
-    arm.run_epoch(lambda: False)
+    arm = OneArm("two-phase")
+    arm.run_epoch()
     assert count_evaluations == [300]
 
 
 def test_a_model_with_dropout_is_always_evaluated_in_eval_mode(count_evaluations):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Dropout(0.5), nn.ReLU(), nn.Linear(32, 10))
     torch.manual_seed(0)
-    arm = make_arm(model=model)
-    assert not engine.mode_free(arm.model)
-    record = arm.run_epoch(lambda: False)
+    arm = OneArm(model=model)
+    assert not fp.mode_free(arm.model)
+    record = arm.run_epoch()
     assert count_evaluations == [300]
-    loss_, _, _ = fresh(arm)  # eval mode: no dropout
-    assert record["train_loss"] == pytest.approx(loss_, rel=1e-6)
+    loss_, _, _ = arm.fresh()  # eval mode: no dropout
+    assert record.train_loss == pytest.approx(loss_, rel=1e-6)
 
 
 @pytest.mark.parametrize("write", ["in place", "through .data", "NaN through .data"])
 def test_writing_the_parameters_invalidates_the_last_evaluation(count_evaluations, write):
-    arm = make_arm()
-    arm.run_epoch(lambda: False)
-    # an epoch whose step ends where it evaluated last, then a write to the parameters in place
-    arm.epoch += 1
-    arm.last_full_pass = None
-    closure = engine.full_batch_closure(arm.model, arm.loss_fn, arm.data.train_x, arm.data.train_y,
-                                        engine.PassCounter(), chunk=arm.chunk)
+    arm = OneArm()
+    arm.run_epoch()
+    branch = arm.arm.branch
+    # the step ended where it evaluated last, then a write to the parameters in place
+    closure = fp.make_closure(branch.model, arm.setup.loss_fn, branch.data.train_x, branch.data.train_y,
+                              arm.arm.cost, chunk=128)
     closure()
-    arm.last_full_pass = closure.last
-    assert arm.last_full_pass is not None
-    first = next(arm.model.parameters())
+    assert closure.last is not None
+    first = next(branch.model.parameters())
     if write == "in place":
         with torch.no_grad():
             first.mul_(0.5)
@@ -144,12 +167,13 @@ def test_writing_the_parameters_invalidates_the_last_evaluation(count_evaluation
         first.data.view(-1)[0] += 1.0
     else:
         first.data.view(-1)[0] = float("nan")
+    branch.last_pass = closure.last
     before = len(count_evaluations)
-    record = arm._record(phase="cg", batch_norm_mean=None, needs_full_norm=False)
-    assert len(count_evaluations) == before + 1 and not arm.record_reused_pass
-    loss_, _, norm = fresh(arm)
-    assert record["train_loss"] == pytest.approx(loss_, rel=1e-6, nan_ok=True)
-    assert record["grad_norm"] == pytest.approx(norm, rel=1e-5, nan_ok=True)
+    figures = branch.measure()
+    assert len(count_evaluations) == before + 1 and not figures.reused
+    loss_, _, norm = arm.fresh()
+    assert figures.train_loss == pytest.approx(loss_, rel=1e-6, nan_ok=True)
+    assert figures.grad_norm == pytest.approx(norm, rel=1e-5, nan_ok=True)
 
 
 class Jitter(nn.Module):
@@ -162,10 +186,10 @@ class Jitter(nn.Module):
 def test_a_model_with_modules_of_other_code_is_evaluated_in_eval_mode(count_evaluations):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), Jitter(), nn.ReLU(), nn.Linear(32, 10))
     torch.manual_seed(0)
-    arm = make_arm(model=model)
-    assert not engine.mode_free(arm.model) and engine.mode_free(models.build("vit-mlp", (1, 8, 8), 10))
-    record = arm.run_epoch(lambda: False)
-    assert count_evaluations == [300] and not arm.record_reused_pass
-    loss_, _, _ = fresh(arm)  # eval mode: no jitter
-    assert record["train_loss"] == pytest.approx(loss_, rel=1e-6)
+    arm = OneArm(model=model)
+    assert not fp.mode_free(arm.model) and fp.mode_free(models.build("vit-mlp", (1, 8, 8), 10))
+    record = arm.run_epoch()
+    assert count_evaluations == [300]
+    loss_, _, _ = arm.fresh()  # eval mode: no jitter
+    assert record.train_loss == pytest.approx(loss_, rel=1e-6)
     assert arm.model.training  # left in training mode for the next epoch

@@ -17,7 +17,10 @@ from twophase.config import RunConfig
 from twophase.data import Dataset
 
 from conftest import random_dataset
-from twophase.engine import Arm, apply_runtime_layout, evaluate, make_loss
+from twophase import losses
+from twophase.training import full_pass as fp
+from twophase.training.setup import apply_runtime_layout, setup_for
+from twophase.training.trainer import MemoryLog, Trainer
 
 
 def fake_data(n=96, shape=(1, 16, 16), classes=10, seed=0) -> Dataset:
@@ -71,18 +74,22 @@ def test_training_in_channels_last_matches_contiguous(arm_name):
     data = fake_data()
     cfg = RunConfig(model="vgg5-max-relu", batch_size=32, seed=1, arms=[arm_name])
     initial = models.build("vgg5-max-relu", data.input_shape, data.num_classes, seed=1)
-    plain = Arm.create(arm_name, copy.deepcopy(initial), cfg, data, make_loss("mse"))
-    fast_model, fast_data = apply_runtime_layout("vgg5-max-relu", copy.deepcopy(initial), data)
-    fast = Arm.create(arm_name, fast_model, cfg, fast_data, make_loss("mse"))
-    assert fast.chunk == 512 and plain.chunk == 512
+    plain_setup = setup_for(cfg, data, copy.deepcopy(initial), layout=False)
+    fast_setup = setup_for(cfg, data, copy.deepcopy(initial))
+    assert fast_setup.data.train_x.is_contiguous(memory_format=torch.channels_last)
+    assert fast_setup.chunk == 512 and plain_setup.chunk == 512
+    plain, fast = MemoryLog(), MemoryLog()
+    trainers = Trainer(cfg, plain_setup, plain), Trainer(cfg, fast_setup, fast)
     # Two Adam epochs; one CG epoch (its line search turns rounding differences of 1e-6 into
     # steps that differ by 1e-3 after a second iteration, as a changed summation order does too).
-    for _ in range(2 if arm_name == "adam" else 1):
-        a = plain.run_epoch(lambda: False)
-        b = fast.run_epoch(lambda: False)
+    for epoch in range(1, 3 if arm_name == "adam" else 2):
+        for trainer in trainers:
+            trainer.train_epoch(epoch)
+        a, b = plain.records[-1], fast.records[-1]
         for key in ("train_loss", "val_loss", "grad_norm"):
-            assert b[key] == pytest.approx(a[key], rel=1e-3), key
-    for p, q in zip(plain.model.parameters(), fast.model.parameters()):
+            assert getattr(b, key) == pytest.approx(getattr(a, key), rel=1e-3), key
+    models_ = [t.arms[0].branch.model if t.arms[0].branch else t.trunks[0].model for t in trainers]
+    for p, q in zip(models_[0].parameters(), models_[1].parameters()):
         torch.testing.assert_close(q.contiguous(), p.contiguous(), rtol=1e-3, atol=1e-5)  # Adam normalises tiny gradients: rounding shows
 
 
@@ -90,16 +97,18 @@ def test_full_pass_chunk_does_not_change_loss_or_gradient_norm():
     torch.set_num_threads(1)
     data = fake_data(n=100)
     model = models.build("cnn-small", data.input_shape, data.num_classes, seed=2)
-    loss_fn = make_loss("mse")
-    whole = evaluate(model, loss_fn, data.train_x, data.train_y, with_grad=True, chunk=4096)
-    pieces = evaluate(model, loss_fn, data.train_x, data.train_y, with_grad=True, chunk=32)
-    for a, b in zip(whole, pieces):
+    loss_fn = losses.get("mse")
+    figures = []
+    for chunk in (4096, 32):
+        result = fp.full_pass(model, loss_fn, data.train_x, data.train_y, chunk=chunk, grad=True)
+        figures.append((result.loss, result.accuracy, fp.grad_norm(fp.trainable(model))))
+    for a, b in zip(*figures):
         assert b == pytest.approx(a, rel=1e-5)
 
 
 def test_a_run_with_the_lbfgs_arm_keeps_contiguous_memory_and_completes(data_root, tmp_path):
     from twophase import store
-    from twophase.experiment import run_experiment
+    from twophase.training.run import run_experiment
 
     data = fake_data()
     model = models.build("cnn-small", data.input_shape, data.num_classes, seed=0)

@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = f"default: {shown!r}. {_allowed_text(f.name)}".strip()
         run.add_argument(flag(f.name), *ALIASES.get(f.name, []), dest=f.name, type=conv, metavar=metavar,
                          default=argparse.SUPPRESS, help=help_text)
+    run.add_argument("--switch-sweep", type=_list, default=None, metavar="S,S",
+                     help="add one two-phase branch per switch point, all from the same Adam trunk: epochs "
+                          "(300), percentages of the epochs (30%%) or 'paper' (the paper's rule); e.g. "
+                          "--switch-sweep 3,100,300,600. Without --arms the run's arms are Adam and these branches.")
     run.add_argument("--config", help="a JSON file with config fields (flags override it)")
     run.add_argument("--runs-dir", dest="runs_dir_run", default=None, help="runs directory")
     run.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
@@ -194,7 +198,7 @@ def _fmt(value, spec=".4g") -> str:
 
 
 def progress_line(record: dict, epochs: int) -> str:
-    return (f"[{record['arm']:>10}] epoch {record['epoch']:>4}/{epochs} {record['phase']:<5} "
+    return (f"[{record['arm']:>12}] epoch {record['epoch']:>4}/{epochs} {record['phase']:<5} "
             f"loss {_fmt(record['train_loss'], '.4e')}  acc {_fmt(record['train_acc'], '.3f')}  "
             f"val_acc {_fmt(record['val_acc'], '.3f')}  |g| {_fmt(record['grad_norm'], '.3e')} "
             f"(max {_fmt(record['grad_norm_max'], '.3e')})  passes {_fmt(record['data_passes'], '.1f')}  "
@@ -203,11 +207,13 @@ def progress_line(record: dict, epochs: int) -> str:
 
 def event_line(event: dict) -> str:
     if event["kind"] == "switch":
-        return (f"[{event['arm']:>10}] >>> switch to the second phase after epoch {event['epoch']}: "
-                f"|g| {event['value']:.3e} <= threshold {event['threshold']:.3e}")
+        threshold = event.get("threshold")
+        why = f": |g| {_fmt(event.get('value'), '.3e')} <= threshold {_fmt(threshold, '.3e')}" \
+            if threshold is not None else " (fixed switch epoch)"
+        return f"[{event['arm']:>12}] >>> switch to the second phase after epoch {event['epoch']}{why}"
     if event["kind"] == "peak":
-        return f"[{event['arm']:>10}]     gradient-norm peak at epoch {event['epoch']}: {event['value']:.3e}"
-    return f"[{event['arm']:>10}] !!! {event['kind']} at epoch {event['epoch']}"
+        return f"[{event['arm']:>12}]     gradient-norm peak at epoch {event['epoch']}: {_fmt(event.get('value'), '.3e')}"
+    return f"[{event['arm']:>12}] !!! {event['kind']} at epoch {event['epoch']}"
 
 
 def config_from_args(args) -> RunConfig:
@@ -225,6 +231,16 @@ def config_from_args(args) -> RunConfig:
     for f in dataclasses.fields(RunConfig):
         if hasattr(args, f.name):
             values[f.name] = getattr(args, f.name)
+    sweep = getattr(args, "switch_sweep", None)
+    if sweep:
+        from twophase.training.strategies import sweep_arms
+
+        try:
+            branches = sweep_arms(sweep)
+        except ValueError as exc:
+            raise ConfigError({"--switch-sweep": str(exc)}) from None
+        base = values.get("arms") if hasattr(args, "arms") or "arms" in values else ["adam"]
+        values["arms"] = list(base) + [b for b in branches if b not in base]
     return RunConfig.from_dict(values)
 
 
@@ -276,7 +292,7 @@ def cmd_run(args) -> int:
     handled = [signal.SIGINT] + ([signal.SIGTERM] if dist is not None else [])  # torchrun passes SIGTERM on
     previous = {s: signal.signal(s, on_sigint) for s in handled} \
         if threading.current_thread() is threading.main_thread() else {}
-    from twophase.experiment import run_experiment
+    from twophase.training.run import run_experiment
 
     out = sys.stdout
 
@@ -309,8 +325,17 @@ def cmd_run(args) -> int:
     return 0 if summary["status"] in ("completed", "stopped", "diverged") else 1
 
 
+SUMMARY_COLUMNS = (("status", "status", "s"), ("epochs", "epochs", "d"), ("switch_epoch", "switch", "d"),
+                   ("train_loss", "train loss", ".4e"), ("val_loss", "val loss", ".4e"), ("train_acc", "train acc", ".3f"),
+                   ("val_acc", "val acc", ".3f"), ("data_passes", "passes", ".1f"), ("seconds", "seconds", ".1f"))
+RATIO_AXES = (("epoch", "epoch {at:g}"), ("data_passes", "{at:.1f} data passes"), ("seconds", "{at:.1f} s"))
+
+
 def summary_table(summary: dict) -> str:
-    """The arms side by side. Tolerates a summary.json with the wrong types (shows what it can)."""
+    """One line per arm, then each arm's training loss against Adam's at equal epochs, data
+    passes and wall time. Tolerates a summary.json with the wrong types (shows what it can)."""
+    from twophase.training.strategies import arm_label
+
     summary = summary if isinstance(summary, dict) else {}
     error = summary.get("error")
     lines = [f"status: {summary.get('status', 'unknown')}" + (f" ({error})" if error else "")]
@@ -318,21 +343,35 @@ def summary_table(summary: dict) -> str:
     arms = {str(k): v for k, v in arms.items() if isinstance(v, dict)} if isinstance(arms, dict) else {}
     if not arms:
         return lines[0]
-    keys = ["status", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "switch_epoch", "peak_epoch",
-            "data_passes", "seconds"]
-    names = list(arms)
-    width = max(12, *(len(n) + 2 for n in names))
-    lines.append(f"{'':<14}" + "".join(f"{n:>{width}}" for n in names))
-    for key in keys:
-        cells = []
-        for n in names:
-            v = arms[n].get(key)
-            cells.append(_fmt(v, ".4e" if key in ("train_loss", "val_loss") else ".4g") if isinstance(
-                v, (int, float, type(None))) else str(v))
-        lines.append(f"{key:<14}" + "".join(f"{c:>{width}}" for c in cells))
-    a, b = arms.get("two-phase", {}).get("train_loss"), arms.get("adam", {}).get("train_loss")
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
-        lines.append(f"train loss two-phase / adam: {a / b:.3g}")
+
+    def label(name, figures):
+        text = figures.get("label")
+        return text if isinstance(text, str) and text else arm_label(name)
+
+    labels = {name: label(name, figures) for name, figures in arms.items()}
+    width = max(12, *(len(t) for t in labels.values())) + 2
+    cells = {key: [] for key, _, _ in SUMMARY_COLUMNS}
+    for name, figures in arms.items():
+        for key, _, spec in SUMMARY_COLUMNS:
+            v = figures.get(key)
+            cells[key].append(str(v) if isinstance(v, str) else _fmt(v, spec if spec != "d" else "g")
+                              if isinstance(v, (int, float, type(None))) else str(v))
+    widths = {key: max(len(title), *(len(c) for c in cells[key])) + 2 for key, title, _ in SUMMARY_COLUMNS}
+    lines.append(f"{'arm':<{width}}" + "".join(f"{title:>{widths[key]}}" for key, title, _ in SUMMARY_COLUMNS))
+    for i, name in enumerate(arms):
+        lines.append(f"{labels[name]:<{width}}" + "".join(f"{cells[key][i]:>{widths[key]}}"
+                                                         for key, _, _ in SUMMARY_COLUMNS))
+    compared = [(name, figures["vs_adam"]) for name, figures in arms.items() if isinstance(figures.get("vs_adam"), dict)]
+    if compared:
+        lines.append("training loss against Adam's (below 1: lower than Adam's):")
+    for name, ratios in compared:
+        parts = []
+        for axis, where in RATIO_AXES:
+            r = ratios.get(axis)
+            if isinstance(r, dict) and isinstance(r.get("ratio"), (int, float)) and isinstance(r.get("at"), (int, float)):
+                parts.append(f"{r['ratio']:.3g} at {where.format(at=r['at'])}")
+        if parts:
+            lines.append(f"  {labels[name]}: " + ", ".join(parts))
     return "\n".join(lines)
 
 

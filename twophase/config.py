@@ -13,17 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twophase.errors import ConfigError
+from twophase.training.strategies import PAPER_RULE, STRATEGIES, parse_arm
 
-ARMS = ("two-phase", "adam", "adam-lbfgs", "cg")
-# The paper's literal switch rule (RunConfig's default, chosen from benchmarks/switch_rule.py's
-# tables): switch at the first epoch whose norm is at most 0.9 x the running maximum.
-PAPER_RULE = dict(tolerance=0.9, min_epochs=0, patience=1, smoothing=0.0, switch_epoch=None)
-ARM_DESCRIPTIONS = {
-    "two-phase": "Adam until the gradient norm has peaked, then nonlinear CG (the method)",
-    "adam": "Adam for every epoch (the baseline)",
-    "adam-lbfgs": "Adam, then torch.optim.LBFGS (strong Wolfe) at the same switch rule",
-    "cg": "nonlinear CG from the first epoch",
-}
+ARMS = tuple(STRATEGIES)  # the strategies; an arm spec may add a switch, e.g. "two-phase@300"
+ARM_DESCRIPTIONS = {name: s.description for name, s in STRATEGIES.items()}
+MAX_ARMS = 16
 LOSSES = ("mse", "cross-entropy")
 CG_BETAS = ("pr+", "fr", "hz")
 LINE_SEARCHES = ("strong-wolfe", "golden")
@@ -55,7 +49,12 @@ class RunConfig:
         torchvision's layout ("" means `twophase.data.default_root()`).
     subset, val_subset: number of training / validation samples (None: all).
     loss: "mse" (the paper's) or "cross-entropy".
-    arms: optimizer strategies trained from the same initial weights.
+    arms: the arms trained from the same initial weights, as arm specs
+        (twophase/training/strategies.py): a strategy ("two-phase", "adam", "adam-lbfgs",
+        "cg"), optionally with its own switch: "two-phase@300" (fixed epoch), "two-phase@30%"
+        (fraction of the epochs), "two-phase@paper", "two-phase@tolerance=0.8:patience=3",
+        "two-phase@300:float64" (the branch in float64). Every arm that starts with Adam rides
+        one Adam trunk until its switch.
     epochs: epochs per arm. batch_size: Adam's mini-batch size (the paper's 512).
     lr, beta1, beta2, eps, weight_decay: Adam's settings (also the Adam phase).
     tolerance, min_epochs, patience, smoothing, switch_epoch: the switch rule
@@ -139,7 +138,8 @@ class RunConfig:
 
     # ---------------------------------------------------------- validation
     def validate(self) -> "RunConfig":
-        """Check every field; raise one ConfigError naming each bad one. Returns self."""
+        """Check every field; raise one ConfigError naming each bad one. Returns self, its arm
+        specs written in their canonical spelling ("two-phase@30.0%" -> "two-phase@30%")."""
         from twophase import data as data_mod
         from twophase import models as models_mod
 
@@ -188,14 +188,24 @@ class RunConfig:
         choice("grad_norm_mode", GRAD_NORM_MODES)
         choice("device", DEVICES)
 
+        specs = []
         if not isinstance(self.arms, (list, tuple)) or not self.arms:
             errors["arms"] = f"choose at least one of: {', '.join(ARMS)}"
+        elif len(self.arms) > MAX_ARMS:
+            errors["arms"] = f"at most {MAX_ARMS} arms, got {len(self.arms)}"
         else:
-            bad = [a for a in self.arms if a not in ARMS]
-            if bad:
-                errors["arms"] = f"unknown arm(s) {', '.join(map(repr, bad))}; allowed: {', '.join(ARMS)}"
-            elif len(set(self.arms)) != len(self.arms):
+            problems = []
+            for arm in self.arms:
+                try:
+                    specs.append(parse_arm(arm))
+                except ValueError as exc:
+                    problems.append(str(exc))
+            if problems:
+                errors["arms"] = "; ".join(problems)
+            elif len({s.name for s in specs}) != len(specs):
                 errors["arms"] = "each arm may appear once"
+            else:
+                self.arms = [s.name for s in specs]  # one spelling per arm (the id in metrics.csv)
 
         for name, (lo, hi) in LIMITS.items():
             integer(name, lo, hi)
@@ -204,6 +214,10 @@ class RunConfig:
         if "switch_epoch" not in errors and "epochs" not in errors and self.switch_epoch is not None \
                 and self.switch_epoch > self.epochs:
             errors["switch_epoch"] = f"must be at most epochs ({self.epochs}), got {self.switch_epoch}"
+        if "arms" not in errors and "epochs" not in errors:
+            late = [s.name for s in specs if dict(s.rule).get("switch_epoch", 0) > self.epochs]
+            if late:
+                errors["arms"] = f"{', '.join(late)}: the switch epoch must be at most epochs ({self.epochs})"
 
         real("lr", 0, 10, lo_open=True)
         real("beta1", 0, 1, hi_open=True)

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 from twophase import distributed, store
 from twophase.config import RunConfig
-from twophase.experiment import FINAL_STATUSES, _now, metric_columns, run_experiment
+from twophase.schema import FINAL_STATUSES, metric_columns
+from twophase.training.run import _now, run_experiment
 
 DEFAULT_MAX_CONCURRENT = 1  # 2 cores: one training at a time; others wait as `queued`
 MODES = ("process", "thread")  # where a one-process run trains: a worker process, or the job's thread
@@ -121,7 +122,7 @@ class JobManager:
         if config.processes > 1:
             writer = None  # the launched processes' rank 0 creates the run folder
         else:
-            writer = store.RunWriter(self.runs_dir, run_id, config.to_dict(), columns=metric_columns(config),
+            writer = store.RunWriter(self.runs_dir, run_id, config.to_dict(), columns=metric_columns(config.hessian_probe),
                                      status="queued")
         job = _Job(run_id, config, writer)
         with self._lock:
@@ -394,7 +395,7 @@ class JobManager:
                 distributed.mark_ended(self.runs_dir, job.run_id, status, error)
             else:
                 writer = store.RunWriter(self.runs_dir, job.run_id, job.config.to_dict(),
-                                         columns=metric_columns(job.config), status="queued")
+                                         columns=metric_columns(job.config.hessian_probe), status="queued")
                 writer.update_summary(status=status, error=error, ended=_now())
             run = store.load_run(self.runs_dir, job.run_id)
             self._set(job, summary=run.summary)

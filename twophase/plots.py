@@ -21,6 +21,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+
+from twophase.training.strategies import arm_label as strategy_label
+from twophase.training.strategies import parse_arm
 
 ARM_COLORS = {
     "two-phase": "#d62728",   # red: the method
@@ -30,12 +34,9 @@ ARM_COLORS = {
 }
 _EXTRA_COLORS = ("#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
-ARM_LABELS = {
-    "two-phase": "two-phase",
-    "adam": "Adam",
-    "adam-lbfgs": "Adam, then L-BFGS",
-    "cg": "CG only",
-}
+# Branches with their own switch ("two-phase@300", "two-phase@30%") run from dark red (early
+# switches) to gold (late ones), so a sweep reads as a gradient; see branch_color.
+BRANCH_SCALE = [[0.0, "#7f0000"], [0.45, "#e6550d"], [1.0, "#c7a000"]]
 
 X_AXES = {
     "epoch": "epoch",
@@ -55,8 +56,6 @@ METRIC_LABELS = {
     "seconds": "wall time (s)",
 }
 
-# Arms whose optimizer follows the switch rule (a peak, a threshold, a switch).
-SWITCHING_ARMS = ("two-phase", "adam-lbfgs")
 
 # Phases that are not a "second phase": the Adam phase, the initial record
 # (epoch 0, before any update) and a missing value.
@@ -66,16 +65,48 @@ _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
 # ----------------------------------------------------------------- helpers
+def switches(arm: str) -> bool:
+    """True for an arm whose optimizer follows a switch rule (it has a peak, a threshold, a switch)."""
+    try:
+        return parse_arm(arm).kind.switches
+    except ValueError:
+        return False
+
+
+def branch_color(arm: str) -> str | None:
+    """The colour of an arm with a switch of its own on BRANCH_SCALE: by its switch epoch (log scale,
+    1 to 1000), by its percentage of the epochs, or a stable pick for other options; None for an
+    arm spec without "@"."""
+    try:
+        spec = parse_arm(arm)
+    except ValueError:
+        return None
+    if not (spec.rule or spec.paper or spec.precision):
+        return None
+    rule = dict(spec.rule)
+    if "switch_epoch" in rule:
+        t = math.log10(max(1, rule["switch_epoch"])) / 3.0
+    elif "switch_fraction" in rule:
+        t = rule["switch_fraction"]
+    else:
+        t = (sum(map(ord, spec.name)) % 97) / 96
+    return sample_colorscale(BRANCH_SCALE, [min(1.0, max(0.0, t))], colortype="rgb")[0]
+
+
 def arm_color(arm: str) -> str:
-    """The colour of `arm` (a fixed one for known arms, a stable pick otherwise)."""
+    """The colour of `arm`: a fixed one for the strategies, branch_color for branches with a switch
+    of their own, a stable pick otherwise."""
     if arm in ARM_COLORS:
         return ARM_COLORS[arm]
+    color = branch_color(arm)
+    if color is not None:
+        return color
     return _EXTRA_COLORS[sum(map(ord, str(arm))) % len(_EXTRA_COLORS)]
 
 
-def arm_label(arm: str) -> str:
-    """Human name of `arm` for legends and tables."""
-    return ARM_LABELS.get(arm, str(arm))
+def arm_label(arm: str, switched_at: int | None = None) -> str:
+    """Human name of `arm` for legends and tables ("Adam", "two-phase (switch at 300)")."""
+    return strategy_label(str(arm), switched_at)
 
 
 def _check_x(x: str) -> None:
@@ -158,7 +189,7 @@ def switch_epoch(metrics: pd.DataFrame | None, events=None, arm: str = "two-phas
         return None
     part = df[df["arm"] == arm]
     later = part[~part["phase"].isin(_NON_SWITCH_PHASES)]
-    if later.empty or arm not in SWITCHING_ARMS:
+    if later.empty or not switches(arm):
         return None
     first_other = later["epoch"].min()
     before = part[(part["epoch"] < first_other) & (part["phase"] == "adam")]
@@ -299,7 +330,7 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
             line=dict(color=color, width=2), marker=dict(size=4),
             legendgroup=arm, meta={"role": "grad_norm", "arm": arm},
         ))
-        if arm not in SWITCHING_ARMS:
+        if not switches(arm):
             continue
         sw = switch_epoch(df, events, arm)
         upto = part if sw is None else part[part["epoch"] <= sw]
@@ -469,7 +500,7 @@ def grad_norm_vs_loss_figure(metrics: pd.DataFrame | None, events=None,
             hovertemplate="loss %{x:.4g}<br>grad norm %{y:.4g}<br>epoch %{customdata}<extra></extra>",
             legendgroup=arm, meta={"role": "grad_norm", "arm": arm},
         ))
-        sw = switch_epoch(df, events, arm) if arm in SWITCHING_ARMS else None
+        sw = switch_epoch(df, events, arm) if switches(arm) else None
         if sw is not None:
             sx, sy = _value_at(part, sw, "train_loss"), _value_at(part, sw, "grad_norm")
             if sx is not None and sy is not None:
@@ -561,9 +592,9 @@ def final_table(metrics: pd.DataFrame | None, events=None,
         for col in ("phase", "train_loss", "train_acc", "val_loss", "val_acc", "grad_norm",
                     "data_passes", "seconds"):
             row[col] = last[col] if last is not None and col in last.index else None
-        pk = peak(df, events, arm) if arm in SWITCHING_ARMS else None
+        pk = peak(df, events, arm) if switches(arm) else None
         row["peak_epoch"] = pk[0] if pk else None
-        row["switch_epoch"] = switch_epoch(df, events, arm) if arm in SWITCHING_ARMS else None
+        row["switch_epoch"] = switch_epoch(df, events, arm) if switches(arm) else None
         rows.append(row)
     return pd.DataFrame(rows, columns=["arm", "status", "epochs", "phase", "train_loss", "train_acc",
                                        "val_loss", "val_acc", "grad_norm", "data_passes", "seconds",

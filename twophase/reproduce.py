@@ -468,7 +468,7 @@ def run_plan(plan: Plan, runs_dir=None, on_line: Callable[[str], None] | None = 
             elif event["kind"] == "diverged":
                 say(f"    {event['arm']:>9} diverged at epoch {event['epoch']}")
 
-        from twophase.experiment import run_experiment  # torch is imported only when training
+        from twophase.training.run import run_experiment  # torch is imported only when training
 
         summary = run_experiment(config, runs_dir, run_id, should_stop=should_stop, on_record=on_record,
                                  on_event=on_event)

@@ -87,7 +87,7 @@ def serve(stdin=None, stdout=None) -> int:
         return 0  # the server went away before giving work: nothing to do
     from twophase import store
     from twophase.config import RunConfig
-    from twophase.experiment import run_experiment
+    from twophase.training.run import run_experiment
 
     start = json.loads(line)
     os.environ.update(start.get("environ") or {})  # TWOPHASE_* as the server has them now
@@ -114,7 +114,7 @@ def main() -> int:
     try:
         import torch  # noqa: F401  (the slow imports, done before the start line arrives)
 
-        import twophase.experiment  # noqa: F401
+        import twophase.training.run  # noqa: F401
     except KeyboardInterrupt:
         return 130
     return serve()

@@ -1,0 +1,102 @@
+"""One arm of a run: its strategy, switch rule, status, cost and records.
+
+An arm starting with Adam rides the run's trunk (twophase/training/trunk.py) until its switch
+rule fires; then it owns a branch (twophase/training/branch.py). CG-only owns a branch from
+epoch 0. The arm's phase lives here and nowhere else: "adam" while it rides the trunk, its
+strategy's full-batch phase once it has a branch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from twophase.optim import SwitchRule
+from twophase.schema import Event, EventKind, Phase, Record, Status
+from twophase.training.branch import Branch
+from twophase.training.cost import Cost
+from twophase.training.strategies import ArmSpec
+
+__all__ = ["Arm", "DIVERGENCE_FACTOR"]
+
+DIVERGENCE_FACTOR = 1000.0  # an arm whose training loss exceeds this x its initial loss has diverged
+
+
+@dataclass
+class Arm:
+    """spec: what the arm is (its name is spec.name). rule: its SwitchRule (None: it never
+    switches). reads_grad_norm: its rule reads the full-set gradient norm, so that pass is charged.
+
+    epoch: the last epoch recorded. shared_epochs: epochs 1..shared_epochs were the trunk's.
+    history: (epoch, data_passes, seconds, train_loss) per record, for the summary's ratios.
+    """
+
+    spec: ArmSpec
+    rule: SwitchRule | None
+    reads_grad_norm: bool
+    phase: Phase = Phase.ADAM
+    status: Status = Status.RUNNING
+    epoch: int = 0
+    cost: Cost = field(default_factory=Cost)
+    grad_norm_max: float = 0.0
+    initial_loss: float = math.nan
+    probe_seconds: float = 0.0
+    shared_epochs: int = 0
+    branch: Branch | None = None
+    last: Record | None = None
+    history: list = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def running(self) -> bool:
+        return self.status == Status.RUNNING
+
+    # ------------------------------------------------------------------ cost
+    def charge_trunk_epoch(self, epoch) -> None:
+        """Charge one trunk epoch (a TrunkEpoch) as if this arm had trained it alone."""
+        for fraction in epoch.fractions:
+            self.cost.data_passes += fraction
+        self.cost.loss_evals += len(epoch.fractions)
+        self.cost.seconds += epoch.seconds
+        self.shared_epochs += 1
+
+    # --------------------------------------------------------------- records
+    def record(self, phase: Phase, m, batch_norm_mean: float | None = None) -> Record:
+        """This arm's record of the epoch just done, from the figures `m` (a Measurement)."""
+        if phase == Phase.ADAM and self.reads_grad_norm:  # the rule's full-set pass: the algorithm's cost
+            self.cost.seconds += m.grad_seconds
+            self.cost.data_passes += 1.0
+        self.probe_seconds += m.probe_seconds
+        grad_norm = m.grad_norm
+        if batch_norm_mean is not None and phase == Phase.ADAM:
+            grad_norm = batch_norm_mean
+        if phase == Phase.INIT:
+            self.initial_loss = m.train_loss
+        elif math.isfinite(grad_norm):
+            self.grad_norm_max = max(self.grad_norm_max, grad_norm)
+        record = Record(arm=self.name, epoch=self.epoch, phase=phase.value, train_loss=m.train_loss,
+                        train_acc=m.train_acc, val_loss=m.val_loss, val_acc=m.val_acc, grad_norm=grad_norm,
+                        grad_norm_max=grad_norm if phase == Phase.INIT else self.grad_norm_max,
+                        data_passes=self.cost.data_passes, loss_evals=self.cost.loss_evals,
+                        seconds=self.cost.seconds, hess_min=m.hess_min, hess_max=m.hess_max)
+        self.last = record
+        self.history.append((record.epoch, record.data_passes, record.seconds, record.train_loss))
+        return record
+
+    def has_diverged(self, record: Record) -> bool:
+        """Non-finite loss or gradient norm, or a training loss above DIVERGENCE_FACTOR x the
+        initial one (Adam's bounded steps rarely overflow outright)."""
+        if not (math.isfinite(record.train_loss) and math.isfinite(record.grad_norm)):
+            return True
+        return math.isfinite(self.initial_loss) and record.train_loss > DIVERGENCE_FACTOR * self.initial_loss
+
+    def rule_fires(self, record: Record) -> list[Event]:
+        """Feed the epoch's gradient norm to the switch rule; the peak and switch events when it fires."""
+        if self.rule is None or record.phase != Phase.ADAM or not self.rule.update(record.grad_norm):
+            return []
+        rule = self.rule
+        return [Event(self.name, EventKind.PEAK, rule.peak_epoch, rule.peak_value),
+                Event(self.name, EventKind.SWITCH, self.epoch, record.grad_norm, rule.threshold)]

@@ -1,0 +1,203 @@
+"""A comparison run: one Adam trunk, branches where the arms switch, every record written to disk.
+
+    run_experiment(config, runs_dir, run_id, ...) -> the summary (a dict, as in summary.json)
+
+Each epoch the trunk trains once and every arm riding it gets its record; an arm whose switch
+rule fires leaves with a copy of the trunk's model; then every branch trains its epoch. Every
+record is appended to metrics.csv as it is made, events to events.jsonl, and summary.json is
+rewritten atomically at the start, at every switch and at the end. Whatever happens (completion,
+an arm diverging, a stop, an error), what was logged stays on disk and the summary says which.
+
+Several processes (torchrun, twophase/distributed.py): each calls run_experiment with its
+`dist`; they share one run id, hold one shard of the data each, take every decision on the same
+all-reduced numbers (so every rank branches at the same epoch), and rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from datetime import datetime, timezone
+from typing import Callable
+
+import torch
+
+from twophase import distributed
+from twophase import models as models_mod
+from twophase import store
+from twophase.analysis import ratios_to_baseline
+from twophase.config import RunConfig
+from twophase.errors import TwophaseError
+from twophase.schema import FINAL_STATUSES, ArmSummary, Event, Phase, Record, Status, metric_columns
+from twophase.training.arm import Arm
+from twophase.training.setup import prepare
+from twophase.training.strategies import arm_label
+from twophase.training.trainer import Trainer, overall_status
+from twophase.training.trunk import StopRequested
+
+__all__ = ["run_experiment", "arm_summaries"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunLog:
+    """Where a run's records, events and summary go: the run folder and the caller's callbacks."""
+
+    def __init__(self, config: RunConfig, writer, on_record=None, on_event=None, on_status=None):
+        self.config, self.writer = config, writer
+        self.on_record, self.on_event, self.on_status = on_record, on_event, on_status
+        self.events: list[dict] = []
+        self.started = time.time()
+        self.error: str | None = None
+        self.arms: list[Arm] = []  # the trainer's, once it exists
+
+    def record(self, record: Record) -> None:
+        row = record.to_row()
+        self.writer.append(row)
+        if self.on_record is not None:
+            self.on_record(row)
+
+    def event(self, event: Event) -> None:
+        d = event.to_dict()
+        self.events.append(d)
+        self.writer.event(d)
+        if self.on_event is not None:
+            self.on_event(d)
+
+    def switched(self) -> None:
+        """An arm left the trunk: its switch goes into summary.json at once."""
+        self.writer.update_summary(**self.summary(Status.RUNNING))
+
+    def status(self, status: str) -> None:
+        if self.on_status is not None:
+            self.on_status(status)
+
+    def summary(self, status: str) -> dict:
+        return {
+            "status": str(status), "run_id": self.writer.run_id, "model": self.config.model,
+            "dataset": self.config.dataset, "arms": arm_summaries(self.arms), "events": list(self.events),
+            "error": self.error,
+            "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
+            "ended": _now() if status in FINAL_STATUSES else None,
+            "duration_s": round(time.time() - self.started, 3),
+        }
+
+
+def arm_summaries(arms: list[Arm]) -> dict:
+    """summary.json's "arms": each arm's status, last figures, switch and ratios to Adam."""
+    adam = next((a for a in arms if a.name == "adam"), None)
+    out = {}
+    for arm in arms:
+        rule = arm.rule
+        switch = None
+        if rule is not None:
+            fired = rule.switched
+            switch = {"switch_epoch": rule.switch_epoch, "peak_epoch": rule.peak_epoch if fired else None,
+                      "peak_grad_norm": rule.peak_value if fired else None,
+                      "threshold": rule.threshold if fired else None}
+        vs_adam = None
+        if adam is not None and arm is not adam and arm.history and adam.history:
+            keys = ("epoch", "data_passes", "seconds", "train_loss")
+            vs_adam = ratios_to_baseline([dict(zip(keys, h)) for h in arm.history],
+                                         [dict(zip(keys, h)) for h in adam.history])
+        out[arm.name] = ArmSummary(
+            status=arm.status, epochs=arm.epoch, phase=arm.phase,
+            label=arm_label(arm.name, rule.switch_epoch if rule is not None else None),
+            figures=arm.last.to_row() if arm.last is not None else None, switch=switch,
+            shared_epochs=arm.shared_epochs if arm.spec.kind.first == Phase.ADAM else 0,
+            probe_seconds=arm.probe_seconds, vs_adam=vs_adam).to_dict()
+    return out
+
+
+def run_experiment(
+    config: RunConfig,
+    runs_dir: str | None = None,
+    run_id: str | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_record: Callable[[dict], None] | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    on_progress: Callable[[str, float], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+    writer: "store.RunWriter | None" = None,
+    dist: "distributed.Dist | None" = None,
+    full_pass_chunk: int | None = None,
+    share_trunk: bool = True,
+) -> dict:
+    """Train every arm of `config`, write the run, and return its summary dict.
+
+    runs_dir, run_id: where to write (defaults: store.default_runs_dir(), a new id).
+    should_stop: polled between mini-batches and CG iterations.
+    on_record(row), on_event(event): called from this thread for every record / event (dicts).
+    on_progress(arm, fraction): fraction of the arm's epochs done, 0..1.
+    on_status(status): "running" when training starts (after data and model are ready), then the final status.
+    writer: an already created RunWriter (the JobManager makes one when the job is queued).
+    dist: None (one process), or this process's Dist when several processes train the run.
+    full_pass_chunk: the chunk size of full-set passes instead of the model's (summation order only).
+    share_trunk: False gives every arm its own Adam trunk (same records, the Adam prefix
+        computed once per arm; for benchmarks and the equivalence tests).
+    """
+    config.validate()
+    runs_dir = runs_dir or store.default_runs_dir()
+    if dist is not None:
+        run_id = dist.broadcast_object(run_id or store.new_run_id())  # rank 0's id everywhere
+        should_stop = dist.agreed_stop(should_stop)
+        if not dist.is_main:
+            writer = distributed.NullWriter(run_id)
+    if writer is None:
+        writer = store.RunWriter(runs_dir, run_id or store.new_run_id(), config.to_dict(),
+                                 columns=metric_columns(config.hessian_probe), status="running")
+    log = RunLog(config, writer, on_record, on_event, on_status)
+    trainer = None
+
+    def progress(arm: Arm, epochs_done: float) -> None:
+        if on_progress is not None:
+            on_progress(arm.name, epochs_done / config.epochs)
+
+    try:
+        setup = prepare(config, dist, full_pass_chunk)
+        trainer = Trainer(config, setup, log, share_trunk)
+        log.arms = trainer.arms
+        writer.update_summary(
+            status="running", device=setup.device, arm_names=[a.name for a in trainer.arms],
+            parameters=models_mod.count_parameters(setup.initial), train_samples=setup.train_samples,
+            val_samples=setup.val_samples, torch_threads=torch.get_num_threads(), platform=platform.platform(),
+            shared_trunk=share_trunk, **({"processes": dist.world, "backend": dist.backend} if dist else {}))
+        log.status("running")
+        trainer.start()
+        for epoch in range(1, config.epochs + 1):
+            if not trainer.running:
+                break
+            trainer.train_epoch(epoch, should_stop, progress)
+            for arm in trainer.arms:
+                progress(arm, arm.epoch)
+        trainer.end(Status.COMPLETED)
+        status = overall_status([a.status for a in trainer.arms])
+    except StopRequested:
+        status = Status.STOPPED.value
+    except TwophaseError as exc:  # a user-facing problem (missing dataset, no CUDA ...)
+        status, log.error = Status.FAILED.value, str(exc)
+    except Exception as exc:  # a bug or a machine problem: keep the traceback in the summary
+        status = Status.FAILED.value
+        log.error = f"{type(exc).__name__}: {exc}" if dist is None else distributed.describe_failure(exc, dist)
+        if dist is not None and not dist.is_main and distributed.is_collective_failure(exc):
+            # rank 0 may be the process that died: say so where its run folder is visible
+            if trainer is not None:
+                trainer.end(status)
+            distributed.mark_ended(runs_dir, writer.run_id, "failed", log.error, extra=log.summary(status))
+        try:
+            writer.update_summary(traceback=traceback.format_exc())
+        except Exception:  # the disk may be the problem; the error itself is still reported below
+            pass
+    if trainer is not None:
+        trainer.end(status)
+    final = log.summary(status)
+    try:
+        writer.update_summary(**final)
+    except Exception as exc:  # disk trouble at the very end: report it, don't hide it
+        final["status"] = Status.FAILED.value
+        final["error"] = f"could not write summary.json: {exc}"
+    log.status(final["status"])
+    return final

@@ -1,0 +1,143 @@
+"""The arms of one run advanced epoch by epoch: the trunk once for its riders, then every branch.
+
+    trainer = Trainer(config, setup, log)    # setup: twophase.training.setup.prepare(config)
+    trainer.start()                          # epoch 0, the same for every arm
+    for epoch in range(1, config.epochs + 1):
+        trainer.train_epoch(epoch, should_stop)
+
+Nothing here writes files: every Record and Event goes to `log` (an object with record(Record),
+event(Event) and switched(), called when an arm left the trunk); twophase/training/run.py's log
+writes the run folder, MemoryLog keeps them in lists (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twophase.optim import SwitchRule
+from twophase.schema import Event, EventKind, Phase, Record, Status
+from twophase.training.arm import Arm
+from twophase.training.branch import Branch
+from twophase.training.full_pass import measure
+from twophase.training.setup import RunSetup
+from twophase.training.strategies import parse_arm
+from twophase.training.trunk import Trunk
+
+__all__ = ["Trainer", "MemoryLog", "overall_status"]
+
+
+def overall_status(arm_statuses: list[str]) -> str:
+    for status in (Status.FAILED, Status.STOPPED, Status.DIVERGED):
+        if status in arm_statuses:
+            return status.value
+    return Status.COMPLETED.value
+
+
+class MemoryLog:
+    """A log that keeps the records and events in lists."""
+
+    def __init__(self):
+        self.records: list[Record] = []
+        self.events: list[Event] = []
+
+    def record(self, record: Record) -> None:
+        self.records.append(record)
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def switched(self) -> None:
+        pass
+
+
+class Trainer:
+    """The arms of `config` on `setup`, and the trunks their Adam phases ride: one for all of them
+    (share_trunk), or one per arm (each computing its own Adam prefix, as separate runs would)."""
+
+    def __init__(self, config, setup: RunSetup, log, share_trunk: bool = True):
+        self.config, self.setup, self.log = config, setup, log
+        self.arms: list[Arm] = []
+        self.trunks: list[Trunk] = []
+        for name in config.arms:
+            spec = parse_arm(name)
+            rule = SwitchRule(**spec.rule_options(config)) if spec.kind.switches else None
+            arm = Arm(spec=spec, rule=rule, reads_grad_norm=spec.reads_grad_norm(config), phase=spec.kind.first)
+            if spec.kind.first == Phase.ADAM:
+                if not self.trunks or not share_trunk:
+                    self.trunks.append(Trunk(setup.initial, config, setup))
+                self.trunks[-1].riders.append(arm)
+            else:  # CG from the start: a branch at epoch 0
+                arm.branch = Branch(setup.initial, spec.kind, config, setup, arm.cost, spec.precision)
+            self.arms.append(arm)
+
+    @property
+    def running(self) -> bool:
+        return any(a.running for a in self.arms)
+
+    def start(self) -> None:
+        """Epoch 0: the initial model measured once, the same record for every arm."""
+        setup = self.setup
+        figures = measure(setup.initial, setup.loss_fn, setup.data, chunk=setup.chunk, dist=setup.dist,
+                          probe=setup.probe_for())
+        for arm in self.arms:
+            self.log.record(arm.record(Phase.INIT, figures))
+
+    def train_epoch(self, epoch: int, should_stop: Callable[[], bool] = lambda: False,
+                    progress: Callable[[Arm, float], None] | None = None) -> None:
+        """Epoch `epoch` of every running arm. progress(arm, epochs done, fractional) is called
+        between mini-batches and CG iterations. Raises StopRequested."""
+        progress = progress or (lambda arm, done: None)
+        for trunk in self.trunks:
+            riders = [a for a in trunk.riders if a.running]
+            if riders:
+                self._trunk_epoch(trunk, riders, epoch, should_stop, progress)
+        for arm in self.arms:
+            if arm.running and arm.branch is not None and arm.epoch == epoch - 1:
+                arm.branch.train_epoch(should_stop, lambda f, arm=arm: progress(arm, epoch - 1 + f))
+                arm.epoch = epoch
+                record = arm.record(arm.branch.phase, arm.branch.measure())
+                self.log.record(record)
+                self._settle(arm, record)
+
+    def _trunk_epoch(self, trunk: Trunk, riders: list[Arm], epoch: int, should_stop, progress) -> None:
+        setup = self.setup
+        done = trunk.train_epoch(should_stop, lambda f: [progress(a, epoch - 1 + f) for a in riders])
+        figures = measure(trunk.model, setup.loss_fn, setup.data, chunk=setup.chunk, dist=setup.dist,
+                          probe=setup.probe_for())
+        switched = False
+        for arm in riders:
+            arm.charge_trunk_epoch(done)
+            arm.epoch = epoch
+            record = arm.record(Phase.ADAM, figures, done.batch_norm_mean)
+            self.log.record(record)
+            if self._settle(arm, record):
+                switched = True
+                trunk.riders.remove(arm)
+                if arm.running:  # a switch at the last epoch needs no branch
+                    arm.branch = Branch(trunk.model, arm.spec.kind, self.config, setup, arm.cost,
+                                        arm.spec.precision)
+            elif not arm.running:
+                trunk.riders.remove(arm)
+        if switched:
+            self.log.switched()
+
+    def _settle(self, arm: Arm, record: Record) -> bool:
+        """After an arm's record: divergence, the switch rule, completion. True when it switches now."""
+        if arm.has_diverged(record):
+            arm.status = Status.DIVERGED
+            self.log.event(Event(arm.name, EventKind.DIVERGED, arm.epoch, record.train_loss))
+            return False
+        events = arm.rule_fires(record)
+        for event in events:
+            self.log.event(event)
+        if events:
+            arm.phase = arm.spec.kind.second
+        if arm.epoch >= self.config.epochs:
+            arm.status = Status.COMPLETED
+        return bool(events)
+
+    def end(self, status: str) -> None:
+        """Arms still running take the run's end: completed, stopped or failed."""
+        for arm in self.arms:
+            if arm.running:
+                arm.status = Status(status) if status in (Status.COMPLETED, Status.STOPPED) else Status.FAILED
