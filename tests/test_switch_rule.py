@@ -207,3 +207,70 @@ def test_config_error_keeps_its_fields_through_pickle():
     assert copy.errors == caught.value.errors
     assert str(copy) == str(caught.value)
     assert str(ConfigError("bad value", field="lr")) == "lr: bad value"
+
+
+# ----------------------------------------------------------------------------- signals beyond the paper
+
+
+def test_plateau_fires_when_the_loss_falls_less_than_threshold_per_epoch_over_the_window():
+    rule = SwitchRule(signal="plateau", window=3, threshold=0.01)
+    losses = [1.0, 0.5, 0.25, 0.2, 0.199, 0.198, 0.197]
+    fired = [e for e, loss in enumerate(losses, start=1) if rule.update(1.0, loss=loss)]
+    # epoch 7: (0.2 - 0.197) / (3 * 0.2) = 0.005 < 0.01; epoch 6: (0.25 - 0.198) / 0.75 = 0.069
+    assert fired == [7] and rule.switch_epoch == 7 and rule.reads == "loss"
+
+
+def test_plateau_needs_a_full_window_and_obeys_patience_and_min_epochs():
+    flat = [1.0] * 6
+    rule = SwitchRule(signal="plateau", window=3)
+    assert [e for e, v in enumerate(flat, 1) if rule.update(1.0, loss=v)] == [4]
+    rule = SwitchRule(signal="plateau", window=2, patience=2, min_epochs=5)
+    assert [e for e, v in enumerate(flat, 1) if rule.update(1.0, loss=v)] == [5]
+
+
+def test_curvature_fires_on_the_first_probe_epoch_at_or_above_minus_epsilon():
+    rule = SwitchRule(signal="curvature", epsilon=1e-3, probe_every=2)
+    assert [rule.probe_due(e) for e in (1, 2, 3, 4)] == [False, True, False, True]
+    assert not rule.update(1.0, curvature=-0.08)   # epoch 1
+    assert not rule.update(1.0)                    # epoch 2: no probe this epoch, nothing counted
+    assert not rule.update(1.0, curvature=-0.002)  # epoch 3
+    assert rule.update(1.0, curvature=-2e-5)       # epoch 4
+    assert rule.switch_epoch == 4 and rule.last_curvature == -2e-5 and rule.reads == "curvature"
+    assert not rule.probe_due(6)  # switched: no more probes
+
+
+def test_trial_is_due_every_trial_every_epochs_and_the_engine_decides():
+    rule = SwitchRule(signal="trial", trial_every=3, min_epochs=4)
+    due = []
+    for epoch in range(1, 10):
+        assert not rule.update(1.0)
+        due.append(rule.trial_due)
+        if epoch == 6:
+            rule.reject_trial()
+    assert [e for e, d in enumerate(due, 1) if d] == [6, 9]
+    rule.accept_trial()
+    assert rule.switched and rule.switch_epoch == 9 and rule.trials == 2 and not rule.trial_due
+
+
+def test_signal_options_are_checked_and_survive_state_dict():
+    for bad in (dict(signal="loss"), dict(window=0), dict(threshold=-1), dict(epsilon=float("nan")),
+                dict(probe_every=0), dict(trial_passes=0)):
+        with pytest.raises(ConfigError) as info:
+            SwitchRule(**bad)
+        assert set(info.value.errors) == set(bad)
+    rule = SwitchRule(signal="plateau", window=2)
+    for loss in (1.0, 0.9, 0.85):
+        rule.update(1.0, loss=loss)
+    again = SwitchRule()
+    again.load_state_dict(json.loads(json.dumps(rule.state_dict())))
+    assert again.state_dict() == rule.state_dict() and again.signal == "plateau" and again.losses == [1.0, 0.9, 0.85]
+    old = SwitchRule().state_dict()  # a state saved before the signals existed still loads
+    for key in ("signal", "window", "plateau_threshold", "epsilon", "probe_every", "trial_every", "trial_passes",
+                "losses", "last_curvature", "signal_below", "trials"):
+        old.pop(key)
+    SwitchRule().load_state_dict(old)
+
+
+def test_a_huge_norm_is_a_value_error_not_an_overflow():
+    with pytest.raises(ValueError, match="finite number"):
+        SwitchRule().update(10 ** 400)

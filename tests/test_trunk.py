@@ -117,3 +117,56 @@ def test_branches_share_the_trunk_rows_up_to_their_switch_and_are_charged_its_co
     assert summary["arms"]["two-phase@2"]["label"] == "two-phase (switch at 2)"
     # float64 branch: its CG ran in double precision from the trunk's float32 weights
     assert df.loc["two-phase@50%:float64"].loc[4:, "train_loss"].notna().all()
+
+
+# ----------------------------------------------------------------------------- switch signals in the engine
+
+
+def test_plateau_curvature_and_trial_arms_are_charged_for_what_their_rules_read(data_root, tmp_path):
+    values = dict(fx.CONFIGS["adaptive-all-arms"], data_root=data_root, epochs=8, lr=3e-3,
+                  arms=["adam", "two-phase@plateau:threshold=0.5:window=2", "two-phase@curvature:epsilon=10:probe_every=3",
+                        "two-phase@trial:trial_every=2:trial_passes=3"])
+    run, summary = _metrics(tmp_path, values, "20260101-000000-0000b1")
+    df = run.metrics.set_index(["arm", "epoch"]).sort_index()
+    adam = df.loc["adam"]
+    assert "hess_min" not in run.metrics.columns  # probing for a rule is not the monitoring probe
+    plateau = summary["arms"]["two-phase@plateau:threshold=0.5:window=2"]
+    # a window of 2 needs 3 losses: the earliest switch is epoch 3; each Adam epoch reads the loss (1/3 pass)
+    assert plateau["switch_epoch"] is not None and plateau["switch_epoch"] >= 3 and plateau["reads"] == "loss"
+    k = plateau["switch_epoch"]
+    part = df.loc["two-phase@plateau:threshold=0.5:window=2"]
+    assert part.loc[k, "data_passes"] == pytest.approx(adam.loc[k, "data_passes"] + k / 3)
+    curv = summary["arms"]["two-phase@curvature:epsilon=10:probe_every=3"]
+    # epsilon 10 accepts any finite ratio above -10: the first probe (epoch 3) fires; charged its work
+    assert curv["switch_epoch"] == 3
+    part = df.loc["two-phase@curvature:epsilon=10:probe_every=3"]
+    probe_passes = (1 + 2 * 20) * min(512, 256) / 256
+    assert part.loc[3, "data_passes"] == pytest.approx(adam.loc[3, "data_passes"] + probe_passes)
+    assert part.loc[2, "data_passes"] == adam.loc[2, "data_passes"]
+    trial_name = "two-phase@trial:trial_every=2:trial_passes=3"
+    trials = [e for e in run.events if e["kind"] == "trial" and e["arm"] == trial_name]
+    assert trials and [e["epoch"] for e in trials][:2] in ([2], [2, 4])
+    part = df.loc[trial_name]
+    arm = summary["arms"][trial_name]
+    if arm["switch_epoch"] is None:  # every trial dropped: Adam's figures, and the trials' cost on top
+        assert all(not e["kept"] for e in trials)
+        pd.testing.assert_series_equal(part["train_loss"], adam["train_loss"])
+        assert (part.loc[3:, "data_passes"] >= adam.loc[3:, "data_passes"] + 3).all()
+    else:  # kept: CG from the trial's epoch on, the dropped trials before it charged
+        s = arm["switch_epoch"]
+        assert trials[-1]["kept"] and trials[-1]["epoch"] == s and arm["trials"] == len(trials)
+        assert (part.loc[s + 1:, "phase"] == "cg").all()
+        assert part.loc[s, "data_passes"] >= adam.loc[s, "data_passes"] + 3 * (len(trials) - 1)
+
+
+def test_a_trial_is_kept_exactly_when_cg_beats_adam_per_pass(data_root, tmp_path):
+    # CG from the start beats Adam per pass on this tiny problem early on, and loses late:
+    # with a generous trial (1 trial at epoch 2) it is kept; its records are CG from epoch 3
+    values = dict(fx.CONFIGS["adaptive-all-arms"], data_root=data_root, epochs=6, lr=1e-4,
+                  arms=["adam", "two-phase@trial:trial_every=2:trial_passes=2"])
+    run, summary = _metrics(tmp_path, values, "20260101-000000-0000b2")
+    [trial] = [e for e in run.events if e["kind"] == "trial"][:1]
+    arm = summary["arms"]["two-phase@trial:trial_every=2:trial_passes=2"]
+    assert trial["epoch"] == 2 and trial["value"] is not None
+    assert trial["kept"] == (trial["value"] > 1)
+    assert (arm["switch_epoch"] == 2) == trial["kept"]

@@ -81,7 +81,7 @@ def branch_color(arm: str) -> str | None:
         spec = parse_arm(arm)
     except ValueError:
         return None
-    if not (spec.rule or spec.paper or spec.precision):
+    if not (spec.rule or spec.paper or spec.precision or spec.signal):
         return None
     rule = dict(spec.rule)
     if "switch_epoch" in rule:

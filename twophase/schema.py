@@ -64,6 +64,7 @@ class EventKind(StrEnum):
     PEAK = "peak"          # the largest gradient norm the rule saw before it fired
     SWITCH = "switch"      # the arm left Adam for its second phase after this epoch
     DIVERGED = "diverged"  # the arm's loss became non-finite or exploded
+    TRIAL = "trial"        # a CG trial of the "trial" switch rule (value: its rate over Adam's; kept or not)
 
 
 #: Columns of metrics.csv, in order.
@@ -156,11 +157,14 @@ class Event:
     epoch: int
     value: float | None = None
     threshold: float | None = None
+    kept: bool | None = None  # trial events: whether the trial's branch was kept
 
     def to_dict(self) -> dict:
         out = {"arm": self.arm, "kind": str(self.kind), "epoch": self.epoch, "value": self.value}
         if self.threshold is not None or self.kind == EventKind.SWITCH:
             out["threshold"] = self.threshold
+        if self.kept is not None:
+            out["kept"] = self.kept
         return out
 
     @classmethod

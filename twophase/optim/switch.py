@@ -20,6 +20,22 @@ seen so far. Options beside the paper's exact rule:
     switch_epoch  a fixed split: switch at the end of this epoch whatever the norms are (the
                   paper's experiments used Adam for 30% of the epochs); the norms are still
                   tracked for display
+
+Signals beyond the paper's (``signal``; the paper's is "grad-norm"). Each reads something the
+caller passes to ``update`` and charges nothing itself: the engine charges the passes it reads.
+
+    "plateau"     the training loss has stopped falling: its relative fall per epoch over the
+                  last ``window`` epochs, (L[e - window] - L[e]) / (window * L[e - window]), is
+                  below ``threshold`` (``update(norm, loss=...)``)
+    "curvature"   the loss surface looks convex: the Hessian probe's smallest over largest
+                  eigenvalue is at least ``-epsilon`` (``update(norm, curvature=...)``, given on
+                  the epochs the probe ran; the engine probes every ``probe_every`` epochs)
+    "trial"       measured progress: every ``trial_every`` epochs (from ``min_epochs`` on) the
+                  engine runs CG from the current weights for ``trial_passes`` data passes and
+                  keeps it when its loss fell faster per pass than Adam's over its last
+                  ``trial_passes`` passes (``trial_due``, then ``accept_trial`` or nothing)
+
+Patience and min_epochs apply to every signal; tolerance and smoothing to the gradient norm.
 """
 
 from __future__ import annotations
@@ -29,10 +45,14 @@ import numbers
 
 from twophase.errors import ConfigError
 
-__all__ = ["SwitchRule", "OPTION_NAMES"]
+__all__ = ["SwitchRule", "OPTION_NAMES", "SIGNALS", "SIGNAL_DEFAULTS"]
 
 # The constructor's options, in order.
-OPTION_NAMES = ("tolerance", "min_epochs", "patience", "smoothing", "switch_epoch")
+OPTION_NAMES = ("tolerance", "min_epochs", "patience", "smoothing", "switch_epoch", "signal", "window",
+                "threshold", "epsilon", "probe_every", "trial_every", "trial_passes")
+SIGNALS = ("grad-norm", "plateau", "curvature", "trial")
+#: Defaults of the signals' options (chosen from the late-regime study, README "When does switching pay off?").
+SIGNAL_DEFAULTS = dict(window=100, threshold=1e-3, epsilon=1e-3, probe_every=10, trial_every=50, trial_passes=40.0)
 
 
 def _is_int(value) -> bool:
@@ -84,8 +104,19 @@ class SwitchRule:
         patience: int = 1,
         smoothing: float = 0.0,
         switch_epoch: int | None = None,
+        signal: str = "grad-norm",
+        window: int = SIGNAL_DEFAULTS["window"],
+        threshold: float = SIGNAL_DEFAULTS["threshold"],
+        epsilon: float = SIGNAL_DEFAULTS["epsilon"],
+        probe_every: int = SIGNAL_DEFAULTS["probe_every"],
+        trial_every: int = SIGNAL_DEFAULTS["trial_every"],
+        trial_passes: float = SIGNAL_DEFAULTS["trial_passes"],
     ):
         self._set_options(tolerance, min_epochs, patience, smoothing, switch_epoch)
+        self._set_signal(signal, window, threshold, epsilon, probe_every, trial_every, trial_passes)
+        self.losses: list[float] = []  # the training losses seen (plateau: the last window + 1)
+        self.last_curvature: float | None = None
+        self.trials = 0
         self.epoch = 0
         self.last_norm: float | None = None
         self.value: float | None = None
@@ -93,6 +124,7 @@ class SwitchRule:
         self.peak_epoch: int | None = None
         self.peak_value: float | None = None
         self.below = 0
+        self.signal_below = 0  # consecutive epochs the plateau / curvature test was met
         self.switched = False
         self.switch_epoch: int | None = None
 
@@ -122,16 +154,75 @@ class SwitchRule:
         self.smoothing = float(smoothing)
         self.fixed_switch_epoch = None if switch_epoch is None else int(switch_epoch)
 
+    def _set_signal(self, signal, window, threshold, epsilon, probe_every, trial_every, trial_passes) -> None:
+        errors = {}
+        if signal not in SIGNALS:
+            errors["signal"] = f"must be one of {', '.join(SIGNALS)}; got {signal!r}"
+        if not (_is_int(window) and window >= 1):
+            errors["window"] = f"must be an integer >= 1 (epochs); got {window!r}"
+        if not (_is_real(threshold) and math.isfinite(threshold) and threshold >= 0):
+            errors["threshold"] = f"must be a number >= 0 (relative fall of the loss per epoch); got {threshold!r}"
+        if not (_is_real(epsilon) and math.isfinite(epsilon) and epsilon >= 0):
+            errors["epsilon"] = f"must be a number >= 0; got {epsilon!r}"
+        for name, value in (("probe_every", probe_every), ("trial_every", trial_every)):
+            if not (_is_int(value) and value >= 1):
+                errors[name] = f"must be an integer >= 1 (epochs); got {value!r}"
+        if not (_is_real(trial_passes) and math.isfinite(trial_passes) and trial_passes > 0):
+            errors["trial_passes"] = f"must be a number > 0 (data passes); got {trial_passes!r}"
+        if errors:
+            raise ConfigError(errors)
+        self.signal = signal
+        self.window, self.plateau_threshold = int(window), float(threshold)
+        self.epsilon, self.probe_every = float(epsilon), int(probe_every)
+        self.trial_every, self.trial_passes = int(trial_every), float(trial_passes)
+
+    @property
+    def reads(self) -> str | None:
+        """What the engine must measure for this rule each Adam epoch: "grad-norm" (the full-set
+        gradient norm), "loss" (the full-set training loss), "curvature" (the Hessian probe, on
+        probe epochs), "trial" (CG trials), or None for a fixed split."""
+        if self.fixed_switch_epoch is not None:
+            return None
+        return {"grad-norm": "grad-norm", "plateau": "loss", "curvature": "curvature", "trial": "trial"}[self.signal]
+
+    def probe_due(self, epoch: int) -> bool:
+        """The curvature signal reads the probe at the end of this epoch."""
+        return self.reads == "curvature" and not self.switched and epoch % self.probe_every == 0
+
+    @property
+    def trial_due(self) -> bool:
+        """The trial signal wants a CG trial now (after the last update)."""
+        return (self.reads == "trial" and not self.switched and self.epoch >= max(1, self.min_epochs)
+                and self.epoch % self.trial_every == 0)
+
+    def accept_trial(self) -> None:
+        """The engine kept the trial: the switch happens at the end of the current epoch."""
+        self.trials += 1
+        self.switched, self.switch_epoch = True, self.epoch
+
+    def reject_trial(self) -> None:
+        self.trials += 1
+
+    def _plateau(self) -> bool:
+        if len(self.losses) <= self.window:
+            return False
+        then, now = self.losses[-self.window - 1], self.losses[-1]
+        if not (math.isfinite(then) and math.isfinite(now)) or then <= 0:
+            return False
+        return (then - now) / (self.window * then) < self.plateau_threshold
+
     @property
     def threshold(self) -> float:
         """``tolerance * max_norm``: the value at or below which an epoch counts as "below"."""
         return self.tolerance * self.max_norm
 
-    def update(self, grad_norm: float) -> bool:
-        """Record one epoch's gradient norm; True exactly on the epoch the switch happens.
+    def update(self, grad_norm: float, loss: float | None = None, curvature: float | None = None) -> bool:
+        """Record one epoch; True exactly on the epoch the switch happens.
 
         Args:
             grad_norm: the epoch-wise gradient norm, a finite number >= 0.
+            loss: the epoch's training loss (read by the "plateau" signal).
+            curvature: hess_min / hess_max when the probe ran this epoch (the "curvature" signal).
 
         Raises:
             ValueError: if ``grad_norm`` is not a finite non-negative number.
@@ -140,10 +231,14 @@ class SwitchRule:
             raise ValueError(f"grad_norm must be a finite number >= 0; got {grad_norm!r}")
         try:
             norm = float(grad_norm)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"grad_norm must be a finite number >= 0; got {grad_norm!r}") from None
         if not (math.isfinite(norm) and norm >= 0):
             raise ValueError(f"grad_norm must be a finite number >= 0; got {norm!r}")
+        if self.signal == "plateau" and loss is not None:
+            self.losses = (self.losses + [float(loss)])[-(self.window + 1):]
+        if curvature is not None:
+            self.last_curvature = float(curvature)
 
         self.epoch += 1
         self.last_norm = norm
@@ -162,8 +257,18 @@ class SwitchRule:
 
         if self.fixed_switch_epoch is not None:
             fire = self.epoch >= self.fixed_switch_epoch
-        else:
+        elif self.signal == "grad-norm":
             fire = self.below >= self.patience and self.epoch >= self.min_epochs
+        else:
+            if self.signal == "plateau":
+                met = self._plateau()
+            elif self.signal == "curvature":
+                met = curvature is not None and math.isfinite(curvature) and curvature >= -self.epsilon
+            else:  # trial: decided by the engine (trial_due, accept_trial)
+                met = False
+            if self.signal != "curvature" or curvature is not None:  # curvature counts probe epochs only
+                self.signal_below = self.signal_below + 1 if met else 0
+            fire = self.signal_below >= self.patience and self.epoch >= self.min_epochs
         if fire:
             self.switched = True
             self.switch_epoch = self.epoch
@@ -177,6 +282,17 @@ class SwitchRule:
             "patience": self.patience,
             "smoothing": self.smoothing,
             "switch_epoch_option": self.fixed_switch_epoch,
+            "signal": self.signal,
+            "window": self.window,
+            "plateau_threshold": self.plateau_threshold,
+            "epsilon": self.epsilon,
+            "probe_every": self.probe_every,
+            "trial_every": self.trial_every,
+            "trial_passes": self.trial_passes,
+            "losses": list(self.losses),
+            "last_curvature": self.last_curvature,
+            "signal_below": self.signal_below,
+            "trials": self.trials,
             "epoch": self.epoch,
             "last_norm": self.last_norm,
             "value": self.value,
@@ -190,11 +306,23 @@ class SwitchRule:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore options and progress saved by ``state_dict()``."""
+        defaults = dict(signal="grad-norm", window=SIGNAL_DEFAULTS["window"],
+                        plateau_threshold=SIGNAL_DEFAULTS["threshold"], epsilon=SIGNAL_DEFAULTS["epsilon"],
+                        probe_every=SIGNAL_DEFAULTS["probe_every"], trial_every=SIGNAL_DEFAULTS["trial_every"],
+                        trial_passes=SIGNAL_DEFAULTS["trial_passes"], losses=[], last_curvature=None,
+                        signal_below=0, trials=0)
+        state = {**defaults, **state}  # a state saved before the signals existed
         missing = [key for key in self.state_dict() if key not in state]
         if missing:
             raise ValueError(f"SwitchRule state is missing {', '.join(missing)}")
         self._set_options(state["tolerance"], state["min_epochs"], state["patience"],
                           state["smoothing"], state["switch_epoch_option"])
+        self._set_signal(state["signal"], state["window"], state["plateau_threshold"], state["epsilon"],
+                         state["probe_every"], state["trial_every"], state["trial_passes"])
+        self.losses = [float(v) for v in state["losses"]]
+        self.last_curvature = state["last_curvature"]
+        self.signal_below = int(state["signal_below"])
+        self.trials = int(state["trials"])
         self.epoch = int(state["epoch"])
         self.last_norm = state["last_norm"]
         self.value = state["value"]
@@ -209,4 +337,6 @@ class SwitchRule:
         options = (f"tolerance={self.tolerance}, min_epochs={self.min_epochs}, "
                    f"patience={self.patience}, smoothing={self.smoothing}, "
                    f"switch_epoch={self.fixed_switch_epoch}")
+        if self.signal != "grad-norm":
+            options += f", signal={self.signal!r}"
         return f"SwitchRule({options})"

@@ -25,7 +25,10 @@ DIVERGENCE_FACTOR = 1000.0  # an arm whose training loss exceeds this x its init
 @dataclass
 class Arm:
     """spec: what the arm is (its name is spec.name). rule: its SwitchRule (None: it never
-    switches). reads_grad_norm: its rule reads the full-set gradient norm, so that pass is charged.
+    switches). reads: what the rule reads each Adam epoch, charged to the arm as the algorithm's
+    cost (ArmSpec.reads): "grad-norm" one full pass with backward; "loss" one forward pass (1/3);
+    "curvature" the Hessian probe's work on the epochs it runs; "trial" the CG trials (charged by
+    the trainer). records_probe: the run monitors the Hessian (hess_min, hess_max in every record).
 
     epoch: the last epoch recorded. shared_epochs: epochs 1..shared_epochs were the trunk's.
     history: (epoch, data_passes, seconds, train_loss) per record, for the summary's ratios.
@@ -33,7 +36,8 @@ class Arm:
 
     spec: ArmSpec
     rule: SwitchRule | None
-    reads_grad_norm: bool
+    reads: str | None = None
+    records_probe: bool = False
     phase: Phase = Phase.ADAM
     status: Status = Status.RUNNING
     epoch: int = 0
@@ -66,10 +70,17 @@ class Arm:
     # --------------------------------------------------------------- records
     def record(self, phase: Phase, m, batch_norm_mean: float | None = None) -> Record:
         """This arm's record of the epoch just done, from the figures `m` (a Measurement)."""
-        if phase == Phase.ADAM and self.reads_grad_norm:  # the rule's full-set pass: the algorithm's cost
+        if phase == Phase.ADAM and self.reads == "grad-norm":  # the rule's full-set pass: the algorithm's cost
             self.cost.seconds += m.grad_seconds
             self.cost.data_passes += 1.0
-        self.probe_seconds += m.probe_seconds
+        elif phase == Phase.ADAM and self.reads == "loss":  # a forward pass would do: 1/3 of the pass's time
+            self.cost.seconds += m.grad_seconds / 3.0
+            self.cost.data_passes += 1.0 / 3.0
+        elif phase == Phase.ADAM and self.reads == "curvature" and self.rule.probe_due(self.epoch):
+            self.cost.seconds += m.probe_seconds
+            self.cost.data_passes += m.probe_passes
+        if self.records_probe:
+            self.probe_seconds += m.probe_seconds
         grad_norm = m.grad_norm
         if batch_norm_mean is not None and phase == Phase.ADAM:
             grad_norm = batch_norm_mean
@@ -81,7 +92,8 @@ class Arm:
                         train_acc=m.train_acc, val_loss=m.val_loss, val_acc=m.val_acc, grad_norm=grad_norm,
                         grad_norm_max=grad_norm if phase == Phase.INIT else self.grad_norm_max,
                         data_passes=self.cost.data_passes, loss_evals=self.cost.loss_evals,
-                        seconds=self.cost.seconds, hess_min=m.hess_min, hess_max=m.hess_max)
+                        seconds=self.cost.seconds, hess_min=m.hess_min if self.records_probe else None,
+                        hess_max=m.hess_max if self.records_probe else None)
         self.last = record
         self.history.append((record.epoch, record.data_passes, record.seconds, record.train_loss))
         return record
@@ -93,10 +105,20 @@ class Arm:
             return True
         return math.isfinite(self.initial_loss) and record.train_loss > DIVERGENCE_FACTOR * self.initial_loss
 
-    def rule_fires(self, record: Record) -> list[Event]:
-        """Feed the epoch's gradient norm to the switch rule; the peak and switch events when it fires."""
-        if self.rule is None or record.phase != Phase.ADAM or not self.rule.update(record.grad_norm):
+    def rule_fires(self, record: Record, curvature: float | None = None) -> list[Event]:
+        """Feed the epoch to the switch rule (gradient norm, training loss, the probe's curvature
+        on its epochs); the peak and switch events when it fires."""
+        if self.rule is None or record.phase != Phase.ADAM:
             return []
+        reads_curvature = self.reads == "curvature" and self.rule.probe_due(self.epoch)
+        if not self.rule.update(record.grad_norm, loss=record.train_loss,
+                                curvature=curvature if reads_curvature else None):
+            return []
+        return self.switch_events(record)
+
+    def switch_events(self, record: Record) -> list[Event]:
         rule = self.rule
+        threshold = rule.threshold if self.reads == "grad-norm" or (rule.signal == "grad-norm"
+                                                                    and rule.fixed_switch_epoch is None) else None
         return [Event(self.name, EventKind.PEAK, rule.peak_epoch, rule.peak_value),
-                Event(self.name, EventKind.SWITCH, self.epoch, record.grad_norm, rule.threshold)]
+                Event(self.name, EventKind.SWITCH, self.epoch, record.grad_norm, threshold)]

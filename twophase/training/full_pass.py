@@ -15,6 +15,7 @@ and gradients are all-reduced, so every process gets the figures of the whole se
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ __all__ = ["FULL_PASS_CHUNK", "PassResult", "LastPass", "full_pass", "make_closu
            "trainable", "flat_copy", "mode_free", "grad_norm"]
 
 FULL_PASS_CHUNK = 4096  # samples per chunk (models.runtime may choose another per model)
+PROBE_SAMPLE = 512  # training images the Hessian probe evaluates (a fixed, seeded sample)
+PROBE_ITERS = 20  # Lanczos steps (Hessian-vector products) per probe
 
 _MODE_DEPENDENT = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd,
                    torch.nn.modules.instancenorm._InstanceNorm)
@@ -172,6 +175,16 @@ class Measurement:
     hess_min: float | None = None
     hess_max: float | None = None
     probe_seconds: float = 0.0
+    probe_passes: float = 0.0  # the probe's work in data passes (charged to an arm whose rule reads it)
+
+    @property
+    def curvature(self) -> float | None:
+        """hess_min / hess_max when the probe ran and both are finite (hess_max > 0), else None."""
+        if self.hess_min is None or self.hess_max is None:
+            return None
+        if not (math.isfinite(self.hess_min) and math.isfinite(self.hess_max)) or self.hess_max <= 0:
+            return None
+        return self.hess_min / self.hess_max
 
 
 def _reusable(model, last: LastPass | None) -> PassResult | None:
@@ -205,5 +218,8 @@ def measure(model, loss_fn, data, chunk: int = FULL_PASS_CHUNK, dist=None, probe
     m = Measurement(result.loss, result.accuracy, norm, val.loss, val.accuracy, grad_seconds, reused)
     if probe is not None:
         px, py, seed = probe
-        m.hess_min, m.hess_max, m.probe_seconds = hessian_extremes(model, loss_fn, px, py, seed=seed)
+        m.hess_min, m.hess_max, m.probe_seconds = hessian_extremes(model, loss_fn, px, py, seed=seed,
+                                                                   sample_size=PROBE_SAMPLE, iters=PROBE_ITERS)
+        # one gradient with its graph, then PROBE_ITERS Hessian-vector products (two passes each), on the sample
+        m.probe_passes = (1 + 2 * PROBE_ITERS) * min(PROBE_SAMPLE, px.shape[0]) / result.n
     return m

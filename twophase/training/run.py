@@ -98,6 +98,10 @@ def arm_summaries(arms: list[Arm]) -> dict:
             switch = {"switch_epoch": rule.switch_epoch, "peak_epoch": rule.peak_epoch if fired else None,
                       "peak_grad_norm": rule.peak_value if fired else None,
                       "threshold": rule.threshold if fired else None}
+            if rule.signal != "grad-norm":
+                switch.update(signal=rule.signal, reads=arm.reads)
+            if rule.signal == "trial":
+                switch["trials"] = rule.trials
         vs_adam = None
         if adam is not None and arm is not adam and arm.history and adam.history:
             keys = ("epoch", "data_passes", "seconds", "train_loss")

@@ -18,13 +18,12 @@ from twophase import models as models_mod
 from twophase.errors import TwophaseError
 from twophase.probe import sample_indices
 from twophase.schema import Phase
-from twophase.training.full_pass import FULL_PASS_CHUNK
+from twophase.training.full_pass import FULL_PASS_CHUNK, PROBE_SAMPLE
 from twophase.training.strategies import parse_arm
 
 __all__ = ["RunSetup", "prepare", "setup_for", "resolve_device", "apply_runtime_layout", "DEFAULT_THREADS", "PROBE_SAMPLE"]
 
 DEFAULT_THREADS = torch.get_num_threads()  # torch's default for this process, read once at import
-PROBE_SAMPLE = 512  # training images the Hessian probe evaluates (a fixed, seeded sample)
 
 
 def resolve_device(name: str) -> str:
@@ -84,9 +83,10 @@ class RunSetup:
             self._promoted[dtype] = promoted
         return self._promoted[dtype]
 
-    def probe_for(self, dtype: torch.dtype | None = None):
-        """(x, y, seed) for the Hessian probe of a model in `dtype`, or None when the probe is off."""
-        if not self.config.hessian_probe:
+    def probe_for(self, dtype: torch.dtype | None = None, force: bool = False):
+        """(x, y, seed) for the Hessian probe of a model in `dtype`, or None when the probe is off
+        (force: also when it is off, for a switch rule that reads the curvature)."""
+        if not (self.config.hessian_probe or force):
             return None
         if self.probe_sample is not None:
             x, y = self.probe_sample

@@ -15,10 +15,13 @@ An arm of a run is named by an arm spec, plain text that is also its id in metri
     two-phase@paper       ... switched by the paper's literal rule (tolerance 0.9), whatever the run's rule
     two-phase@tolerance=0.8:patience=3      the run's rule with these options changed
     two-phase@300:float64                   the branch's model and data in float64 after the switch
+    two-phase@plateau     ... switched when the training loss stops falling (window=100, threshold=0.001)
+    two-phase@curvature   ... switched when the Hessian probe finds the surface (nearly) convex
+    two-phase@trial       ... switched when a CG trial beats Adam per data pass (trial_every, trial_passes)
 
 After "@" come parts separated by ":": a whole number (fixed switch epoch), a percentage, "paper",
-"float64"/"float32" (the second phase's precision) and option=value pairs (the switch rule's
-options: see RULE_OPTIONS). `parse_arm` reads a spec and `ArmSpec.name` writes it back in one
+a signal of twophase/optim/switch.py (plateau, curvature, trial), "float64"/"float32" (the second
+phase's precision) and option=value pairs (the switch rule's options: see RULE_OPTIONS). `parse_arm` reads a spec and `ArmSpec.name` writes it back in one
 canonical spelling, so two spellings of the same arm are the same arm.
 """
 
@@ -39,9 +42,12 @@ __all__ = ["Strategy", "STRATEGIES", "STRATEGY_NAMES", "ArmSpec", "parse_arm", "
 PAPER_RULE = dict(tolerance=0.9, min_epochs=0, patience=1, smoothing=0.0, switch_epoch=None)
 #: Options of an arm's switch rule that an arm spec may set (twophase/optim/switch.py's, plus
 #: switch_fraction: a fixed switch after this fraction of the epochs).
-RULE_OPTIONS = ("tolerance", "min_epochs", "patience", "smoothing", "switch_epoch", "switch_fraction")
+RULE_OPTIONS = ("tolerance", "min_epochs", "patience", "smoothing", "switch_epoch", "switch_fraction",
+                "window", "threshold", "epsilon", "probe_every", "trial_every", "trial_passes")
+SIGNALS = ("plateau", "curvature", "trial")  # beyond the paper's gradient norm (twophase/optim/switch.py)
+SIGNAL_LABELS = {"plateau": "loss plateau", "curvature": "curvature", "trial": "CG trial"}
 PRECISIONS = ("float32", "float64")
-_INT_OPTIONS = ("min_epochs", "patience", "switch_epoch")
+_INT_OPTIONS = ("min_epochs", "patience", "switch_epoch", "window", "probe_every", "trial_every")
 
 
 def _cg(params, config):
@@ -120,6 +126,7 @@ class ArmSpec:
     rule: tuple = ()  # sorted (option, value) pairs
     paper: bool = False
     precision: str | None = None
+    signal: str | None = None  # one of SIGNALS, or None for the gradient norm
 
     @property
     def name(self) -> str:
@@ -132,6 +139,8 @@ class ArmSpec:
             parts.append(f"{_number(rule.pop('switch_fraction') * 100)}%")
         if self.paper:
             parts.append("paper")
+        if self.signal:
+            parts.append(self.signal)
         parts += [f"{k}={_number(v)}" for k, v in sorted(rule.items())]
         if self.precision:
             parts.append(self.precision)
@@ -151,12 +160,24 @@ class ArmSpec:
         base.update(extra)
         if fraction is not None:
             base["switch_epoch"] = fraction_epoch(fraction, config.epochs)
+        if self.signal:
+            base["signal"] = self.signal
         return base
 
-    def reads_grad_norm(self, config) -> bool:
-        """True when its rule decides on the full-set gradient norm (that pass is charged to it)."""
-        return self.kind.switches and config.grad_norm_mode == "full" \
-            and self.rule_options(config)["switch_epoch"] is None
+    def reads(self, config) -> str | None:
+        """What its switch rule reads each Adam epoch, and is charged for (twophase/training/arm.py):
+        "grad-norm" (the full-set gradient), "loss" (the full-set training loss), "curvature" (the
+        Hessian probe on probe epochs), "trial" (CG trials), or None (a fixed split, the mini-batch
+        norms of grad_norm_mode "batch-mean", or no rule)."""
+        if not self.kind.switches:
+            return None
+        options = self.rule_options(config)
+        if options["switch_epoch"] is not None:
+            return None
+        signal = options.get("signal") or "grad-norm"
+        if signal == "grad-norm":
+            return "grad-norm" if config.grad_norm_mode == "full" else None
+        return {"plateau": "loss", "curvature": "curvature", "trial": "trial"}[signal]
 
 
 def fraction_epoch(fraction: float, epochs: int) -> int:
@@ -186,7 +207,7 @@ def parse_arm(text) -> ArmSpec:
     if at and not rest:
         raise ValueError(f"arm {text!r}: nothing after '@'")
     rule: dict = {}
-    paper, precision = False, None
+    paper, precision, signal = False, None, None
     for part in rest.split(":") if rest else ():
         part = part.strip()
         percent = _PERCENT.fullmatch(part)
@@ -196,6 +217,10 @@ def parse_arm(text) -> ArmSpec:
             _set(rule, "switch_fraction", float(percent.group(1)) / 100, text)
         elif part == "paper":
             paper = True
+        elif part in SIGNALS:
+            if signal is not None:
+                raise ValueError(f"arm {text!r}: give one signal of {', '.join(SIGNALS)}")
+            signal = part
         elif part in PRECISIONS:
             if precision is not None:
                 raise ValueError(f"arm {text!r}: the precision is given twice")
@@ -208,9 +233,12 @@ def parse_arm(text) -> ArmSpec:
             _set(rule, key, _option_value(key, value.strip(), text), text)
         else:
             raise ValueError(f"arm {text!r}: cannot read {part!r}; after '@' come a switch epoch (300), a "
-                             f"percentage of the epochs (30%), 'paper', a precision ({', '.join(PRECISIONS)}) "
-                             f"or option=value with an option of: {', '.join(RULE_OPTIONS)}")
-    if (rule or paper) and not kind.switches:
+                             f"percentage of the epochs (30%), 'paper', a signal ({', '.join(SIGNALS)}), a "
+                             f"precision ({', '.join(PRECISIONS)}) or option=value with an option of: "
+                             f"{', '.join(RULE_OPTIONS)}")
+    if paper and signal:
+        raise ValueError(f"arm {text!r}: 'paper' is the gradient-norm rule; it takes no {signal} signal")
+    if (rule or paper or signal) and not kind.switches:
         raise ValueError(f"arm {text!r}: {strategy} never switches, so it takes no switch rule")
     if precision and kind.full_batch is None:
         raise ValueError(f"arm {text!r}: {strategy} has no full-batch phase whose precision could be set")
@@ -223,7 +251,18 @@ def parse_arm(text) -> ArmSpec:
         raise ValueError(f"arm {text!r}: the percentage must be above 0% and at most 100%")
     if rule.get("switch_epoch") is not None and rule["switch_epoch"] < 1:
         raise ValueError(f"arm {text!r}: the switch epoch must be at least 1")
-    return ArmSpec(strategy, tuple(sorted(rule.items())), paper, precision)
+    if signal and ("switch_epoch" in rule or "switch_fraction" in rule):
+        raise ValueError(f"arm {text!r}: a fixed switch takes no {signal} signal")
+    try:  # the rule's own checks (ranges), so that a bad option is refused before any training
+        from twophase.optim import SwitchRule
+
+        options = {k: v for k, v in rule.items() if k != "switch_fraction"}
+        SwitchRule(**options, **({"signal": signal} if signal else {}))
+    except Exception as exc:  # ConfigError: name the option
+        errors = getattr(exc, "errors", None)
+        detail = "; ".join(f"{k} {v}" for k, v in errors.items()) if errors else str(exc)
+        raise ValueError(f"arm {text!r}: {detail}") from None
+    return ArmSpec(strategy, tuple(sorted(rule.items())), paper, precision, signal)
 
 
 def _set(rule: dict, key: str, value, text: str) -> None:
@@ -275,6 +314,8 @@ def arm_label(arm: str, switched_at: int | None = None) -> str:
         details.append(f"switch at {_number(rule.pop('switch_fraction') * 100)}%")
     if spec.paper:
         details.append("paper's rule")
+    if spec.signal:
+        details.append(SIGNAL_LABELS[spec.signal])
     details += [f"{k.replace('_', ' ')} {_number(v)}" for k, v in sorted(rule.items())]
     if spec.precision:
         details.append(spec.precision)

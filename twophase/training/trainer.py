@@ -12,18 +12,32 @@ writes the run folder, MemoryLog keeps them in lists (tests, benchmarks).
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Callable
 
 from twophase.optim import SwitchRule
 from twophase.schema import Event, EventKind, Phase, Record, Status
 from twophase.training.arm import Arm
 from twophase.training.branch import Branch
+from twophase.training.cost import Cost
 from twophase.training.full_pass import measure
 from twophase.training.setup import RunSetup
 from twophase.training.strategies import parse_arm
 from twophase.training.trunk import Trunk
 
 __all__ = ["Trainer", "MemoryLog", "overall_status"]
+
+
+def _log_rate(history, passes: float) -> float:
+    """How fast an arm's log loss fell per data pass over its last `passes` passes (history:
+    (epoch, data_passes, seconds, train_loss) per record); -inf when it did not fall."""
+    epoch, now_passes, _, now = history[-1]
+    then = next(((p, loss) for _, p, _, loss in reversed(history) if p <= now_passes - passes), history[0][1:4:2])
+    span = now_passes - then[0]
+    if span <= 0 or not (then[1] > 0 and now > 0 and math.isfinite(then[1]) and math.isfinite(now)):
+        return -math.inf
+    return math.log(then[1] / now) / span
 
 
 def overall_status(arm_statuses: list[str]) -> str:
@@ -61,7 +75,8 @@ class Trainer:
         for name in config.arms:
             spec = parse_arm(name)
             rule = SwitchRule(**spec.rule_options(config)) if spec.kind.switches else None
-            arm = Arm(spec=spec, rule=rule, reads_grad_norm=spec.reads_grad_norm(config), phase=spec.kind.first)
+            arm = Arm(spec=spec, rule=rule, reads=spec.reads(config), records_probe=config.hessian_probe,
+                      phase=spec.kind.first)
             if spec.kind.first == Phase.ADAM:
                 if not self.trunks or not share_trunk:
                     self.trunks.append(Trunk(setup.initial, config, setup))
@@ -102,15 +117,23 @@ class Trainer:
     def _trunk_epoch(self, trunk: Trunk, riders: list[Arm], epoch: int, should_stop, progress) -> None:
         setup = self.setup
         done = trunk.train_epoch(should_stop, lambda f: [progress(a, epoch - 1 + f) for a in riders])
+        probe = self.config.hessian_probe or any(a.rule is not None and a.rule.probe_due(epoch) for a in riders)
         figures = measure(trunk.model, setup.loss_fn, setup.data, chunk=setup.chunk, dist=setup.dist,
-                          probe=setup.probe_for())
+                          probe=setup.probe_for(force=True) if probe else None)
         switched = False
         for arm in riders:
             arm.charge_trunk_epoch(done)
             arm.epoch = epoch
             record = arm.record(Phase.ADAM, figures, done.batch_norm_mean)
             self.log.record(record)
-            if self._settle(arm, record):
+            fires = self._settle(arm, record, figures.curvature)
+            if not fires and arm.running and arm.rule is not None and arm.rule.trial_due:
+                fires = self._trial(arm, trunk, record, should_stop)
+                if fires:
+                    trunk.riders.remove(arm)
+                    switched = True
+                    continue
+            if fires:
                 switched = True
                 trunk.riders.remove(arm)
                 if arm.running:  # a switch at the last epoch needs no branch
@@ -121,13 +144,13 @@ class Trainer:
         if switched:
             self.log.switched()
 
-    def _settle(self, arm: Arm, record: Record) -> bool:
+    def _settle(self, arm: Arm, record: Record, curvature: float | None = None) -> bool:
         """After an arm's record: divergence, the switch rule, completion. True when it switches now."""
         if arm.has_diverged(record):
             arm.status = Status.DIVERGED
             self.log.event(Event(arm.name, EventKind.DIVERGED, arm.epoch, record.train_loss))
             return False
-        events = arm.rule_fires(record)
+        events = arm.rule_fires(record, curvature)
         for event in events:
             self.log.event(event)
         if events:
@@ -135,6 +158,53 @@ class Trainer:
         if arm.epoch >= self.config.epochs:
             arm.status = Status.COMPLETED
         return bool(events)
+
+    def _trial(self, arm: Arm, trunk: Trunk, record: Record, should_stop) -> bool:
+        """The "trial" rule's test at the end of this epoch: CG from the trunk's weights for
+        rule.trial_passes data passes (whole epochs, within the run's budget). Kept when its loss
+        fell faster per pass (in log loss) than the arm's over its last trial_passes passes: the
+        arm then leaves the trunk with the trial as its branch and the trial's epochs as its next
+        records. Dropped otherwise: the arm stays on the trunk and is charged the trial's cost."""
+        rule, config = arm.rule, self.config
+        left = config.epochs - arm.epoch
+        if left <= 0:
+            return False
+        cost = Cost()
+        branch = Branch(trunk.model, arm.spec.kind, config, self.setup, cost, arm.spec.precision)
+        trial = []  # (cost after the epoch, Measurement)
+        while len(trial) < left and cost.data_passes < rule.trial_passes:
+            branch.train_epoch(should_stop)
+            trial.append((replace(cost), branch.measure()))
+        end = trial[-1][1].train_loss
+        trunk_rate = _log_rate(arm.history, rule.trial_passes)
+        trial_rate = math.log(record.train_loss / end) / cost.data_passes \
+            if end > 0 and math.isfinite(end) and record.train_loss > 0 and cost.data_passes > 0 else -math.inf
+        kept = trial_rate > trunk_rate
+        ratio = trial_rate / trunk_rate if trunk_rate > 0 and math.isfinite(trial_rate) else None
+        self.log.event(Event(arm.name, EventKind.TRIAL, arm.epoch, ratio, kept=kept))
+        if not kept:
+            rule.reject_trial()
+            arm.cost.data_passes += cost.data_passes
+            arm.cost.loss_evals += cost.loss_evals
+            arm.cost.seconds += cost.seconds
+            return False
+        rule.accept_trial()
+        for event in arm.switch_events(record):
+            self.log.event(event)
+        arm.phase = arm.spec.kind.second
+        base = replace(arm.cost)
+        for spent, figures in trial:
+            arm.cost.data_passes = base.data_passes + spent.data_passes
+            arm.cost.loss_evals = base.loss_evals + spent.loss_evals
+            arm.cost.seconds = base.seconds + spent.seconds
+            arm.epoch += 1
+            trial_record = arm.record(branch.phase, figures)
+            self.log.record(trial_record)
+            if self._settle(arm, trial_record) or not arm.running:
+                break
+        branch.cost = arm.cost  # from now on the branch charges the arm itself
+        arm.branch = branch
+        return True
 
     def end(self, status: str) -> None:
         """Arms still running take the run's end: completed, stopped or failed."""
