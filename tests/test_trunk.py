@@ -74,7 +74,8 @@ def _metrics(tmp_path, values, run_id, **options):
 
 def test_sharing_the_trunk_changes_nothing_but_the_cost_of_computing_it(data_root, tmp_path):
     values = dict(fx.CONFIGS["adaptive-all-arms"], data_root=data_root,
-                  arms=["two-phase", "adam", "adam-lbfgs", "cg", "two-phase@3", "two-phase@2:float64"])
+                  arms=["two-phase", "adam", "adam-lbfgs", "cg", "two-phase@3", "two-phase@50%",
+                        "two-phase@2:float64"])
     shared, s1 = _metrics(tmp_path, values, "20260101-000000-0000a1")
     alone, s2 = _metrics(tmp_path, values, "20260101-000000-0000a2", share_trunk=False)
     cols = [c for c in shared.metrics.columns if c != "seconds"]
@@ -85,6 +86,27 @@ def test_sharing_the_trunk_changes_nothing_but_the_cost_of_computing_it(data_roo
     assert shared.summary["shared_trunk"] is True and alone.summary["shared_trunk"] is False
     assert [s1["arms"][a]["shared_epochs"] for a in values["arms"]] == \
         [s2["arms"][a]["shared_epochs"] for a in values["arms"]]
+
+
+def test_arms_switching_at_one_epoch_ride_one_branch(data_root):
+    from twophase.training.setup import prepare
+    from twophase.training.trainer import MemoryLog, Trainer
+
+    cfg = RunConfig(**dict(fx.CONFIGS["adaptive-all-arms"], data_root=data_root, epochs=10,
+                           arms=["adam", "two-phase@2", "two-phase@20%", "two-phase@2:float64", "adam-lbfgs@2"]))
+    cfg.validate()
+    log = MemoryLog()
+    trainer = Trainer(cfg, prepare(cfg), log)
+    trainer.start()
+    for epoch in (1, 2, 3):
+        trainer.train_epoch(epoch)
+    by_name = {a.name: a for a in trainer.arms}
+    assert by_name["two-phase@2"].branch is by_name["two-phase@20%"].branch
+    assert by_name["two-phase@2:float64"].branch is not by_name["two-phase@2"].branch
+    assert len(trainer.branches) == 3  # float32 CG, float64 CG, L-BFGS
+    rows = {(r.arm, r.epoch): r for r in log.records}
+    a, b = rows[("two-phase@2", 3)], rows[("two-phase@20%", 3)]
+    assert (a.train_loss, a.data_passes, a.loss_evals, a.phase) == (b.train_loss, b.data_passes, b.loss_evals, "cg")
 
 
 def test_branches_share_the_trunk_rows_up_to_their_switch_and_are_charged_its_cost(data_root, tmp_path):

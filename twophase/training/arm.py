@@ -59,13 +59,11 @@ class Arm:
         return self.status == Status.RUNNING
 
     # ------------------------------------------------------------------ cost
-    def charge_trunk_epoch(self, epoch) -> None:
-        """Charge one trunk epoch (a TrunkEpoch) as if this arm had trained it alone."""
-        for fraction in epoch.fractions:
-            self.cost.data_passes += fraction
-        self.cost.loss_evals += len(epoch.fractions)
-        self.cost.seconds += epoch.seconds
-        self.shared_epochs += 1
+    def charge(self, epoch, trunk: bool = False) -> None:
+        """Charge one epoch of the trunk or its branch (an EpochCost) as if it had trained it alone."""
+        self.cost.add(epoch)
+        if trunk:
+            self.shared_epochs += 1
 
     # --------------------------------------------------------------- records
     def record(self, phase: Phase, m, batch_norm_mean: float | None = None) -> Record:

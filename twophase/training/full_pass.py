@@ -134,7 +134,8 @@ def make_closure(model, loss_fn, x, y, cost, chunk: int = FULL_PASS_CHUNK, dist=
 
     `closure(backward=True)` leaves the gradient in .grad and returns the loss; with
     backward=False only the loss is evaluated (a line search that needs values). Each call is
-    charged to `cost` (a twophase.training.cost.Cost): 1 data pass with backward, 1/3 without.
+    charged to `cost` (cost.charge(fraction): a twophase.training.cost.Cost or EpochCost): 1 data
+    pass with backward, 1/3 without.
     In a single process, `closure.last` is then a LastPass (None after any other call).
     The loss comes back in float32 for float32 data (what the optimizers compare), in float64
     for float64 data.
@@ -144,8 +145,7 @@ def make_closure(model, loss_fn, x, y, cost, chunk: int = FULL_PASS_CHUNK, dist=
     out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
 
     def closure(backward: bool = True):
-        cost.loss_evals += 1
-        cost.data_passes += 1.0 if backward else 1.0 / 3.0
+        cost.charge(1.0 if backward else 1.0 / 3.0)
         closure.last = None
         result = full_pass(model, loss_fn, x, y, chunk=chunk, grad=backward, dist=dist)
         if backward and keep_last:

@@ -13,14 +13,12 @@ writes the run folder, MemoryLog keeps them in lists (tests, benchmarks).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Callable
 
 from twophase.optim import SwitchRule
 from twophase.schema import Event, EventKind, Phase, Record, Status
 from twophase.training.arm import Arm
 from twophase.training.branch import Branch
-from twophase.training.cost import Cost
 from twophase.training.full_pass import measure
 from twophase.training.setup import RunSetup
 from twophase.training.strategies import parse_arm
@@ -66,12 +64,15 @@ class MemoryLog:
 
 class Trainer:
     """The arms of `config` on `setup`, and the trunks their Adam phases ride: one for all of them
-    (share_trunk), or one per arm (each computing its own Adam prefix, as separate runs would)."""
+    (share_trunk), or one per arm (each computing its own Adam prefix, as separate runs would).
+    With share_trunk, arms of one strategy and precision that switch at the same epoch also share
+    their branch."""
 
     def __init__(self, config, setup: RunSetup, log, share_trunk: bool = True):
-        self.config, self.setup, self.log = config, setup, log
+        self.config, self.setup, self.log, self.share = config, setup, log, share_trunk
         self.arms: list[Arm] = []
         self.trunks: list[Trunk] = []
+        self.branches: list[Branch] = []
         for name in config.arms:
             spec = parse_arm(name)
             rule = SwitchRule(**spec.rule_options(config)) if spec.kind.switches else None
@@ -82,7 +83,7 @@ class Trainer:
                     self.trunks.append(Trunk(setup.initial, config, setup))
                 self.trunks[-1].riders.append(arm)
             else:  # CG from the start: a branch at epoch 0
-                arm.branch = Branch(setup.initial, spec.kind, config, setup, arm.cost, spec.precision)
+                self._board(arm, setup.initial, epoch=0)
             self.arms.append(arm)
 
     @property
@@ -106,13 +107,30 @@ class Trainer:
             riders = [a for a in trunk.riders if a.running]
             if riders:
                 self._trunk_epoch(trunk, riders, epoch, should_stop, progress)
-        for arm in self.arms:
-            if arm.running and arm.branch is not None and arm.epoch == epoch - 1:
-                arm.branch.train_epoch(should_stop, lambda f, arm=arm: progress(arm, epoch - 1 + f))
+        for branch in list(self.branches):
+            riders = [a for a in branch.riders if a.running and a.epoch == epoch - 1]
+            if not riders:
+                continue  # not started yet (a kept trial is ahead), or every rider ended
+            done = branch.train_epoch(should_stop, lambda f: [progress(a, epoch - 1 + f) for a in riders])
+            figures = branch.measure()
+            for arm in riders:
+                arm.charge(done)
                 arm.epoch = epoch
-                record = arm.record(arm.branch.phase, arm.branch.measure())
+                record = arm.record(branch.phase, figures)
                 self.log.record(record)
                 self._settle(arm, record)
+
+    def _board(self, arm: Arm, model, epoch: int) -> None:
+        """Put `arm` on the branch that starts from `model` at `epoch` with its strategy and
+        precision, creating it unless another arm switching now made it (sharing on)."""
+        branch = next((b for b in self.branches if self.share and not b.trial and b.source is model
+                       and b.start_epoch == epoch and b.strategy.name == arm.spec.strategy
+                       and b.precision == arm.spec.precision), None)
+        if branch is None:
+            branch = Branch(model, arm.spec.kind, self.config, self.setup, arm.spec.precision, epoch)
+            self.branches.append(branch)
+        branch.riders.append(arm)
+        arm.branch = branch
 
     def _trunk_epoch(self, trunk: Trunk, riders: list[Arm], epoch: int, should_stop, progress) -> None:
         setup = self.setup
@@ -122,25 +140,19 @@ class Trainer:
                           probe=setup.probe_for(force=True) if probe else None)
         switched = False
         for arm in riders:
-            arm.charge_trunk_epoch(done)
+            arm.charge(done, trunk=True)
             arm.epoch = epoch
             record = arm.record(Phase.ADAM, figures, done.batch_norm_mean)
             self.log.record(record)
             fires = self._settle(arm, record, figures.curvature)
-            if not fires and arm.running and arm.rule is not None and arm.rule.trial_due:
-                fires = self._trial(arm, trunk, record, should_stop)
-                if fires:
-                    trunk.riders.remove(arm)
-                    switched = True
-                    continue
             if fires:
-                switched = True
-                trunk.riders.remove(arm)
                 if arm.running:  # a switch at the last epoch needs no branch
-                    arm.branch = Branch(trunk.model, arm.spec.kind, self.config, setup, arm.cost,
-                                        arm.spec.precision)
-            elif not arm.running:
+                    self._board(arm, trunk.model, epoch)
+            elif arm.running and arm.rule is not None and arm.rule.trial_due:
+                fires = self._trial(arm, trunk, record, should_stop)
+            if fires or not arm.running:
                 trunk.riders.remove(arm)
+            switched = switched or fires
         if switched:
             self.log.switched()
 
@@ -169,41 +181,39 @@ class Trainer:
         left = config.epochs - arm.epoch
         if left <= 0:
             return False
-        cost = Cost()
-        branch = Branch(trunk.model, arm.spec.kind, config, self.setup, cost, arm.spec.precision)
-        trial = []  # (cost after the epoch, Measurement)
-        while len(trial) < left and cost.data_passes < rule.trial_passes:
-            branch.train_epoch(should_stop)
-            trial.append((replace(cost), branch.measure()))
+        branch = Branch(trunk.model, arm.spec.kind, config, self.setup, arm.spec.precision, arm.epoch, trial=True)
+        trial, passes = [], 0.0  # (EpochCost, Measurement) per trial epoch
+        while len(trial) < left and passes < rule.trial_passes:
+            spent = branch.train_epoch(should_stop)
+            passes += sum(spent.fractions)
+            trial.append((spent, branch.measure()))
         end = trial[-1][1].train_loss
         trunk_rate = _log_rate(arm.history, rule.trial_passes)
-        trial_rate = math.log(record.train_loss / end) / cost.data_passes \
-            if end > 0 and math.isfinite(end) and record.train_loss > 0 and cost.data_passes > 0 else -math.inf
+        trial_rate = math.log(record.train_loss / end) / passes \
+            if end > 0 and math.isfinite(end) and record.train_loss > 0 and passes > 0 else -math.inf
         kept = trial_rate > trunk_rate
         ratio = trial_rate / trunk_rate if trunk_rate > 0 and math.isfinite(trial_rate) else None
         self.log.event(Event(arm.name, EventKind.TRIAL, arm.epoch, ratio, kept=kept))
         if not kept:
             rule.reject_trial()
-            arm.cost.data_passes += cost.data_passes
-            arm.cost.loss_evals += cost.loss_evals
-            arm.cost.seconds += cost.seconds
+            for spent, _ in trial:
+                arm.charge(spent)
             return False
         rule.accept_trial()
         for event in arm.switch_events(record):
             self.log.event(event)
         arm.phase = arm.spec.kind.second
-        base = replace(arm.cost)
+        branch.riders.append(arm)
+        arm.branch = branch
+        self.branches.append(branch)
         for spent, figures in trial:
-            arm.cost.data_passes = base.data_passes + spent.data_passes
-            arm.cost.loss_evals = base.loss_evals + spent.loss_evals
-            arm.cost.seconds = base.seconds + spent.seconds
+            arm.charge(spent)
             arm.epoch += 1
             trial_record = arm.record(branch.phase, figures)
             self.log.record(trial_record)
-            if self._settle(arm, trial_record) or not arm.running:
+            self._settle(arm, trial_record)
+            if not arm.running:
                 break
-        branch.cost = arm.cost  # from now on the branch charges the arm itself
-        arm.branch = branch
         return True
 
     def end(self, status: str) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
+
+from twophase.training.cost import EpochCost
 
 __all__ = ["Trunk", "TrunkEpoch", "StopRequested"]
 
@@ -24,17 +26,11 @@ class StopRequested(Exception):
 
 
 @dataclass
-class TrunkEpoch:
-    """The cost of one Adam epoch, as its riders are charged it.
-
-    fractions: each mini-batch's share of the training set, in order (each rider adds them to
-        its data passes one by one, so every arm's count is the same float it always was).
+class TrunkEpoch(EpochCost):
+    """One Adam epoch's cost (each mini-batch's share of the training set, in order) and
     batch_norm_mean: with grad_norm_mode "batch-mean", the mean of the mini-batch gradient norms
-        (NaN when the last mini-batch's loss was not finite); None otherwise.
-    """
+    (NaN when the last mini-batch's loss was not finite); None otherwise."""
 
-    fractions: list = field(default_factory=list)
-    seconds: float = 0.0
     batch_norm_mean: float | None = None
 
 
@@ -83,7 +79,7 @@ class Trunk:
                 grads = [p.grad for p in params if p.grad is not None]
                 norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
             self.optimizer.step()
-            out.fractions.append(idx.shape[0] / n)
+            out.charge(idx.shape[0] / n)
             if on_batch is not None:
                 on_batch((i + 1) / num_batches)
         if dist is not None:  # the last mini-batch's loss over all processes
