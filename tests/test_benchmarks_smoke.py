@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks import __main__ as bench_main
-from benchmarks import app, cg_vs_scipy, common, optimizers, overhead, roofline, switch_rule, trunk
+from benchmarks import app, cg_vs_scipy, common, optimizers, overhead, roofline, switch_rule, switch_sweep, trunk
 
 
 def run(module, tmp_path: Path, *extra: str) -> tuple[str, dict]:
@@ -125,6 +125,20 @@ def test_switch_epochs_follow_the_rule():
     assert switch_rule.switch_epoch_of({"tolerance": 0.97}, norms) == 3
     assert switch_rule.switch_epoch_of({"switch_epoch": 2}, norms) == 2
     assert switch_rule.switch_epoch_of({"tolerance": 0.5}, norms) is None
+
+
+def test_switch_sweep(tmp_path):
+    md, blob = run(switch_sweep, tmp_path, "--no-png")
+    arms = pd.DataFrame(blob["tables"]["arms"])
+    assert set(arms["arm"]) == set(switch_sweep.arms_for("mlp"))
+    by_arm = arms.set_index("arm")
+    assert by_arm.loc["two-phase@30%", "switch epoch"] == 9 and by_arm.loc["two-phase@3", "switch epoch"] == 3
+    # the 30% branch and its float64 twin start from the same trunk epoch
+    assert by_arm.loc["two-phase@30%:float64", "switch epoch"] == 9
+    rules = pd.DataFrame(blob["tables"]["rules"])
+    assert {"paper's rule (gradient norm)", "loss plateau", "curvature (probe)", "CG trial"} <= set(rules["rule"])
+    assert "fixed 30% split" in set(rules["rule"])
+    assert len(pd.read_csv(tmp_path / "switch_sweep_curves.csv"))
 
 
 def test_trunk(tmp_path):

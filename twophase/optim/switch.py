@@ -52,7 +52,7 @@ OPTION_NAMES = ("tolerance", "min_epochs", "patience", "smoothing", "switch_epoc
                 "threshold", "epsilon", "probe_every", "trial_every", "trial_passes")
 SIGNALS = ("grad-norm", "plateau", "curvature", "trial")
 #: Defaults of the signals' options (chosen from the late-regime study, README "When does switching pay off?").
-SIGNAL_DEFAULTS = dict(window=100, threshold=1e-3, epsilon=1e-3, probe_every=10, trial_every=50, trial_passes=40.0)
+SIGNAL_DEFAULTS = dict(window=100, threshold=1e-3, epsilon=1e-3, probe_every=25, trial_every=50, trial_passes=40.0)
 
 
 def _is_int(value) -> bool:

@@ -1,0 +1,299 @@
+"""Where switching to CG pays off: one Adam trunk per cell, CG branches at many switch points and by every rule.
+
+A cell is (model, training images, seed). Each cell is ONE engine run: the Adam-only arm is the
+trunk; every other arm is a two-phase branch cloned from it where its switch happens:
+
+    fixed points   two-phase@3, @10%, @30%, @60% (float32 CG)
+    float64        two-phase@10%:float64, @30%:float64, @60%:float64 (model and data promoted
+                   to float64 at the switch; the trunk stays float32) -- mlp and cnn-small only
+    rules          two-phase@paper (the paper's gradient-norm rule), @plateau (training loss
+                   falls less than 0.1% per epoch over 100 epochs), @curvature (Hessian probe every
+                   25 epochs finds hess_min / hess_max >= -1e-3), @trial (every 50 epochs, CG for
+                   40 data passes; kept when it beats Adam per pass)
+
+Each arm's training loss is compared with Adam's at the smaller of their total data passes (the
+cost axis; twophase/analysis.py): below 1, two-phase reached a lower loss for the same work.
+Everything a rule reads is charged to its arm (twophase/training/cost.py).
+
+    python -m benchmarks.switch_sweep --size issue   # the study (hours on 2 cores; cells resume)
+    python -m benchmarks.switch_sweep --size issue --report-only   # tables from the runs on disk
+
+Runs are kept in --runs-dir (default runs/switch-sweep/<size> for the full and issue sizes, not in
+git; a temporary folder for tiny and small): a cell whose run completed
+is not run again, so the command resumes where it stopped. The tables, the figure and a thinned
+copy of every curve (every 10th epoch) are written to the results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks import common
+
+EPOCHS = 1000
+FIXED = ["two-phase@3", "two-phase@10%", "two-phase@30%", "two-phase@60%"]
+FLOAT64 = ["two-phase@10%:float64", "two-phase@30%:float64", "two-phase@60%:float64"]
+RULES = ["two-phase@paper", "two-phase@plateau", "two-phase@curvature", "two-phase@trial"]
+RULE_NAMES = {"two-phase@paper": "paper's rule (gradient norm)", "two-phase@plateau": "loss plateau",
+              "two-phase@curvature": "curvature (probe)", "two-phase@trial": "CG trial",
+              "two-phase@30%": "fixed 30% split", "two-phase@60%": "fixed 60% split"}
+WITH_FLOAT64 = ("mlp", "cnn-small")
+# The study's cells, cheapest first and seed 0 of every model before any second seed, so that a
+# study cut short has the most models. vit-mlp gets the paper's 700 epochs.
+STUDY = ([("mlp", n, s) for s in (0, 1, 2) for n in (1024, 2048, 4096)] + [("cnn-small", 1024, s) for s in (0, 1, 2)]
+         + [(m, 1024, s) for s in (0, 1, 2) for m in ("vit-nomlp-wkewq-wvwo", "vit-nomlp-wkewq", "vit-nomlp",
+                                                         "vit-mlp", "vgg5-max-relu")])
+SIZES = {
+    "tiny": dict(cells=[("mlp", 256, 0)], epochs=30),
+    "small": dict(cells=[("mlp", 1024, 0)], epochs=200),
+    "full": dict(cells=[("mlp", 1024, 0), ("mlp", 2048, 0)], epochs=EPOCHS),
+    "issue": dict(cells=STUDY, epochs=EPOCHS),
+}
+TAG = "switch-sweep"
+DEFAULT_RUNS = common.ROOT / "runs" / "switch-sweep"
+
+
+def epochs_for(model: str, epochs: int) -> int:
+    return round(epochs * 0.7) if model == "vit-mlp" and epochs == EPOCHS else epochs
+
+
+def arms_for(model: str) -> list[str]:
+    return ["adam"] + FIXED + (FLOAT64 if model in WITH_FLOAT64 else []) + RULES
+
+
+def cell_name(model: str, subset: int, seed: int, epochs: int) -> str:
+    return f"{model}-n{subset}-s{seed}-e{epochs}"
+
+
+def config_for(model: str, subset: int, seed: int, epochs: int, threads: int):
+    from twophase.config import RunConfig
+
+    return RunConfig(model=model, dataset="mnist", data_root=common.data_root(), subset=subset, val_subset=1000,
+                     epochs=epochs_for(model, epochs), seed=seed, threads=threads, arms=arms_for(model),
+                     name=cell_name(model, subset, seed, epochs_for(model, epochs)), tag=TAG).validate()
+
+
+def finished_cells(runs_dir: Path) -> dict:
+    """name -> run id of the completed runs of this study in runs_dir."""
+    from twophase import store
+
+    done = {}
+    for info in store.list_runs(str(runs_dir)) if runs_dir.exists() else []:
+        cfg = info.config if isinstance(info.config, dict) else {}
+        if cfg.get("tag") == TAG and info.status == "completed":
+            done[cfg.get("name")] = info.run_id
+    return done
+
+
+def run_cells(cells, epochs: int, runs_dir: Path, threads: int) -> None:
+    from twophase.training.run import run_experiment
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for model, subset, seed in cells:
+        cfg = config_for(model, subset, seed, epochs, threads)
+        if cfg.name in finished_cells(runs_dir):
+            print(f"switch_sweep: {cfg.name} already done", file=sys.stderr, flush=True)
+            continue
+        started = time.perf_counter()
+        last = [0.0]
+
+        def on_record(row, name=cfg.name):
+            if row["arm"] == "adam" and row["epoch"] % 100 == 0 and time.perf_counter() - last[0] > 1:
+                last[0] = time.perf_counter()
+                print(f"  {name}: trunk epoch {row['epoch']} ({time.perf_counter() - started:.0f} s)",
+                      file=sys.stderr, flush=True)
+
+        summary = run_experiment(cfg, str(runs_dir), on_record=on_record)
+        print(f"switch_sweep: {cfg.name} {summary['status']} in {time.perf_counter() - started:.0f} s",
+              file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ tables
+def arm_rows(runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per arm of every finished cell (switch epoch, ratios to Adam, wall time), and the
+    thinned curves."""
+    from twophase import analysis, store
+
+    rows, curves = [], []
+    for name, run_id in sorted(finished_cells(runs_dir).items()):
+        run = store.load_run(str(runs_dir), run_id)
+        m = run.metrics.sort_values(["arm", "epoch"])
+        adam = m[m["arm"] == "adam"].to_dict("records")
+        cfg = run.config
+        for arm, part in m.groupby("arm", sort=False):
+            figures = run.summary["arms"].get(arm, {})
+            ratios = analysis.ratios_to_baseline(part.to_dict("records"), adam) if arm != "adam" else {}
+            switch = figures.get("switch_epoch")
+            after = part[part["epoch"] > (switch or 0)]
+            rows.append({
+                "model": cfg["model"], "images": cfg["subset"], "seed": cfg["seed"], "epochs": cfg["epochs"],
+                "arm": arm, "switch epoch": switch,
+                "ratio at equal passes": (ratios.get("data_passes") or {}).get("ratio"),
+                "ratio at equal epochs": (ratios.get("epoch") or {}).get("ratio"),
+                "ratio at equal time": (ratios.get("seconds") or {}).get("ratio"),
+                "at passes": (ratios.get("data_passes") or {}).get("at"),
+                "final train loss": figures.get("train_loss"), "final val acc": figures.get("val_acc"),
+                "data passes": figures.get("data_passes"), "seconds": figures.get("seconds"),
+                "branch seconds": float(after["seconds"].max() - part[part["epoch"] == (switch or 0)]["seconds"].max())
+                if switch and len(after) else None,
+                "run": run_id,
+            })
+            thin = part[(part["epoch"] % 10 == 0) | (part["epoch"] == part["epoch"].max())]
+            curves.append(thin[["arm", "epoch", "train_loss", "data_passes", "seconds"]].assign(
+                model=cfg["model"], images=cfg["subset"], seed=cfg["seed"]))
+    return pd.DataFrame(rows), (pd.concat(curves) if curves else pd.DataFrame())
+
+
+def _median(values) -> float:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.median(vals) if vals else math.nan
+
+
+def _wins(values) -> str:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return f"{sum(v < 1 for v in vals)}/{len(vals)}" if vals else "-"
+
+
+def sweep_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model and image count: the median ratio at equal passes of each fixed switch point."""
+    out = []
+    for (model, images), part in rows.groupby(["model", "images"], sort=False):
+        row = {"model": model, "images": images, "seeds": part["seed"].nunique()}
+        for arm in FIXED:
+            sel = part[part["arm"] == arm]
+            label = arm.split("@")[1]
+            row[f"switch {label}"] = _median(sel["ratio at equal passes"])
+            row[f"wins {label}"] = _wins(sel["ratio at equal passes"])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def rules_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per rule: where it switched and how it did per pass, over every cell (and per model)."""
+    out = []
+    arms = RULES + ["two-phase@30%", "two-phase@60%"]
+    for model, part in [("all", rows)] + list(rows.groupby("model", sort=False)):
+        for arm in arms:
+            sel = part[part["arm"] == arm]
+            if sel.empty:
+                continue
+            switched = sel["switch epoch"].dropna()
+            out.append({"model": model, "rule": RULE_NAMES.get(arm, arm), "cells": len(sel),
+                        "switched in": f"{len(switched)}/{len(sel)}",
+                        "median switch epoch": _median(switched) if len(switched) else math.nan,
+                        "per-pass wins": _wins(sel["ratio at equal passes"]),
+                        "median ratio at equal passes": _median(sel["ratio at equal passes"]),
+                        "median ratio at equal time": _median(sel["ratio at equal time"])})
+    return pd.DataFrame(out)
+
+
+def float64_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """float64 branches against the float32 ones from the same trunk and switch epoch."""
+    out = []
+    for (model, images, seed), part in rows.groupby(["model", "images", "seed"], sort=False):
+        by_arm = part.set_index("arm")
+        for arm64 in FLOAT64:
+            arm32 = arm64.replace(":float64", "")
+            if arm64 not in by_arm.index or arm32 not in by_arm.index:
+                continue
+            a, b = by_arm.loc[arm32], by_arm.loc[arm64]
+            out.append({"model": model, "images": images, "seed": seed, "switch": arm32.split("@")[1],
+                        "float32 / Adam": a["ratio at equal passes"], "float64 / Adam": b["ratio at equal passes"],
+                        "float64 / float32 final loss": (b["final train loss"] / a["final train loss"])
+                        if a["final train loss"] else math.nan,
+                        "float64 / float32 branch time": (b["branch seconds"] / a["branch seconds"])
+                        if a["branch seconds"] else math.nan})
+    return pd.DataFrame(out)
+
+
+def ratio_figure(rows: pd.DataFrame):
+    """The per-pass ratio against the switch epoch, one line per model and image count (median over seeds)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fixed = rows[rows["arm"].isin(FIXED)]
+    for (model, images), part in fixed.groupby(["model", "images"], sort=False):
+        points = part.groupby("switch epoch")["ratio at equal passes"].median().sort_index()
+        fig.add_trace(go.Scatter(x=list(points.index), y=list(points.values), mode="lines+markers",
+                                 name=f"{model}, {images} images"))
+    fig.add_hline(y=1.0, line_dash="dot", annotation_text="Adam", annotation_position="bottom right")
+    fig.update_layout(title="Two-phase / Adam training loss at equal data passes, by switch epoch",
+                      xaxis_title="switch epoch (log scale)", yaxis_title="ratio (below 1: two-phase ahead)",
+                      template="plotly_white")
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def main(args) -> common.Report:
+    setting = SIZES[args.size]
+    runs_dir = getattr(args, "runs_dir", None)
+    if runs_dir is None:  # the long sizes resume from runs kept in the repository's runs/ folder
+        runs_dir = DEFAULT_RUNS / args.size if args.size in ("full", "issue") else \
+            Path(tempfile.mkdtemp(prefix="switch-sweep-"))
+    runs_dir = Path(runs_dir)
+    if not getattr(args, "report_only", False):
+        run_cells(setting["cells"], setting["epochs"], runs_dir, args.threads)
+    rows, curves = arm_rows(runs_dir)
+    report = common.Report("switch_sweep", "Where switching to CG pays off: switch points and rules from one trunk",
+                           args.size)
+    cells = rows[["model", "images", "seed"]].drop_duplicates() if len(rows) else rows
+    planned = [c for c in setting["cells"]]
+    report.text(f"{len(cells)} of {len(planned)} planned cells finished (model, MNIST training images, seed; "
+                f"{setting['epochs']} epochs, 700 for vit-mlp; batch 512, MSE, strong Wolfe CG). Each cell is one run: "
+                "an Adam trunk and every branch cloned from it at its switch. Ratio: the arm's training loss over "
+                "Adam's at the smaller of their total data passes; below 1, switching paid off for the same work.")
+    if len(rows) == 0:
+        return report
+    report.table("sweep", sweep_table(rows), {c: ".3g" for c in sweep_table(rows).columns if c.startswith("switch")},
+                 caption="Fixed switch points: median ratio at equal data passes over seeds, and how many seeds "
+                         "two-phase was ahead (wins).")
+    report.table("rules", rules_table(rows), {"median ratio at equal passes": ".3g", "median ratio at equal time": ".3g",
+                                              "median switch epoch": ".0f"},
+                 caption="Switch rules against the fixed 30% / 60% splits. Each rule is charged for what it reads: "
+                         "the paper's rule one full-set gradient per Adam epoch, the plateau rule a forward pass, "
+                         "the curvature rule its probes, the trial rule every trial's CG passes.")
+    f64 = float64_table(rows)
+    if len(f64):
+        report.table("float64", f64, {c: ".3g" for c in f64.columns if "/" in c},
+                     caption="CG in float64 (model and data promoted at the switch) against float32 CG from the same "
+                             "trunk and epoch: ratios to Adam at equal passes, final losses, and the wall time of the "
+                             "branch after the switch.")
+    report.figure("ratio", ratio_figure(rows), "Two-phase / Adam at equal data passes against the switch epoch")
+    report.table("arms", rows.drop(columns=["run"]), {"ratio at equal passes": ".3g", "ratio at equal epochs": ".3g",
+                                                       "ratio at equal time": ".3g"}, detail=True,
+                 caption="Every arm of every cell:")
+    if len(curves):
+        report.tables["curves"] = (curves.reset_index(drop=True), {})  # the CSV only (every 10th epoch)
+    report.meta["runs_dir"] = str(runs_dir)
+    return report
+
+
+def parse(argv=None):
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--runs-dir", default=None, help=f"where the cells' runs are kept (default {DEFAULT_RUNS}/<size>)")
+    p.add_argument("--report-only", action="store_true", help="no training: tables from the runs on disk")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    import torch
+
+    args = parse()
+    if args.size == "issue" and args.out == str(common.RESULTS_DIR):
+        args.out = str(common.RESULTS_DIR / "issue")
+    common.set_threads(args.threads)
+    report = main(args)
+    report.no_png = args.no_png
+    md = report.write(args.out)
+    print(md.read_text())
+    print(f"wrote {md}", file=sys.stderr)
+    torch.set_num_threads(torch.get_num_threads())
