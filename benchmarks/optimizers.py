@@ -6,7 +6,7 @@ the CG-using arms again with the golden-section search (the paper's). Reported p
 final training loss, validation accuracy, the switch epoch, and the data passes and wall time
 (the engine's counted work) each arm needed to reach the Adam-only arm's final training loss
 of the same seed, or "not reached". A data pass: forward and backward over the training set
-counts 1, a forward-only pass 1/3 (DESIGN.md section 3).
+counts 1, a forward-only pass 1/3 (twophase/training/cost.py).
 
 Golden vs strong Wolfe: the better one is the one with the lower training loss at the same
 cost (data passes), read where both curves have data, over every setting and seed.

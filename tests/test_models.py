@@ -17,7 +17,7 @@ from twophase.errors import ConfigError
 SHAPES = {"MNIST": ((1, 28, 28), 10), "CIFAR-10": ((3, 32, 32), 10), "CIFAR-100": ((3, 32, 32), 100)}
 PAPER = ["vit-mlp", "vit-nomlp", "vit-nomlp-wkewq", "vit-nomlp-wkewq-wvwo", "vgg5-max-relu"]
 
-# DESIGN.md section 3: counts derived from the paper's overdetermination ratios.
+# The paper's parameter counts, derived from its overdetermination ratios (README, the models).
 PAPER_COUNTS = {
     ("vit-mlp", "MNIST"): 154_000,
     ("vit-mlp", "CIFAR-10"): 161_000,

@@ -1,7 +1,7 @@
 """Plotly figures built from a run's metrics (pure functions; no streamlit).
 
 Every function takes the per-epoch metrics as a pandas DataFrame with the
-columns of DESIGN.md section 5 (arm, epoch, phase, train_loss, train_acc,
+columns of twophase/schema.py (arm, epoch, phase, train_loss, train_acc,
 val_loss, val_acc, grad_norm, grad_norm_max, data_passes, loss_evals, seconds)
 and, where it matters, the run's events: a list of dicts
 ``{"arm", "kind": "peak"|"switch"|"diverged", "epoch", "value", "threshold"}``.

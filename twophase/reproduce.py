@@ -1,6 +1,6 @@
 """Reproduce the paper's Table 1: plan the cells, run the missing ones, compare with the published figures.
 
-The protocol (DESIGN.md sections 2-3, the source paper's experiments):
+The protocol (the source paper's experiments, README "Reproducing the paper"):
 
 - MSE loss, Adam with batch 512 (lr 1e-3), nonlinear CG with the paper's
   golden-section line search (Polak-Ribiere+, one CG iteration over the full

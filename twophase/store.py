@@ -1,4 +1,4 @@
-"""Runs on disk (DESIGN.md section 5).
+"""Runs on disk: one folder per run, written by RunWriter and read back by load_run / list_runs.
 
 Every run lives in its own folder ``<runs_dir>/<run_id>/``::
 
@@ -55,6 +55,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from twophase.schema import (ACTIVE_STATUSES, FINAL_STATUSES, KEY_COLUMNS, METRIC_COLUMNS, PROBE_COLUMNS,
+                             STATUSES, STRING_COLUMNS)
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -89,42 +92,9 @@ __all__ = [
 
 # --------------------------------------------------------------------------- constants
 
-#: Columns of metrics.csv, in order (DESIGN.md section 5).
-METRIC_COLUMNS: list[str] = [
-    "arm",
-    "epoch",
-    "phase",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "grad_norm",
-    "grad_norm_max",
-    "data_passes",
-    "loss_evals",
-    "seconds",
-]
-#: Extra columns a run may add at creation (extreme Hessian eigenvalues).
-OPTIONAL_COLUMNS: list[str] = ["hess_min", "hess_max"]
-#: Columns that hold text; every other column is read back as numbers.
-STRING_COLUMNS: frozenset[str] = frozenset({"arm", "phase"})
-#: Columns that place a row (which arm, which epoch); a row without them is left out on reading.
-_KEY_COLUMNS: tuple[str, ...] = ("arm", "epoch")
-
-#: Every status a run (and an arm) can have.
-STATUSES: tuple[str, ...] = (
-    "queued",
-    "running",
-    "completed",
-    "stopped",
-    "diverged",
-    "failed",
-    "interrupted",
-)
-#: Statuses of a run that still has an owner process working on it.
-ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
-#: Statuses after which nothing more is written.
-FINAL_STATUSES: frozenset[str] = frozenset(STATUSES) - ACTIVE_STATUSES
+# Column names and statuses live in twophase/schema.py (the one place for them).
+OPTIONAL_COLUMNS: list[str] = PROBE_COLUMNS
+_KEY_COLUMNS: tuple[str, ...] = KEY_COLUMNS
 
 #: A run id: UTC date, UTC time, 6 random lowercase hex digits. ``[0-9]`` rather than
 #: ``\d`` so that no non-ASCII digit passes; used with ``re.fullmatch``.
