@@ -1,4 +1,4 @@
-"""Tests of twophase.store: runs on disk (real files in tmp_path, real subprocesses)."""
+"""Tests of twophase.runs: runs on disk (real files in tmp_path, real subprocesses)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from twophase import store
-from twophase.store import (
+from twophase import runs
+from twophase.runs import (
     METRIC_COLUMNS,
-    OPTIONAL_COLUMNS,
+    PROBE_COLUMNS,
     RunWriter,
     delete_run,
     export_bytes,
@@ -83,10 +83,10 @@ def run_python(code: str) -> subprocess.Popen:
 
 def test_default_runs_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("TWOPHASE_RUNS", str(tmp_path / "elsewhere"))
-    assert store.default_runs_dir() == (tmp_path / "elsewhere").resolve()
+    assert runs.default_runs_dir() == (tmp_path / "elsewhere").resolve()
     monkeypatch.delenv("TWOPHASE_RUNS")
     monkeypatch.chdir(tmp_path)
-    d = store.default_runs_dir()
+    d = runs.default_runs_dir()
     assert d.is_absolute() and d == (tmp_path / "runs").resolve()
 
 
@@ -95,7 +95,7 @@ def test_columns():
         "arm", "epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc",
         "grad_norm", "grad_norm_max", "data_passes", "loss_evals", "seconds",
     ]
-    assert OPTIONAL_COLUMNS == ["hess_min", "hess_max"]
+    assert PROBE_COLUMNS == ["hess_min", "hess_max"]
 
 
 def test_new_run_id_format_and_uniqueness():
@@ -113,27 +113,27 @@ def test_new_run_id_format_and_uniqueness():
      "20260101-000000-abcde", "2026010１-000000-abcdef", "20260101-000000-abcdef.json"],
 )
 def test_bad_run_ids_rejected_everywhere(tmp_path, bad):
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs_path = tmp_path / "runs"
+    runs_path.mkdir()
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("keep")
     assert not is_valid_run_id(bad)
     calls = [
-        lambda: store.check_run_id(bad),
-        lambda: RunWriter(runs, bad, CONFIG),
-        lambda: load_run(runs, bad),
-        lambda: delete_run(runs, bad),
-        lambda: export_bytes(runs, bad, "csv"),
-        lambda: export_run(runs, bad, "csv", tmp_path),
-        lambda: zip_runs(runs, [bad]),
+        lambda: runs.check_run_id(bad),
+        lambda: RunWriter(runs_path, bad, CONFIG),
+        lambda: load_run(runs_path, bad),
+        lambda: delete_run(runs_path, bad),
+        lambda: export_bytes(runs_path, bad, "csv"),
+        lambda: export_run(runs_path, bad, "csv", tmp_path),
+        lambda: zip_runs(runs_path, [bad]),
     ]
     for call in calls:
         with pytest.raises(ValueError, match="run_id") as info:
             call()
-        assert store.RUN_ID_PATTERN in str(info.value)
+        assert runs.RUN_ID_PATTERN in str(info.value)
     assert (victim / "keep.txt").read_text() == "keep"
-    assert os.listdir(runs) == []
+    assert os.listdir(runs_path) == []
 
 
 def test_non_str_run_id_is_type_error(tmp_path):
@@ -146,8 +146,8 @@ def test_non_str_run_id_is_type_error(tmp_path):
 
 
 def test_round_trip(tmp_path):
-    runs = tmp_path / "runs"  # created on demand
-    w = RunWriter(runs, new_run_id(), CONFIG, columns=METRIC_COLUMNS + OPTIONAL_COLUMNS)
+    runs_path = tmp_path / "runs"  # created on demand
+    w = RunWriter(runs_path, new_run_id(), CONFIG, columns=METRIC_COLUMNS + PROBE_COLUMNS)
     written = []
     for e in range(1, 4):
         for arm in ("two-phase", "adam"):
@@ -161,7 +161,7 @@ def test_round_trip(tmp_path):
     w.event({"arm": "adam", "kind": "diverged", "epoch": 4, "value": float("nan")})
     w.update_summary(status="completed", arms={"adam": {"status": "diverged", "final_loss": float("inf")}})
 
-    run = load_run(runs, w.run_id)
+    run = load_run(runs_path, w.run_id)
     assert run.warnings == []
     assert run.config == CONFIG
     assert run.status == "completed"
@@ -174,7 +174,7 @@ def test_round_trip(tmp_path):
     assert s["arms"]["adam"] == {"status": "diverged", "final_loss": None}  # inf -> null
 
     df = run.metrics
-    assert list(df.columns) == METRIC_COLUMNS + OPTIONAL_COLUMNS
+    assert list(df.columns) == METRIC_COLUMNS + PROBE_COLUMNS
     assert len(df) == 7
     for c in df.columns:
         if c in ("arm", "phase"):
@@ -200,7 +200,7 @@ def test_round_trip(tmp_path):
     for name in ("config.json", "summary.json"):
         json.loads((w.path / name).read_text(), parse_constant=lambda c: pytest.fail(f"{name} has {c}"))
 
-    infos = list_runs(runs)
+    infos = list_runs(runs_path)
     assert [i.run_id for i in infos] == [w.run_id]
     assert infos[0].status == "completed" and infos[0].damaged is None and infos[0].config == CONFIG
 
@@ -292,7 +292,7 @@ def test_summary_crash_between_temp_write_and_rename(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("simulated crash before the rename")
 
-    monkeypatch.setattr(store.os, "replace", crash)
+    monkeypatch.setattr(runs.os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         w.update_summary(status="completed", epoch=4)
     monkeypatch.undo()
@@ -311,7 +311,7 @@ def test_summary_survives_sigkill_during_writes(tmp_path):
     proc = run_python(
         f"""
         import sys
-        from twophase.store import RunWriter
+        from twophase.runs import RunWriter
         w = RunWriter({str(tmp_path)!r}, "20260101-000000-abcdef", {{"k": 1}})
         print("ready", flush=True)
         i = 0
@@ -459,7 +459,7 @@ def test_mark_interrupted_after_sigkill(tmp_path):
     proc = run_python(
         f"""
         import time
-        from twophase.store import RunWriter, new_run_id
+        from twophase.runs import RunWriter, new_run_id
         w = RunWriter({str(tmp_path)!r}, new_run_id(), {{"model": "mlp"}})
         w.update_summary(arms={{"two-phase": {{"status": "running"}}, "adam": {{"status": "completed"}}}})
         for epoch in (1, 2, 3):
@@ -545,12 +545,12 @@ def test_delete_symlinked_run_removes_only_the_link(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "precious.txt").write_text("keep")
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    (runs / "20260101-000000-abcdef").symlink_to(outside, target_is_directory=True)
-    delete_run(runs, "20260101-000000-abcdef")
+    runs_path = tmp_path / "runs"
+    runs_path.mkdir()
+    (runs_path / "20260101-000000-abcdef").symlink_to(outside, target_is_directory=True)
+    delete_run(runs_path, "20260101-000000-abcdef")
     assert (outside / "precious.txt").read_text() == "keep"
-    assert os.listdir(runs) == []
+    assert os.listdir(runs_path) == []
 
 
 # --------------------------------------------------------------------------- export
@@ -640,7 +640,7 @@ def test_clean_leftovers(tmp_path):
         (d / "f").write_text("x")
     past = time.time() - 3600
     os.utime(old_new, (past, past))
-    assert sorted(store.clean_leftovers(tmp_path)) == sorted([old_new.name, deleting.name])
+    assert sorted(runs.clean_leftovers(tmp_path)) == sorted([old_new.name, deleting.name])
     assert fresh_new.exists() and other.exists() and w.path.exists()
     mark_interrupted(tmp_path)  # runs it too, and keeps what is not a leftover
     assert fresh_new.exists() and other.exists() and w.path.exists()
