@@ -14,7 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from twophase import store
+from twophase import runs
 from twophase.jobs import MODES, JobManager
 
 HERE = Path(__file__).resolve().parent
@@ -37,7 +37,7 @@ if jobs_mode not in MODES:
              "Fix the environment variable and restart the app.")
     st.stop()
 # Keyed by the runs folder and mode, so a change of TWOPHASE_RUNS (tests) gets its own registry.
-st.session_state["jobs"] = job_manager(str(store.default_runs_dir()), jobs_mode)
+st.session_state["jobs"] = job_manager(str(runs.default_runs_dir()), jobs_mode)
 
 pages = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", default=True),

@@ -181,7 +181,7 @@ def run_in_app(browser, url: str, fields: dict, threads: int, runs_dir: str, tim
     close_after_start: close the page as soon as the run has started and wait for the run on
     disk (the server's cost without a page watching).
     """
-    from twophase import store
+    from twophase import runs
 
     page = browser.new_page(viewport={"width": 1600, "height": 1300})
     page.set_default_timeout(30_000)
@@ -214,8 +214,8 @@ def run_in_app(browser, url: str, fields: dict, threads: int, runs_dir: str, tim
         page.close()
     deadline = time.time() + timeout_s
     while True:
-        run = store.load_run(runs_dir, run_id)
-        if run.status in store.FINAL_STATUSES:
+        run = runs.load_run(runs_dir, run_id)
+        if run.status in runs.FINAL_STATUSES:
             break
         if time.time() > deadline:
             raise Skip(f"run {run_id} did not finish within {timeout_s:.0f} s")

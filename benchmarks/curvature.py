@@ -14,7 +14,7 @@ from pathlib import Path
 
 from plotly.subplots import make_subplots
 
-from twophase import plots, store
+from twophase import plots, runs
 from twophase.config import RunConfig
 from twophase.training.run import run_experiment
 
@@ -33,7 +33,7 @@ def main(argv=None) -> dict:
         config = config.replace(subset=256, val_subset=256, epochs=3)
     runs_dir = tempfile.mkdtemp(prefix="twophase-curvature-")
     summary = run_experiment(config, runs_dir)
-    run = store.load_run(runs_dir, summary["run_id"])
+    run = runs.load_run(runs_dir, summary["run_id"])
     df, events = run.metrics, run.events
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,

@@ -83,10 +83,10 @@ def config_for(model: str, subset: int, seed: int, epochs: int, threads: int):
 
 def finished_cells(runs_dir: Path) -> dict:
     """name -> run id of the completed runs of this study in runs_dir."""
-    from twophase import store
+    from twophase import runs
 
     done = {}
-    for info in store.list_runs(str(runs_dir)) if runs_dir.exists() else []:
+    for info in runs.list_runs(str(runs_dir)) if runs_dir.exists() else []:
         cfg = info.config if isinstance(info.config, dict) else {}
         if cfg.get("tag") == TAG and info.status == "completed":
             done[cfg.get("name")] = info.run_id
@@ -120,11 +120,11 @@ def run_cells(cells, epochs: int, runs_dir: Path, threads: int) -> None:
 def arm_rows(runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per arm of every finished cell (switch epoch, ratios to Adam, wall time), and the
     thinned curves."""
-    from twophase import analysis, store
+    from twophase import analysis, runs
 
     rows, curves = [], []
     for name, run_id in sorted(finished_cells(runs_dir).items()):
-        run = store.load_run(str(runs_dir), run_id)
+        run = runs.load_run(str(runs_dir), run_id)
         m = run.metrics.sort_values(["arm", "epoch"])
         adam = m[m["arm"] == "adam"].to_dict("records")
         cfg = run.config

@@ -7,14 +7,14 @@ import io
 import pandas as pd
 import streamlit as st
 
-from twophase import paper, plots, store
+from twophase import paper, plots, runs
 
 if "jobs" not in st.session_state:
     # Streamlit ran this file without app.py: its legacy pages/ mode, active until the first
     # st.navigation call of the server (a fresh server whose first visit is to this page's URL).
     st.switch_page("app.py")
 jobs = st.session_state["jobs"]
-FINAL = frozenset(store.FINAL_STATUSES)
+FINAL = frozenset(runs.FINAL_STATUSES)
 METRICS = ["train_loss", "val_loss", "train_acc", "val_acc", "grad_norm"]
 
 
@@ -30,9 +30,9 @@ def short_label(run) -> str:
     return cfg.get("name") or run.run_id[9:]  # HHMMSS-xxxxxx is enough to tell runs apart
 
 
-def config_differences(runs: list) -> pd.DataFrame:
-    """Config fields whose values differ between `runs` (one column per run)."""
-    configs = {short_label(r): (r.config or {}) for r in runs}
+def config_differences(chosen: list) -> pd.DataFrame:
+    """Config fields whose values differ between `chosen` (one column per run)."""
+    configs = {short_label(r): (r.config or {}) for r in chosen}
     keys = sorted(set().union(*[c.keys() for c in configs.values()]))
     rows = {}
     for key in keys:
@@ -44,7 +44,7 @@ def config_differences(runs: list) -> pd.DataFrame:
 
 st.title("Compare runs")
 try:
-    infos = [i for i in store.list_runs(jobs.runs_dir) if i.status in FINAL and i.config]
+    infos = [i for i in runs.list_runs(jobs.runs_dir) if i.status in FINAL and i.config]
 except OSError as err:  # the runs folder is a file, or cannot be read
     st.error(f"The runs folder cannot be read: {err}")
     st.stop()
@@ -59,18 +59,18 @@ if not selected:
     st.info("Pick one or more runs.")
     st.stop()
 
-runs = []
+chosen = []
 for run_id in selected:
     try:
-        runs.append(store.load_run(jobs.runs_dir, run_id))
+        chosen.append(runs.load_run(jobs.runs_dir, run_id))
     except (FileNotFoundError, ValueError) as err:
         st.warning(f"Run {run_id} cannot be read: {err}")
-for run in runs:
+for run in chosen:
     for warning in run.warnings:
         st.warning(f"Run {run.run_id}: {warning}")
 
 all_arms = [a for a in plots.ARM_COLORS
-            if any(isinstance((r.config or {}).get("arms"), list) and a in r.config["arms"] for r in runs)]
+            if any(isinstance((r.config or {}).get("arms"), list) and a in r.config["arms"] for r in chosen)]
 c1, c2, c3 = st.columns([2, 2, 3])
 arms = c1.multiselect("Arms", all_arms, default=all_arms, format_func=plots.arm_label, key="cmp_arms")
 metric = c2.selectbox("Metric", METRICS, format_func=lambda m: plots.METRIC_LABELS[m], key="cmp_metric")
@@ -84,7 +84,7 @@ smoothing = c6.slider("Smoothing", min_value=0.0, max_value=0.95, value=0.0, ste
                       help="Exponential moving average for noisy curves (0 = raw).")
 
 curves, references, frames = [], [], []
-for run in runs:
+for run in chosen:
     label = short_label(run)
     metrics = run.metrics
     for arm in arms:
@@ -101,14 +101,14 @@ for run in runs:
 references = list(dict.fromkeys(references))
 st.plotly_chart(plots.compare_figure(curves, y=metric, x=x_axis, log_y=log_y, smoothing=smoothing,
                                      references=references), key="cmp_chart")
-for run in runs:
+for run in chosen:
     if plots.has_curvature(run.metrics):
         st.plotly_chart(plots.curvature_figure(run.metrics, run.events, x=x_axis, arms=arms),
                         key=f"cmp_curvature_{run.run_id}")
 
 st.subheader("Final figures")
 tables = []
-for run in runs:
+for run in chosen:
     summary_arms = (run.summary or {}).get("arms")
     arm_status = {a: v.get("status", "") for a, v in (summary_arms if isinstance(summary_arms, dict) else {}).items()
                   if isinstance(v, dict)}
@@ -125,15 +125,15 @@ if tables:
         "seconds": number("seconds", format="%.1f"), "peak_epoch": number("peak epoch", format="%d"),
         "switch_epoch": number("switch epoch", format="%d")})
 
-if len(runs) > 1:
+if len(chosen) > 1:
     st.subheader("Settings that differ")
-    diff = config_differences(runs)
+    diff = config_differences(chosen)
     if diff.empty:
         st.caption("The selected runs have the same settings.")
     else:
         st.dataframe(diff)
 
-pairs = sorted({(str((r.config or {}).get("model", "")), str((r.config or {}).get("dataset", ""))) for r in runs})
+pairs = sorted({(str((r.config or {}).get("model", "")), str((r.config or {}).get("dataset", ""))) for r in chosen})
 published = pd.concat([paper.figures_for(m, d) for m, d in pairs], ignore_index=True) if pairs else pd.DataFrame()
 st.subheader("The paper's figures")
 if published.empty:
@@ -154,5 +154,5 @@ if frames:
                        "text/csv", key="dl_csv", icon=":material/download:")
     d2.download_button("Metrics (Parquet)", parquet.getvalue(), "twophase-metrics.parquet",
                        "application/vnd.apache.parquet", key="dl_parquet", icon=":material/download:")
-    d3.download_button("Run folders (zip)", store.zip_runs(jobs.runs_dir, [r.run_id for r in runs]),
+    d3.download_button("Run folders (zip)", runs.zip_runs(jobs.runs_dir, [r.run_id for r in chosen]),
                        "twophase-runs.zip", "application/zip", key="dl_zip", icon=":material/folder_zip:")

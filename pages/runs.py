@@ -5,14 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from twophase import plots, store
+from twophase import plots, runs
 
 if "jobs" not in st.session_state:
     # Streamlit ran this file without app.py: its legacy pages/ mode, active until the first
     # st.navigation call of the server (a fresh server whose first visit is to this page's URL).
     st.switch_page("app.py")
 jobs = st.session_state["jobs"]
-FINAL = frozenset(store.FINAL_STATUSES)
+FINAL = frozenset(runs.FINAL_STATUSES)
 REFRESH_SECONDS = 2.0
 
 
@@ -45,7 +45,7 @@ def runs_table(infos, live: dict) -> pd.DataFrame:
 
 def listing() -> tuple[list, dict]:
     try:
-        infos = store.list_runs(jobs.runs_dir)
+        infos = runs.list_runs(jobs.runs_dir)
     except OSError as err:  # the runs folder is a file, or cannot be read
         st.error(f"The runs folder cannot be read: {err}")
         st.stop()
@@ -97,7 +97,7 @@ held = jobs.snapshot(run_id) is not None
 c1, c2, c3 = st.columns([1, 1, 3], vertical_alignment="center")
 if c1.button("Open", key="runs_open", icon=":material/open_in_new:", disabled=bool(by_id[run_id].damaged)):
     st.switch_page("pages/train.py", query_params={"run": run_id})
-if status in store.ACTIVE_STATUSES:  # a damaged run (no readable status) can be deleted
+if status in runs.ACTIVE_STATUSES:  # a damaged run (no readable status) can be deleted
     if c2.button("Stop", key="runs_stop", icon=":material/stop_circle:", disabled=not held,
                  help=None if held else "This run belongs to another process (e.g. the command line)."):
         jobs.stop(run_id)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
-from twophase import analysis, paper, plots, store
+from twophase import analysis, paper, plots, runs
 from twophase import data as data_mod
 from twophase import models as models_mod
 from twophase.config import (ARM_DESCRIPTIONS, ARMS, CG_BETAS, GRAD_NORM_MODES, LINE_SEARCHES, LOSSES, PAPER_RULE,
@@ -26,7 +26,7 @@ from twophase.config import (ARM_DESCRIPTIONS, ARMS, CG_BETAS, GRAD_NORM_MODES, 
 from twophase.errors import ConfigError, DatasetUnavailable
 from twophase.training.strategies import parse_arm, sweep_arms
 
-FINAL = frozenset(store.FINAL_STATUSES)
+FINAL = frozenset(runs.FINAL_STATUSES)
 DEFAULTS = RunConfig()  # the defaults live in config.py (chosen by measurement), never here
 POLL_SECONDS = 2.0  # status and progress bars, while a run is active
 CHART_SECONDS = 5.0  # the charts, while a run is active (benchmarks/app.py measures what drawing them costs)
@@ -93,7 +93,7 @@ def read_run(run_id: str) -> RunView | None:
         return RunView(run_id, snap.status, snap.config, pd.DataFrame(snap.records), snap.events,
                        snap.progress, snap.error, snap.summary)
     try:
-        run = store.load_run(jobs.runs_dir, run_id)
+        run = runs.load_run(jobs.runs_dir, run_id)
     except (FileNotFoundError, ValueError, TypeError):
         return None
     config = run.config or {}
@@ -285,7 +285,7 @@ def show_status(run_id: str, was_live: bool) -> None:
             if arm_state in ("diverged", "failed", "stopped"):
                 text += f" · {arm_state}"
             col.progress(min(1.0, max(0.0, fraction)), text=text)
-    if was_live and status not in store.ACTIVE_STATUSES:
+    if was_live and status not in runs.ACTIVE_STATUSES:
         st.rerun()  # a full rerun re-creates the fragments without run_every: polling stops
 
 
@@ -397,7 +397,7 @@ st.caption("Adam while the loss surface is non-convex; conjugate gradient once t
 values = settings()
 
 run_id = st.query_params.get("run")
-if run_id is not None and not store.is_valid_run_id(run_id):
+if run_id is not None and not runs.is_valid_run_id(run_id):
     st.warning(f"Ignoring the run id {run_id!r} in the address: it is not a valid run id.")
     run_id = None
 
@@ -436,7 +436,7 @@ if run_id is not None:
                       help="Cost axes: a CG epoch costs several loss evaluations; compare per data pass or per second.")
     log_y = yc.toggle("Log-scale loss", value=True, key="log_y")
     first = read_run(run_id)
-    live = first is not None and first.status in store.ACTIVE_STATUSES  # not "damaged": nothing to follow
+    live = first is not None and first.status in runs.ACTIVE_STATUSES  # not "damaged": nothing to follow
     st.fragment(run_every=POLL_SECONDS if live else None)(show_status)(run_id, live)
     st.fragment(run_every=CHART_SECONDS if live else None)(show_charts)(run_id, live, x_axis, log_y)
     if first is not None and first.status in FINAL and len(first.metrics):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from twophase import store
+from twophase import runs
 
 from conftest import ROOT, tiny_settings
 
@@ -80,7 +80,7 @@ def wait_final(at: AppTest, timeout: float = 120) -> str:
     deadline = time.time() + timeout
     while True:
         status = status_of(at)
-        if status in store.FINAL_STATUSES:
+        if status in runs.FINAL_STATUSES:
             return status
         assert time.time() < deadline, f"run still {status} after {timeout} s"
         time.sleep(0.5)
@@ -114,7 +114,7 @@ def test_extra_switch_points_train_branches_from_the_same_trunk(runs_dir):
     assert not at.exception and not at.error, [e.value for e in at.error]
     run_id = at.query_params["run"]
     assert wait_final(at) == "completed"
-    run = store.load_run(runs_dir, run_id)
+    run = runs.load_run(runs_dir, run_id)
     assert run.config["arms"] == ["adam", "two-phase@1", "two-phase@50%", "two-phase@paper"]
     assert run.summary["arms"]["two-phase@50%"]["switch_epoch"] == 2
     grad = chart(at, "Gradient norm")
@@ -158,7 +158,7 @@ def test_train_page_runs_a_tiny_config_to_completed_with_charts(runs_dir):
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     run_id = at.query_params["run"]
-    assert store.is_valid_run_id(run_id)
+    assert runs.is_valid_run_id(run_id)
     assert status_of(at) in ("queued", "running", "completed")
     assert wait_final(at) == "completed"
 
@@ -178,11 +178,11 @@ def test_train_page_runs_a_tiny_config_to_completed_with_charts(runs_dir):
     assert list(final["epochs"]) == [3, 3]
     ratios = table_with(at, "label", "epoch ratio", "data_passes ratio", "seconds ratio")
     assert list(ratios["label"]) == ["two-phase (switched at 2)"] and list(ratios["epoch at"]) == [3]
-    metrics = store.load_run(runs_dir, run_id).metrics.set_index(["arm", "epoch"])
+    metrics = runs.load_run(runs_dir, run_id).metrics.set_index(["arm", "epoch"])
     assert ratios["epoch ratio"][0] == pytest.approx(metrics.loc[("two-phase", 3), "train_loss"]
                                                      / metrics.loc[("adam", 3), "train_loss"])
     # the run is on disk, completed
-    assert store.load_run(runs_dir, run_id).status == "completed"
+    assert runs.load_run(runs_dir, run_id).status == "completed"
 
     # the x-axis switch redraws on the cost axis
     at.radio(key="x_axis").set_value("data_passes").run()
@@ -209,7 +209,7 @@ def test_stop_button_stops_a_running_run(runs_dir):
     at.button(key="stop").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert wait_final(at, timeout=60) == "stopped"
-    run = store.load_run(runs_dir, at.query_params["run"])
+    run = runs.load_run(runs_dir, at.query_params["run"])
     assert run.status == "stopped"
     assert run.metrics["epoch"].max() < 500
 
@@ -234,7 +234,7 @@ def test_diverged_arm_is_shown_as_diverged_with_its_curve_up_to_then(runs_dir, d
     loss = chart(at, "Loss")
     marks = [t for t in loss["data"] if (t.get("meta") or {}).get("role") == "diverged"]
     assert [m["meta"]["arm"] for m in marks] == ["adam"]
-    diverged_at = next(e["epoch"] for e in store.load_run(runs_dir, summary["run_id"]).events
+    diverged_at = next(e["epoch"] for e in runs.load_run(runs_dir, summary["run_id"]).events
                        if e["kind"] == "diverged")
     (adam_train,) = [t for t in loss["data"] if t.get("meta") == {"role": "train_loss", "arm": "adam"}]
     assert max(values(adam_train["x"])) == diverged_at  # the curve stops at the divergence epoch
@@ -250,14 +250,14 @@ def test_bad_value_shows_the_error_next_to_start_and_starts_nothing(runs_dir):
     messages = " ".join(e.value for e in at.error)
     assert "Nothing was started" in messages and "Training samples" in messages and "subset" in messages
     assert "run" not in at.query_params
-    assert store.list_runs(runs_dir) == []
+    assert runs.list_runs(runs_dir) == []
     assert status_of(at) is None
 
     # no arm at all is refused too
     set_tiny(at, arms=[])
     at.button(key="start").click().run()
     assert "Arms" in " ".join(e.value for e in at.error)
-    assert store.list_runs(runs_dir) == []
+    assert runs.list_runs(runs_dir) == []
 
 
 def test_missing_dataset_shows_the_loaders_message(runs_dir, tmp_path):
@@ -361,7 +361,7 @@ def test_runs_page_lists_opens_and_deletes(finished_runs):
     at.checkbox(key="runs_confirm_delete").check().run()
     at.button(key="runs_delete").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert store.list_runs(finished_runs) == []
+    assert runs.list_runs(finished_runs) == []
     assert "No runs yet" in at.info[0].value
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from twophase import store
+from twophase import runs
 
 pytestmark = pytest.mark.browser
 
@@ -87,8 +87,8 @@ def test_start_a_tiny_run_and_watch_it_complete(served_app, browser, runs_dir, t
     page.locator(".tp-status-completed").wait_for(timeout=180_000)
     assert "run=" in page.url
     run_id = page.url.split("run=")[1].split("&")[0]
-    assert store.load_run(runs_dir, run_id).status == "completed"
-    cfg = store.load_run(runs_dir, run_id).config
+    assert runs.load_run(runs_dir, run_id).status == "completed"
+    cfg = runs.load_run(runs_dir, run_id).config
     assert (cfg["model"], cfg["subset"], cfg["epochs"], cfg["switch_epoch"], cfg["threads"]) == ("mlp", 256, 3, 2, 1)
 
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 4")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from twophase import store
+from twophase import runs
 from twophase.cli import main
 
 
@@ -26,8 +26,8 @@ def test_run_json_prints_a_parsable_summary_and_writes_the_run(data_root, tmp_pa
     assert summary["status"] == "completed"
     assert set(summary["arms"]) == {"two-phase", "adam"}
     assert "epoch    3/3" in out.stdout and "switch" in out.stdout
-    runs = store.list_runs(str(tmp_path))
-    assert [r.run_id for r in runs] == [summary["run_id"]]
+    found = runs.list_runs(str(tmp_path))
+    assert [r.run_id for r in found] == [summary["run_id"]]
 
 
 
@@ -35,8 +35,8 @@ def test_a_switch_sweep_trains_one_trunk_and_a_branch_per_point(data_root, tmp_p
     assert main(["run", "--subset", "256", "--val-subset", "256", "--epochs", "6", "--switch-sweep", "2,50%,paper",
                  "--data-dir", data_root, "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    [info] = store.list_runs(str(tmp_path))
-    run = store.load_run(str(tmp_path), info.run_id)
+    [info] = runs.list_runs(str(tmp_path))
+    run = runs.load_run(str(tmp_path), info.run_id)
     assert run.config["arms"] == ["adam", "two-phase@2", "two-phase@50%", "two-phase@paper"]
     arms = run.summary["arms"]
     assert [arms[a]["switch_epoch"] for a in run.config["arms"][1:3]] == [2, 3]
@@ -53,7 +53,7 @@ def test_a_switch_sweep_trains_one_trunk_and_a_branch_per_point(data_root, tmp_p
 def test_list_show_export(data_root, tmp_path, capsys):
     assert main(["run", "--model", "mlp", "--subset", "256", "--val-subset", "256", "--epochs", "2",
                  "--switch-epoch", "1", "--data-dir", data_root, "--runs-dir", str(tmp_path), "--quiet"]) == 0
-    [info] = store.list_runs(str(tmp_path))
+    [info] = runs.list_runs(str(tmp_path))
     capsys.readouterr()
     assert main(["list", "--runs-dir", str(tmp_path)]) == 0
     assert info.run_id in capsys.readouterr().out
@@ -75,7 +75,7 @@ def test_bad_tolerance_exits_2_naming_the_flag(tmp_path):
     assert out.returncode == 2
     assert "--tolerance" in out.stderr and "(0, 1]" in out.stderr
     assert "Traceback" not in out.stderr
-    assert store.list_runs(str(tmp_path)) == []
+    assert runs.list_runs(str(tmp_path)) == []
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -90,7 +90,7 @@ def test_malformed_and_unknown_values_exit_2_naming_the_flag(tmp_path, capsys, a
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
-    assert store.list_runs(str(tmp_path)) == []
+    assert runs.list_runs(str(tmp_path)) == []
 
 
 def test_show_rejects_a_path_as_run_id(tmp_path, capsys):

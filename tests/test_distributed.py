@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import torch
 
-from twophase import distributed, store
+from twophase import distributed, runs
 from twophase.cli import main as cli_main
 from twophase.config import RunConfig
 from twophase.errors import ConfigError
@@ -74,17 +74,17 @@ def torchrun(cli_args: list[str], processes: int = 2) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def run_two_processes(values: dict, runs_dir, run_id: str) -> store.Run:
+def run_two_processes(values: dict, runs_dir, run_id: str) -> runs.Run:
     proc = torchrun(["run", *config_args(values), "--runs-dir", str(runs_dir), "--run-id", run_id, "--quiet"])
     try:
         output, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
     finally:
         distributed.terminate(proc, grace_s=5, term_s=5)
     assert proc.returncode == 0, output.decode(errors="replace")[-4000:]
-    return store.load_run(str(runs_dir), run_id)
+    return runs.load_run(str(runs_dir), run_id)
 
 
-def run_one_process(values: dict, runs_dir, run_id: str, chunk: int | None = None) -> store.Run:
+def run_one_process(values: dict, runs_dir, run_id: str, chunk: int | None = None) -> runs.Run:
     """The run in this process; chunk: the full-set passes' chunk size instead of the model's."""
     threads = torch.get_num_threads()
     try:
@@ -92,10 +92,10 @@ def run_one_process(values: dict, runs_dir, run_id: str, chunk: int | None = Non
     finally:
         torch.set_num_threads(threads)
     assert summary["status"] == "completed", summary
-    return store.load_run(str(runs_dir), run_id)
+    return runs.load_run(str(runs_dir), run_id)
 
 
-def summation_spread(values: dict, reference: store.Run, runs_dir) -> dict[str, float]:
+def summation_spread(values: dict, reference: runs.Run, runs_dir) -> dict[str, float]:
     """Per figure, the largest absolute deviation from `reference` over its second-phase rows
     when one process only changes the chunking (the summation order) of its full-set passes."""
     a = reference.metrics
@@ -111,7 +111,7 @@ def summation_spread(values: dict, reference: store.Run, runs_dir) -> dict[str, 
     return spread
 
 
-def assert_same_run(one: store.Run, two: store.Run, spread: dict[str, float] | None = None) -> None:
+def assert_same_run(one: runs.Run, two: runs.Run, spread: dict[str, float] | None = None) -> None:
     """See the module docstring. spread: summation_spread's figures (None: the second phase must
     agree as tightly as the first, e.g. when it runs in float64)."""
     a, b = one.metrics, two.metrics
@@ -157,7 +157,7 @@ def test_a_job_with_two_processes_completes_like_one_process_with_a_fixed_switch
     jobs = JobManager(str(tmp_path / "two"))
     run_id = jobs.submit(RunConfig(**values, processes=2))
     assert jobs.wait(run_id, LAUNCH_TIMEOUT) == "completed", jobs.snapshot(run_id).error
-    two = store.load_run(str(tmp_path / "two"), run_id)
+    two = runs.load_run(str(tmp_path / "two"), run_id)
     assert_same_run(one, two, summation_spread(values, one, tmp_path / "spread"))
     assert one.summary["arms"]["two-phase"]["switch_epoch"] == 2
     assert len(list((tmp_path / "two").iterdir())) == 1  # one run folder, written by rank 0 alone
@@ -213,7 +213,7 @@ def test_a_killed_process_ends_the_run_failed_and_stops_the_other(data_root, tmp
         distributed.terminate(proc, grace_s=5, term_s=5)
     assert proc.returncode != 0
     assert not os.path.exists(f"/proc/{workers[0]}")  # the surviving process ended too
-    summary = store.load_run(str(tmp_path), run_id).summary
+    summary = runs.load_run(str(tmp_path), run_id).summary
     assert summary["status"] == "failed", output.decode(errors="replace")[-4000:]
     assert "another process of this 2-process run ended" in summary["error"]
     assert {arm["status"] for arm in summary["arms"].values()} == {"failed"}
@@ -234,7 +234,7 @@ def test_stopping_a_job_with_two_processes_ends_it_stopped(data_root, tmp_path):
     assert jobs.status(run_id) == "running"
     assert jobs.stop(run_id)
     assert jobs.wait(run_id, 90) == "stopped"
-    run = store.load_run(str(tmp_path), run_id)
+    run = runs.load_run(str(tmp_path), run_id)
     assert run.summary["status"] == "stopped" and run.summary["error"] is None
     assert len(run.metrics) >= 3
     assert jobs.snapshot(run_id).status == "stopped"
@@ -323,15 +323,15 @@ def test_cli_run_id_and_processes_errors(capsys, tmp_path, monkeypatch):
 
 
 def test_a_surviving_process_can_end_a_run_whose_writer_died(tmp_path):
-    writer = store.RunWriter(str(tmp_path), "20260101-000000-0000bb", {"model": "mlp"})
+    writer = runs.RunWriter(str(tmp_path), "20260101-000000-0000bb", {"model": "mlp"})
     writer.update_summary(arms={"adam": {"status": "running"}})
-    assert distributed.mark_ended(str(tmp_path), "20260101-000000-0000bb", "failed", "rank 0 died",
+    assert runs.mark_ended(str(tmp_path), "20260101-000000-0000bb", "failed", "rank 0 died",
                                   extra={"arms": {"adam": {"status": "failed", "epochs": 3}}})
-    summary = store.load_run(str(tmp_path), "20260101-000000-0000bb").summary
+    summary = runs.load_run(str(tmp_path), "20260101-000000-0000bb").summary
     assert summary["status"] == "failed" and summary["error"] == "rank 0 died" and summary["ended"]
     assert summary["arms"]["adam"] == {"status": "failed", "epochs": 3}
     assert summary["pid"] == writer.summary["pid"]  # the owner fields stay
     # a run that already ended is left alone
-    assert not distributed.mark_ended(str(tmp_path), "20260101-000000-0000bb", "stopped", None)
-    assert not distributed.mark_ended(str(tmp_path), "20260101-000000-0000cc", "failed", "x")
+    assert not runs.mark_ended(str(tmp_path), "20260101-000000-0000bb", "stopped", None)
+    assert not runs.mark_ended(str(tmp_path), "20260101-000000-0000cc", "failed", "x")
     json.loads((tmp_path / "20260101-000000-0000bb" / "summary.json").read_text())

@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from twophase import store
+from twophase import runs
 from twophase.config import RunConfig
 from twophase.training.run import run_experiment
 
@@ -20,18 +20,18 @@ def tiny(data_root, **changes) -> RunConfig:
 
 
 def read_metrics(runs_dir, run_id) -> pd.DataFrame:
-    return store.load_run(runs_dir, run_id).metrics
+    return runs.load_run(runs_dir, run_id).metrics
 
 
 def test_run_writes_complete_directory_with_finite_columns(data_root, tmp_path):
     summary = run_experiment(tiny(data_root), str(tmp_path), "20260101-000000-abcdef")
     assert summary["status"] == "completed"
-    run = store.load_run(str(tmp_path), "20260101-000000-abcdef")
+    run = runs.load_run(str(tmp_path), "20260101-000000-abcdef")
     df = run.metrics
-    assert list(df.columns[:12]) == store.METRIC_COLUMNS
+    assert list(df.columns[:12]) == runs.METRIC_COLUMNS
     assert set(df["arm"]) == {"two-phase", "adam"}
     assert len(df) == 2 * (4 + 1)  # epoch 0 plus 4 epochs per arm
-    numeric = df[store.METRIC_COLUMNS[3:]]
+    numeric = df[runs.METRIC_COLUMNS[3:]]
     assert numeric.notna().all().all() and (numeric.abs() < 1e30).all().all()
     assert run.summary["status"] == "completed"
     assert run.config["model"] == "mlp"
@@ -53,7 +53,7 @@ def test_arms_start_from_identical_weights(data_root, tmp_path):
 def test_two_phase_switches_and_records_peak_and_switch_events(data_root, tmp_path):
     summary = run_experiment(tiny(data_root, switch_epoch=None, tolerance=0.9, epochs=8, lr=3e-3),
                              str(tmp_path), "20260101-000000-000002")
-    events = store.load_run(str(tmp_path), "20260101-000000-000002").events
+    events = runs.load_run(str(tmp_path), "20260101-000000-000002").events
     kinds = [(e["arm"], e["kind"]) for e in events]
     assert ("two-phase", "switch") in kinds and ("two-phase", "peak") in kinds
     switch = next(e for e in events if e["kind"] == "switch")
@@ -84,7 +84,7 @@ def test_divergent_arm_ends_diverged_and_other_arm_finishes(data_root, tmp_path)
     cfg = tiny(data_root, arms=["adam", "cg"], lr=10.0, loss="cross-entropy", epochs=3, batch_size=16,
                model_sizes={"depth": 4, "width": 128})
     summary = run_experiment(cfg, str(tmp_path), "20260101-000000-00000c")
-    run = store.load_run(str(tmp_path), "20260101-000000-00000c")
+    run = runs.load_run(str(tmp_path), "20260101-000000-00000c")
     arms = summary["arms"]
     if arms["adam"]["status"] != "diverged":
         pytest.fail(f"expected Adam with lr=9 to diverge, got {arms['adam']}")
@@ -121,7 +121,7 @@ def test_stop_from_another_thread_ends_stopped_quickly_with_files_readable(data_
     assert not t.is_alive()
     assert time.time() - asked < 1.0
     assert result["summary"]["status"] == "stopped"
-    run = store.load_run(str(tmp_path), "20260101-000000-00000d")
+    run = runs.load_run(str(tmp_path), "20260101-000000-00000d")
     assert run.summary["status"] == "stopped"
     assert len(run.metrics) >= 4
 

@@ -4,7 +4,7 @@ run, not two), stopping a queued run, deleting a running run (refused).
 Already covered elsewhere: JobManager.stop twice on a running run and stopping a queued run
 through the API (tests/test_jobs.py::test_second_run_queues_until_the_first_ends_and_stopping_a_queued_run),
 JobManager.delete refused while running (test_jobs.py::test_deleting_a_running_run_is_refused),
-store.delete_run refused while the owner is alive (tests/test_store.py::test_delete_refused_while_running_then_allowed),
+runs.delete_run refused while the owner is alive (tests/test_store.py::test_delete_refused_while_running_then_allowed),
 one Stop in the app (tests/test_app_pages.py::test_stop_button_stops_a_running_run).
 This module drives the same actions through the app's buttons, twice where a user would.
 """
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from twophase import store
+from twophase import runs
 
 from test_app_pages import new_app, set_tiny, wait_final
 
@@ -64,9 +64,9 @@ def test_stop_pressed_twice_stops_the_run_once(runs_dir):
     # the API agrees: a stop after the end, or of an unknown id, does nothing and says so
     assert jobs.stop(run_id) is False and jobs.status(run_id) == "stopped"
     assert jobs.stop("20200101-000000-abcdef") is False
-    [info] = store.list_runs(runs_dir)
+    [info] = runs.list_runs(runs_dir)
     assert info.run_id == run_id and info.status == "stopped" and info.damaged is None
-    assert store.load_run(runs_dir, run_id).summary["status"] == "stopped"
+    assert runs.load_run(runs_dir, run_id).summary["status"] == "stopped"
 
 
 def test_start_pressed_twice_quickly_starts_one_run(runs_dir):
@@ -79,7 +79,7 @@ def test_start_pressed_twice_quickly_starts_one_run(runs_dir):
         assert not at.exception and not at.error, [e.value for e in at.error]
         assert at.query_params["run"] == first
         assert any("already started" in i.value for i in at.info), [i.value for i in at.info]
-        assert [i.run_id for i in store.list_runs(runs_dir)] == [first]
+        assert [i.run_id for i in runs.list_runs(runs_dir)] == [first]
         assert len(jobs.list()) == 1
 
         # a changed setting is a new run (queued behind the first)
@@ -88,7 +88,7 @@ def test_start_pressed_twice_quickly_starts_one_run(runs_dir):
         assert not at.exception and not at.error
         second = at.query_params["run"]
         assert second != first and jobs.status(second) in ("queued", "running")
-        assert {i.run_id for i in store.list_runs(runs_dir)} == {first, second}
+        assert {i.run_id for i in runs.list_runs(runs_dir)} == {first, second}
 
         # once the run it follows has ended, Start with the same settings starts a new one
         jobs.stop(first)
@@ -97,7 +97,7 @@ def test_start_pressed_twice_quickly_starts_one_run(runs_dir):
         at.button(key="start").click().run()
         assert not at.exception
         third = at.query_params["run"]
-        assert third not in (first, second) and len(store.list_runs(runs_dir)) == 3
+        assert third not in (first, second) and len(runs.list_runs(runs_dir)) == 3
     finally:
         stop_all(jobs)
 
@@ -120,7 +120,7 @@ def test_stopping_a_queued_run_on_the_runs_page_ends_it_without_training(runs_di
         assert not at.exception, [e.value for e in at.exception]
         assert jobs.wait(queued, 5) == "stopped"  # at once: it has nothing to finish
         assert jobs.status(running) == "running"  # the other run is not disturbed
-        run = store.load_run(runs_dir, queued)
+        run = runs.load_run(runs_dir, queued)
         assert run.summary["status"] == "stopped" and len(run.metrics) == 0 and run.warnings == []
         # pressing Stop again on the stopped run: the button is gone, Delete is offered instead
         at.switch_page("pages/runs.py").run()
@@ -147,8 +147,8 @@ def test_deleting_a_running_run_is_refused_on_every_path(runs_dir, data_root):
         with pytest.raises(RuntimeError, match="stop it"):
             jobs.delete(run_id)
         with pytest.raises(RuntimeError, match="stop it"):
-            store.delete_run(runs_dir, run_id)  # another process of the same server, or the CLI
-        assert store.load_run(runs_dir, run_id).summary["status"] == "running"
+            runs.delete_run(runs_dir, run_id)  # another process of the same server, or the CLI
+        assert runs.load_run(runs_dir, run_id).summary["status"] == "running"
         jobs.stop(run_id)
         assert jobs.wait(run_id, 30) == "stopped"
         # stopped: now it can go, through the page's confirmed Delete
@@ -157,6 +157,6 @@ def test_deleting_a_running_run_is_refused_on_every_path(runs_dir, data_root):
         at.checkbox(key="runs_confirm_delete").check().run()
         at.button(key="runs_delete").click().run()
         assert not at.exception, [e.value for e in at.exception]
-        assert store.list_runs(runs_dir) == []
+        assert runs.list_runs(runs_dir) == []
     finally:
         stop_all(jobs)

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from twophase import store
+from twophase import runs
 from twophase.cli import main
 from twophase.config import ARMS, LIMITS, RunConfig, field_names
 from twophase.errors import ConfigError
@@ -143,7 +143,7 @@ def test_api_job_manager_refuses_a_bad_config_before_writing_anything(tmp_path):
     for bad in (dict(epochs=0), dict(tolerance=math.nan), dict(model="vit-mlp", model_sizes={"embed_dim": 30})):
         with pytest.raises(ConfigError):
             jobs.submit(RunConfig(**bad))
-    assert jobs.list() == [] and store.list_runs(tmp_path) == []
+    assert jobs.list() == [] and runs.list_runs(tmp_path) == []
 
 
 def test_api_integer_too_large_for_a_float_is_a_config_error():
@@ -223,7 +223,7 @@ def test_cli_values_at_and_beyond_the_limits_exit_2_naming_the_flag(tmp_path, ca
     assert main(["run", *args, "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"error: {flag}:" in err and needle in err and "Traceback" not in err
-    assert store.list_runs(tmp_path) == []
+    assert runs.list_runs(tmp_path) == []
 
 
 def test_cli_config_file_with_bad_values_unknown_keys_or_invalid_json_exits_2(tmp_path, capsys):
@@ -241,7 +241,7 @@ def test_cli_config_file_with_bad_values_unknown_keys_or_invalid_json_exits_2(tm
         main(["run", "--config", str(tmp_path / name), "--runs-dir", str(tmp_path / "runs")])
         err = capsys.readouterr().err
         assert all(n in err for n in needles), err
-    assert store.list_runs(tmp_path / "runs") == []
+    assert runs.list_runs(tmp_path / "runs") == []
 
 
 def test_cli_config_file_that_is_not_a_json_object_exits_2(tmp_path, capsys):
@@ -273,7 +273,7 @@ def test_ui_values_beyond_the_limits_are_named_next_to_start_and_nothing_starts(
                          ("CPU threads", "threads"), ("Run name", "name")]:
         assert f"**{label}** (`{field}`)" in message, (label, message)
     assert "run" not in at.query_params and status_of(at) is None
-    assert store.list_runs(runs_dir) == []
+    assert runs.list_runs(runs_dir) == []
 
     # fixed values start a run at once: a refusal leaves nothing behind that blocks the next Start
     set_tiny(at)

@@ -16,7 +16,7 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
-from twophase import store
+from twophase import runs
 from twophase.config import RunConfig
 from twophase.jobs import JobManager
 
@@ -50,7 +50,7 @@ def test_two_browser_sessions_each_start_a_run_and_both_complete_one_after_the_o
 
     # each session shows its own run; the runs never overlapped (the default limit is 1)
     assert [at.query_params["run"] for at in sessions] == [first, second]
-    a, b = (store.load_run(runs_dir, r).summary for r in (first, second))
+    a, b = (runs.load_run(runs_dir, r).summary for r in (first, second))
     assert b["started"] >= a["ended"], (a["started"], a["ended"], b["started"])
     sessions[0].switch_page("pages/runs.py").run()
     table = table_with(sessions[0], "run", "status")
@@ -94,10 +94,10 @@ def test_runs_queue_up_to_the_limit_and_all_complete(data_root, tmp_path):
         done.set()
         watcher.join()
     assert 1 <= most_running[0] <= 2
-    infos = store.list_runs(str(tmp_path))
+    infos = runs.list_runs(str(tmp_path))
     assert sorted(i.run_id for i in infos) == sorted(run_ids)
     assert all(i.status == "completed" and i.damaged is None for i in infos)
-    assert all(len(store.load_run(str(tmp_path), r).metrics) == 2 * 4 for r in run_ids)
+    assert all(len(runs.load_run(str(tmp_path), r).metrics) == 2 * 4 for r in run_ids)
 
 
 def test_snapshots_read_while_training_are_consistent(data_root, tmp_path):
@@ -111,7 +111,7 @@ def test_snapshots_read_while_training_are_consistent(data_root, tmp_path):
         seen.append(snap.status)
         # every record is whole, and the records are what they were in the last snapshot plus new ones
         for record in snap.records:
-            missing = [c for c in store.METRIC_COLUMNS if c not in record]
+            missing = [c for c in runs.METRIC_COLUMNS if c not in record]
             if missing:
                 problems.append(f"record without {missing}: {record}")
         if previous is not None and snap.records[:len(previous.records)] != previous.records:
@@ -129,7 +129,7 @@ def test_snapshots_read_while_training_are_consistent(data_root, tmp_path):
         if order.index(snap.status) < order.index(previous.status if previous else "queued"):
             problems.append(f"status went back from {previous.status} to {snap.status}")
         # the files read at the same moment are whole too
-        run = store.load_run(str(tmp_path), run_id)
+        run = runs.load_run(str(tmp_path), run_id)
         if run.warnings or run.summary is None:
             problems.append(f"disk read while training: {run.warnings}")
         previous = snap
@@ -139,7 +139,7 @@ def test_snapshots_read_while_training_are_consistent(data_root, tmp_path):
     assert problems == []
     assert "running" in seen and seen[-1] == "completed"
     final = jobs.snapshot(run_id)
-    on_disk = store.load_run(str(tmp_path), run_id).metrics.to_dict("records")
+    on_disk = runs.load_run(str(tmp_path), run_id).metrics.to_dict("records")
     assert len(final.records) == len(on_disk) == 2 * 7
     for mine, theirs in zip(final.records, on_disk):
         assert mine["arm"] == theirs["arm"] and mine["epoch"] == theirs["epoch"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from twophase import store
+from twophase import runs
 from twophase.cli import main
 from twophase.jobs import JobManager
 
@@ -28,7 +28,7 @@ from test_app_pages import APP, TIMEOUT, status_of, table_with
 
 def copy_run(finished_runs: Path, run_id: str) -> Path:
     """A copy of the session's completed tiny run (the newest id: copies get older ids) under a new id."""
-    src = finished_runs / max(p.name for p in finished_runs.iterdir() if store.is_valid_run_id(p.name))
+    src = finished_runs / max(p.name for p in finished_runs.iterdir() if runs.is_valid_run_id(p.name))
     assert run_id < src.name
     dst = finished_runs / run_id
     shutil.copytree(src, dst)
@@ -129,7 +129,7 @@ def test_stray_entries_in_the_runs_folder_never_break_a_page_or_the_cli(finished
 def test_metrics_csv_with_a_foreign_header_is_flagged_and_shown_empty(finished_runs):
     folder = copy_run(finished_runs, "20260101-000000-00ba03")
     (folder / "metrics.csv").write_text("foo,bar\n1,2\n")
-    [info] = [i for i in store.list_runs(finished_runs) if i.run_id == folder.name]
+    [info] = [i for i in runs.list_runs(finished_runs) if i.run_id == folder.name]
     assert "no arm or epoch column" in info.damaged
     at = train_page(folder.name)
     assert any("no column(s) arm, epoch" in w.value for w in at.warning), [w.value for w in at.warning]
@@ -137,9 +137,9 @@ def test_metrics_csv_with_a_foreign_header_is_flagged_and_shown_empty(finished_r
     at.multiselect(key="cmp_runs").set_value([folder.name]).run()
     assert not at.exception, [e.value for e in at.exception]
     # rows that name no arm or no numeric epoch are left out, the others kept
-    (folder / "metrics.csv").write_text(",".join(store.METRIC_COLUMNS) + "\n" + "adam,x,adam,1,1,1,1,1,1,1,1,1\n"
+    (folder / "metrics.csv").write_text(",".join(runs.METRIC_COLUMNS) + "\n" + "adam,x,adam,1,1,1,1,1,1,1,1,1\n"
                                         ",2,adam,1,1,1,1,1,1,1,1,1\n" "adam,3,adam,1,1,1,1,1,1,1,1,1\n")
-    run = store.load_run(finished_runs, folder.name)
+    run = runs.load_run(finished_runs, folder.name)
     assert run.metrics["epoch"].tolist() == [3]
     assert sum("no valid arm or epoch" in w for w in run.warnings) == 2
     train_page(folder.name)
@@ -170,7 +170,7 @@ def test_json_files_with_wrong_field_types_never_crash_a_page(finished_runs, dam
     select_on_runs_page(at, folder.name)
     at.switch_page("pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    comparable = [i.run_id for i in store.list_runs(finished_runs) if i.status in store.FINAL_STATUSES and i.config]
+    comparable = [i.run_id for i in runs.list_runs(finished_runs) if i.status in runs.FINAL_STATUSES and i.config]
     if folder.name in comparable:  # overlay it with the healthy run
         at.multiselect(key="cmp_runs").set_value(comparable).run()
         assert not at.exception, [e.value for e in at.exception]

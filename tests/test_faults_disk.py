@@ -21,7 +21,7 @@ import os
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from twophase import store
+from twophase import runs
 from twophase.cli import main
 from twophase.config import RunConfig
 from twophase.jobs import JobManager
@@ -38,7 +38,7 @@ def tiny(data_root, **changes) -> RunConfig:
 
 def full_disk_after(monkeypatch, rows: int, method: str = "append"):
     """Make RunWriter.<method> raise OSError(ENOSPC) after `rows` successful calls."""
-    real = getattr(store.RunWriter, method)
+    real = getattr(runs.RunWriter, method)
     calls = {"n": 0}
 
     def failing(self, *args, **kwargs):
@@ -47,7 +47,7 @@ def full_disk_after(monkeypatch, rows: int, method: str = "append"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path / "metrics.csv"))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(store.RunWriter, method, failing)
+    monkeypatch.setattr(runs.RunWriter, method, failing)
     return calls
 
 
@@ -122,7 +122,7 @@ def test_disk_full_mid_run_ends_the_run_failed_with_the_reason_and_the_app_keeps
     assert "No space left on device" in messages and "Traceback" not in messages
 
     # what is on disk is true: the 5 rows written, and a summary that says failed and why
-    run = store.load_run(runs_dir, run_id)
+    run = runs.load_run(runs_dir, run_id)
     assert run.warnings == [] and len(run.metrics) == 5
     assert run.summary["status"] == "failed" and "No space left on device" in run.summary["error"]
     assert {a["status"] for a in run.summary["arms"].values()} == {"failed"}
@@ -142,27 +142,27 @@ def test_disk_full_mid_run_ends_the_run_failed_with_the_reason_and_the_app_keeps
 
 
 def test_summary_write_failing_at_the_end_ends_the_job_failed_with_the_reason(tmp_path, data_root, monkeypatch):
-    real = store.RunWriter.update_summary
+    real = runs.RunWriter.update_summary
 
     def failing(self, **fields):
-        if fields.get("status") in store.FINAL_STATUSES:
+        if fields.get("status") in runs.FINAL_STATUSES:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path / "summary.json"))
         return real(self, **fields)
 
-    monkeypatch.setattr(store.RunWriter, "update_summary", failing)
+    monkeypatch.setattr(runs.RunWriter, "update_summary", failing)
     jobs = JobManager(str(tmp_path), mode="thread")  # the fault is injected in this process
     run_id = jobs.submit(tiny(data_root))
     assert jobs.wait(run_id, 120) == "failed"
     snap = jobs.snapshot(run_id)
     assert snap.error.startswith("could not write summary.json") and "No space left on device" in snap.error
     assert len(snap.records) == 8
-    run = store.load_run(str(tmp_path), run_id)
+    run = runs.load_run(str(tmp_path), run_id)
     assert len(run.metrics) == 8 and run.warnings == []  # every epoch is there
     # the stale "running" on disk is this live process's: after a restart it reads `interrupted`
     assert run.summary["status"] == "running"
     monkeypatch.undo()
-    assert store.mark_interrupted(str(tmp_path), live_run_ids=[]) == [run_id]
-    assert store.load_run(str(tmp_path), run_id).summary["status"] == "interrupted"
+    assert runs.mark_interrupted(str(tmp_path), live_run_ids=[]) == [run_id]
+    assert runs.load_run(str(tmp_path), run_id).summary["status"] == "interrupted"
     # and the manager keeps serving
     assert jobs.wait(jobs.submit(tiny(data_root)), 120) == "completed"
 

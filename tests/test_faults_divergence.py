@@ -20,7 +20,7 @@ import math
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from twophase import store
+from twophase import runs
 from twophase.training import branch as branch_mod
 from twophase.config import RunConfig
 from twophase.training.run import run_experiment
@@ -29,7 +29,7 @@ from twophase.optim import NonlinearCG
 
 from test_app_pages import APP, TIMEOUT, chart, status_of, table_with
 
-NUMERIC = [c for c in store.METRIC_COLUMNS if c not in store.STRING_COLUMNS]
+NUMERIC = [c for c in runs.METRIC_COLUMNS if c not in runs.STRING_COLUMNS]
 
 
 def tiny(data_root, **changes) -> RunConfig:
@@ -160,7 +160,7 @@ def test_cg_step_that_leaves_a_non_finite_loss_ends_that_arm_diverged(data_root,
     assert arms["two-phase"]["epochs"] == arms["adam"]["epochs"] == 4
     # the summary's figures for the diverged arm are null, never NaN
     assert arms["cg"]["train_loss"] is None and arms["cg"]["val_loss"] is None
-    run = store.load_run(str(tmp_path), run_id)
+    run = runs.load_run(str(tmp_path), run_id)
     assert run.warnings == [] and run.status == "diverged"
     assert [e for e in run.events if e["kind"] == "diverged"] == [
         {"arm": "cg", "kind": "diverged", "epoch": 2, "value": None}]

@@ -29,7 +29,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from twophase import store
+from twophase import runs
 from twophase.jobs import JobManager
 
 from conftest import ROOT
@@ -93,11 +93,11 @@ def test_server_killed_mid_run_leaves_an_interrupted_run_with_every_completed_ep
     seen = read_line_then_kill(proc)
     assert proc.returncode == -signal.SIGKILL
     run_id = seen["run_id"]
-    before = store.list_runs(runs_dir)
+    before = runs.list_runs(runs_dir)
     assert [i.status for i in before] == ["running"]  # the dead process could not say otherwise
 
     JobManager(str(runs_dir))  # the restarted server
-    [info] = store.list_runs(runs_dir)
+    [info] = runs.list_runs(runs_dir)
     assert info.run_id == run_id and info.status == "interrupted"
     assert info.damaged is None or "partial line" in info.damaged  # at worst the row being written
     summary = strict_json((runs_dir / run_id / "summary.json").read_text())
@@ -106,7 +106,7 @@ def test_server_killed_mid_run_leaves_an_interrupted_run_with_every_completed_ep
     assert summary["ended"]
 
     # every record the server had reported is in metrics.csv, exactly, and epochs have no gaps
-    run = store.load_run(runs_dir, run_id)
+    run = runs.load_run(runs_dir, run_id)
     rows = run.metrics.to_dict("records")
     key = {(r["arm"], int(r["epoch"])): r for r in rows}
     for record in seen["records"]:
@@ -136,7 +136,7 @@ def test_server_killed_during_a_summary_write_leaves_the_previous_summary(runs_d
     proc = start_server(runs_dir, data_root, "summary")
     hung = read_line_then_kill(proc)
     temp = hung["temp_file"]
-    [info] = store.list_runs(runs_dir)
+    [info] = runs.list_runs(runs_dir)
     folder = runs_dir / info.run_id
     # killed with the new summary written to its temp file, not yet renamed over summary.json
     assert os.path.exists(temp) and os.path.dirname(temp) == str(folder)
@@ -146,12 +146,12 @@ def test_server_killed_during_a_summary_write_leaves_the_previous_summary(runs_d
     assert info.damaged is None
 
     JobManager(str(runs_dir))  # the restarted server
-    [info] = store.list_runs(runs_dir)
+    [info] = runs.list_runs(runs_dir)
     assert info.status == "interrupted" and info.damaged is None
     summary = strict_json((folder / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["started"] == old["started"]
     assert not os.path.exists(temp)  # the half-done write is cleaned up with the run
-    run = store.load_run(runs_dir, info.run_id)
+    run = runs.load_run(runs_dir, info.run_id)
     assert run.warnings == [] or all("partial line" in w for w in run.warnings)
     for arm in ("two-phase", "adam"):
         epochs = sorted(run.metrics.loc[run.metrics["arm"] == arm, "epoch"].astype(int))
@@ -166,10 +166,10 @@ def test_server_killed_mid_run_in_process_mode_the_worker_ends_the_run_interrupt
     seen = read_line_then_kill(proc)
     run_id = seen["run_id"]
     deadline = time.time() + 60
-    while store.load_run(runs_dir, run_id).status != "interrupted":  # the worker notices within a mini-batch
+    while runs.load_run(runs_dir, run_id).status != "interrupted":  # the worker notices within a mini-batch
         assert time.time() < deadline, "the worker did not end the run after its server died"
         time.sleep(0.1)
-    run = store.load_run(runs_dir, run_id)
+    run = runs.load_run(runs_dir, run_id)
     assert run.summary["error"] == SERVER_GONE
     worker_pid = run.summary["pid"]
     assert worker_pid != proc.pid
@@ -180,7 +180,7 @@ def test_server_killed_mid_run_in_process_mode_the_worker_ends_the_run_interrupt
     for record in seen["records"]:
         assert key[(record["arm"], record["epoch"])]["train_loss"] == record["train_loss"]
     JobManager(str(runs_dir))  # a restarted server leaves the worker's own ending alone
-    assert store.load_run(runs_dir, run_id).summary["error"] == SERVER_GONE
+    assert runs.load_run(runs_dir, run_id).summary["error"] == SERVER_GONE
 
 
 def _state(pid: int) -> str | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from twophase import store
+from twophase import runs
 from twophase.cli import main
 from twophase.jobs import JobManager
 
@@ -50,15 +50,15 @@ def test_run_ids_are_checked_against_the_pattern_on_every_api(tmp_path, bad):
     runs_dir.mkdir()
     (tmp_path / "secret").write_text("keep")
     before = snapshot_tree(tmp_path)
-    assert not store.is_valid_run_id(bad)
+    assert not runs.is_valid_run_id(bad)
     with pytest.raises(ValueError):
-        store.check_run_id(bad)
+        runs.check_run_id(bad)
     jobs = JobManager(str(runs_dir))
     assert jobs.snapshot(bad) is None and jobs.status(bad) is None and jobs.stop(bad) is False
     with pytest.raises(ValueError):
         jobs.delete(bad)
-    for call in (lambda: store.load_run(runs_dir, bad), lambda: store.delete_run(runs_dir, bad),
-                 lambda: store.export_bytes(runs_dir, bad, "json"), lambda: store.zip_runs(runs_dir, [bad])):
+    for call in (lambda: runs.load_run(runs_dir, bad), lambda: runs.delete_run(runs_dir, bad),
+                 lambda: runs.export_bytes(runs_dir, bad, "json"), lambda: runs.zip_runs(runs_dir, [bad])):
         with pytest.raises(ValueError):
             call()
     assert snapshot_tree(tmp_path) == before  # nothing read-modified, created or removed anywhere
@@ -109,7 +109,7 @@ def test_nothing_typed_in_the_browser_becomes_a_path_outside_the_runs_folder(run
     assert jobs.wait(run_id, 120) == "completed"
     assert [p.name for p in runs_dir.iterdir()] == [run_id]
     assert {p.name for p in tmp_path.iterdir()} == outside_before and not (tmp_path / "evil").exists()
-    assert store.load_run(runs_dir, run_id).config["name"] == hostile  # kept as text, nothing more
+    assert runs.load_run(runs_dir, run_id).config["name"] == hostile  # kept as text, nothing more
     # the Runs page shows it as text (a table cell), the Train page's HTML line does not contain it
     at.switch_page("pages/runs.py").run()
     assert not at.exception

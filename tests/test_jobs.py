@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from twophase import store
+from twophase import runs
 from twophase.config import RunConfig
 from twophase.errors import ConfigError
 from twophase.jobs import JobManager
@@ -26,13 +26,13 @@ def tiny(data_root, **changes):
 def test_submit_runs_in_background_and_completes(data_root, tmp_path):
     jobs = JobManager(str(tmp_path))
     run_id = jobs.submit(tiny(data_root))
-    assert store.is_valid_run_id(run_id)
+    assert runs.is_valid_run_id(run_id)
     assert jobs.wait(run_id, timeout=120) == "completed"
     snap = jobs.snapshot(run_id)
     assert snap.status == "completed" and snap.finished
     assert len(snap.records) == 2 * 4
     assert snap.progress == {"two-phase": 1.0, "adam": 1.0}
-    assert store.load_run(str(tmp_path), run_id).summary["status"] == "completed"
+    assert runs.load_run(str(tmp_path), run_id).summary["status"] == "completed"
 
 
 def test_bad_config_is_refused_and_nothing_is_written(data_root, tmp_path):
@@ -40,7 +40,7 @@ def test_bad_config_is_refused_and_nothing_is_written(data_root, tmp_path):
     with pytest.raises(ConfigError) as info:
         jobs.submit(tiny(data_root, tolerance=1.5))
     assert "tolerance" in info.value.errors
-    assert store.list_runs(str(tmp_path)) == []
+    assert runs.list_runs(str(tmp_path)) == []
 
 
 def test_second_run_queues_until_the_first_ends_and_stopping_a_queued_run(data_root, tmp_path):
@@ -56,7 +56,7 @@ def test_second_run_queues_until_the_first_ends_and_stopping_a_queued_run(data_r
     assert jobs.wait(first, 30) == "stopped"
     assert jobs.wait(third, 30) == "stopped"
     assert jobs.wait(second, 120) == "completed"
-    assert store.load_run(str(tmp_path), third).summary["status"] == "stopped"
+    assert runs.load_run(str(tmp_path), third).summary["status"] == "stopped"
 
 
 def test_snapshot_is_a_copy(data_root, tmp_path):
@@ -76,7 +76,7 @@ def test_deleting_a_running_run_is_refused(data_root, tmp_path):
     jobs.stop(run_id)
     jobs.wait(run_id, 30)
     jobs.delete(run_id)
-    assert store.list_runs(str(tmp_path)) == []
+    assert runs.list_runs(str(tmp_path)) == []
 
 
 def test_process_killed_mid_run_leaves_an_interrupted_run(data_root, tmp_path):
@@ -101,9 +101,9 @@ def test_process_killed_mid_run_leaves_an_interrupted_run(data_root, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     JobManager(str(tmp_path))  # a restarted server marks dead runs at startup
-    [info] = store.list_runs(str(tmp_path))
+    [info] = runs.list_runs(str(tmp_path))
     assert info.status == "interrupted"
-    run = store.load_run(str(tmp_path), "20260101-000000-00dead")
+    run = runs.load_run(str(tmp_path), "20260101-000000-00dead")
     assert len(run.metrics) >= 5
     assert run.metrics["epoch"].max() >= 2
     json.loads((tmp_path / "20260101-000000-00dead" / "summary.json").read_text())

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from twophase import jobs as jobs_mod
-from twophase import store
+from twophase import runs
 from twophase.config import RunConfig
 from twophase.jobs import JobManager
 from twophase.worker import SERVER_GONE
@@ -40,7 +40,7 @@ def test_a_run_trains_in_a_worker_process_and_streams_what_it_writes(tmp_path, d
     run_id = jobs.submit(config(data_root))
     assert jobs.wait(run_id, TIMEOUT) == "completed"
     snap = jobs.snapshot(run_id)
-    run = store.load_run(str(tmp_path), run_id)
+    run = runs.load_run(str(tmp_path), run_id)
     # every record the page saw is a row of metrics.csv, in order, with the same numbers
     assert len(snap.records) == len(run.metrics) == 2 * 4
     for record, (_, row) in zip(snap.records, run.metrics.iterrows()):
@@ -58,7 +58,7 @@ def test_stop_ends_a_running_worker_run_stopped_and_keeps_its_epochs(tmp_path, d
     wait_for(lambda: len(jobs.snapshot(run_id).records) >= 4, what="a few epochs")
     assert jobs.stop(run_id)
     assert jobs.wait(run_id, 60) == "stopped"
-    run = store.load_run(str(tmp_path), run_id)
+    run = runs.load_run(str(tmp_path), run_id)
     assert run.status == "stopped" and run.summary["error"] is None
     assert len(run.metrics) >= 4
     assert jobs.stop(run_id) is False  # already finished
@@ -73,17 +73,17 @@ def test_a_killed_worker_ends_the_run_failed_saying_so_and_keeps_what_it_logged(
     assert jobs.wait(run_id, 60) == "failed"
     snap = jobs.snapshot(run_id)
     assert f"exit code {-signal.SIGKILL}" in snap.error and "without finishing the run" in snap.error
-    run = store.load_run(str(tmp_path), run_id)
+    run = runs.load_run(str(tmp_path), run_id)
     assert run.status == "failed" and "without finishing the run" in run.summary["error"]
     assert len(run.metrics) >= 4  # the epochs logged before the kill
 
 
 def test_a_worker_whose_server_goes_away_ends_the_run_interrupted(tmp_path, data_root):
     cfg = config(data_root, epochs=5000)
-    run_id = store.new_run_id()
+    run_id = runs.new_run_id()
     from twophase.schema import metric_columns
 
-    store.RunWriter(str(tmp_path), run_id, cfg.to_dict(), columns=metric_columns(cfg.hessian_probe), status="queued")
+    runs.RunWriter(str(tmp_path), run_id, cfg.to_dict(), columns=metric_columns(cfg.hessian_probe), status="queued")
     worker = jobs_mod.start_worker()
     worker.stdin.write(json.dumps({"runs_dir": str(tmp_path), "run_id": run_id, "config": cfg.to_dict(),
                                    "environ": {}}) + "\n")
@@ -97,7 +97,7 @@ def test_a_worker_whose_server_goes_away_ends_the_run_interrupted(tmp_path, data
     kinds = [json.loads(line)["kind"] for line in worker.stdout]
     assert worker.wait(60) == 0
     assert kinds[-1] == "summary"
-    run = store.load_run(str(tmp_path), run_id)
+    run = runs.load_run(str(tmp_path), run_id)
     assert run.status == "interrupted" and run.summary["error"] == SERVER_GONE
     assert len(run.metrics) >= 4
 
@@ -110,7 +110,7 @@ def test_a_warm_worker_is_started_ahead_and_takes_the_next_run(tmp_path, data_ro
     run_id = jobs.submit(config(data_root))
     assert jobs.wait(run_id, TIMEOUT) == "completed"
     assert jobs._jobs[run_id].process.pid == spare.pid  # the waiting worker trained it
-    assert store.load_run(str(tmp_path), run_id).summary["pid"] == spare.pid
+    assert runs.load_run(str(tmp_path), run_id).summary["pid"] == spare.pid
 
 
 def test_stop_of_a_queued_run_in_process_mode_starts_no_worker(tmp_path, data_root):
@@ -121,7 +121,7 @@ def test_stop_of_a_queued_run_in_process_mode_starts_no_worker(tmp_path, data_ro
     assert jobs.stop(second)
     assert jobs.wait(second, 30) == "stopped"
     assert jobs._jobs[second].process is None
-    assert store.load_run(str(tmp_path), second).status == "stopped"
+    assert runs.load_run(str(tmp_path), second).status == "stopped"
     jobs.stop(first)
     assert jobs.wait(first, 60) == "stopped"
 

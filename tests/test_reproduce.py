@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from twophase import reproduce, store
+from twophase import reproduce, runs
 from twophase.cli import main
 
 from conftest import ROOT
@@ -33,18 +33,18 @@ def tiny_reproduction(tmp_path_factory, data_root):
     """A tiny reproduction (two models, 64 images, 3 epochs, with the adaptive arm) run by the command
     (`python -m twophase reproduce ...` through cli.main, in this process)."""
     base = tmp_path_factory.mktemp("reproduce")
-    runs, out = base / "runs", base / "out"
+    runs_path, out = base / "runs", base / "out"
     printed = StringIO()
     with redirect_stdout(printed):  # the command in-process: a subprocess would re-import torch (slow on 2 cores)
         code = main(["reproduce", "--models", ",".join(MODELS), *TINY, "--adaptive", "--data-dir", data_root,
-                     "--runs-dir", str(runs), "--out", str(out)])
+                     "--runs-dir", str(runs_path), "--out", str(out)])
     assert code == 0, printed.getvalue()
-    return {"runs": runs, "out": out, "stdout": printed.getvalue()}
+    return {"runs": runs_path, "out": out, "stdout": printed.getvalue()}
 
 
 def test_command_runs_every_cell_as_a_tagged_run_and_fills_the_table(tiny_reproduction):
     plan = tiny_plan()
-    infos = store.list_runs(str(tiny_reproduction["runs"]))
+    infos = runs.list_runs(str(tiny_reproduction["runs"]))
     assert len(infos) == len(plan.cells) == 4
     assert {i.config["tag"] for i in infos} == {"reproduce:small-e3-n64-v64"}
     assert all(i.status == "completed" for i in infos)
@@ -96,7 +96,7 @@ def test_published_numbers_are_the_reference_files(tiny_reproduction):
 
 
 def test_interrupted_reproduction_resumes_with_the_remaining_cells_only(tmp_path, data_root):
-    runs = tmp_path / "runs"
+    runs_path = tmp_path / "runs"
     plan = tiny_plan(adaptive=False, data_root=data_root)
     first, second = plan.cells
     lines = []
@@ -104,30 +104,30 @@ def test_interrupted_reproduction_resumes_with_the_remaining_cells_only(tmp_path
     def stop_in_second_cell():  # Ctrl-C once the second cell has started: it ends `stopped`
         return any(line.startswith("[2/2]") for line in lines)
 
-    outcome = reproduce.run_plan(plan, runs, on_line=lines.append, should_stop=stop_in_second_cell)
+    outcome = reproduce.run_plan(plan, runs_path, on_line=lines.append, should_stop=stop_in_second_cell)
     assert outcome["stopped"] and outcome["left"] == [second.key] and len(outcome["ran"]) == 2
-    states = {s.cell.key: s for s in reproduce.cell_states(plan, runs)}
+    states = {s.cell.key: s for s in reproduce.cell_states(plan, runs_path)}
     assert states[first.key].status == "done" and states[second.key].status == "todo"
     assert states[second.key].run_status == "stopped"
     first_run = states[first.key].run_id
-    before = {i.run_id for i in store.list_runs(str(runs))}
+    before = {i.run_id for i in runs.list_runs(str(runs_path))}
 
-    assert main(["reproduce", "--models", ",".join(MODELS), *TINY, "--runs-dir", str(runs), "--data-dir", data_root,
+    assert main(["reproduce", "--models", ",".join(MODELS), *TINY, "--runs-dir", str(runs_path), "--data-dir", data_root,
                  "--out", str(tmp_path / "out"), "--quiet"]) == 0
-    after = {i.run_id: i for i in store.list_runs(str(runs))}
+    after = {i.run_id: i for i in runs.list_runs(str(runs_path))}
     new = set(after) - before
     assert len(new) == 1, new  # only the remaining cell was trained
     assert after[new.pop()].config["model"] == second.model
-    states = {s.cell.key: s for s in reproduce.cell_states(plan, runs)}
+    states = {s.cell.key: s for s in reproduce.cell_states(plan, runs_path)}
     assert all(s.status == "done" for s in states.values())
     assert states[first.key].run_id == first_run  # the finished cell was not run again
     table = pd.read_csv(tmp_path / "out" / "table1.csv")
     assert table[list(FIGURES)].notna().all().all()
 
     # A third call finds nothing to do.
-    assert main(["reproduce", "--models", ",".join(MODELS), *TINY, "--runs-dir", str(runs), "--data-dir", data_root,
+    assert main(["reproduce", "--models", ",".join(MODELS), *TINY, "--runs-dir", str(runs_path), "--data-dir", data_root,
                  "--out", str(tmp_path / "out"), "--quiet"]) == 0
-    assert len(store.list_runs(str(runs))) == len(after)
+    assert len(runs.list_runs(str(runs_path))) == len(after)
 
 
 def test_bad_arguments_name_the_flag(tmp_path, capsys):
@@ -143,7 +143,7 @@ def test_bad_arguments_name_the_flag(tmp_path, capsys):
                  "--data-dir", str(tmp_path / "no-data"), "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "CIFAR-10" in err and "cifar-10-batches-py" in err
-    assert store.list_runs(str(tmp_path)) == []
+    assert runs.list_runs(str(tmp_path)) == []
 
 
 def test_scales_follow_the_papers_budgets():
@@ -168,7 +168,7 @@ class RecordingJobs:
     def submit(self, config):
         config.validate()
         self.submitted.append(config)
-        return store.new_run_id()
+        return runs.new_run_id()
 
     def snapshot(self, run_id):
         return None
@@ -191,9 +191,9 @@ def new_page(jobs) -> AppTest:
 
 
 def test_paper_page_renders_the_reproduction_table(tiny_reproduction, tmp_path):
-    runs = tmp_path / "runs"
-    shutil.copytree(tiny_reproduction["runs"], runs)
-    at = new_page(RecordingJobs(runs))
+    runs_path = tmp_path / "runs"
+    shutil.copytree(tiny_reproduction["runs"], runs_path)
+    at = new_page(RecordingJobs(runs_path))
     assert at.selectbox(key="paper_repro").value == "small-e3-n64-v64"
     shown = table_with(at, "paper: train loss")
     written = pd.read_csv(tiny_reproduction["out"] / "table1.csv")

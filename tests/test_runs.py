@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from twophase import runs
+from twophase.runs import files as run_files
 from twophase.runs import (
     METRIC_COLUMNS,
     PROBE_COLUMNS,
@@ -292,7 +293,7 @@ def test_summary_crash_between_temp_write_and_rename(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("simulated crash before the rename")
 
-    monkeypatch.setattr(runs.os, "replace", crash)
+    monkeypatch.setattr(run_files.os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         w.update_summary(status="completed", epoch=4)
     monkeypatch.undo()

@@ -107,7 +107,7 @@ def test_full_pass_chunk_does_not_change_loss_or_gradient_norm():
 
 
 def test_a_run_with_the_lbfgs_arm_keeps_contiguous_memory_and_completes(data_root, tmp_path):
-    from twophase import store
+    from twophase import runs
     from twophase.training.run import run_experiment
 
     data = fake_data()
@@ -118,4 +118,4 @@ def test_a_run_with_the_lbfgs_arm_keeps_contiguous_memory_and_completes(data_roo
                     switch_epoch=1, threads=1, arms=["two-phase", "adam", "adam-lbfgs", "cg"])
     summary = run_experiment(cfg, str(tmp_path), "20260101-000000-c1c1c1")
     assert summary["status"] == "completed", summary.get("error")
-    assert store.load_run(str(tmp_path), "20260101-000000-c1c1c1").metrics["epoch"].max() == 3
+    assert runs.load_run(str(tmp_path), "20260101-000000-c1c1c1").metrics["epoch"].max() == 3

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from twophase import store
+from twophase import runs
 from twophase.config import RunConfig
 from twophase.jobs import JobManager
 
@@ -78,9 +78,9 @@ def test_twenty_runs_back_to_back_with_random_stops_leak_neither_memory_nor_thre
     assert py_threads1 == py_threads0, (py_threads0, py_threads1)
     assert os_threads1 <= os_threads0, (os_threads0, os_threads1)
     assert rss1 - rss0 <= RSS_SLACK_MB, f"RSS grew from {rss0:.0f} MB to {rss1:.0f} MB over {RUNS} runs"
-    for info in store.list_runs(str(tmp_path)):
+    for info in runs.list_runs(str(tmp_path)):
         assert info.damaged is None and info.status in ("completed", "stopped"), info
-        run = store.load_run(str(tmp_path), info.run_id)
+        run = runs.load_run(str(tmp_path), info.run_id)
         assert run.warnings == []
         if info.status == "completed":
             assert len(run.metrics) == 2 * 5

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from tests.fixtures import engine_records as fx
-from twophase import store
+from twophase import runs
 from twophase.config import RunConfig
 from twophase.training.run import run_experiment
 
@@ -69,7 +69,7 @@ def test_records_equal_the_per_arm_engine(name, data_root):
 def _metrics(tmp_path, values, run_id, **options):
     summary = run_experiment(RunConfig(**values), str(tmp_path), run_id, **options)
     assert summary["status"] == "completed", summary
-    return store.load_run(str(tmp_path), run_id), summary
+    return runs.load_run(str(tmp_path), run_id), summary
 
 
 def test_sharing_the_trunk_changes_nothing_but_the_cost_of_computing_it(data_root, tmp_path):

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 
-from twophase import store
+from twophase import runs
 from twophase.config import RunConfig
 from twophase.errors import ConfigError, TwophaseError
 
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _runs_dir(args) -> str:
-    return getattr(args, "runs_dir_run", None) or args.runs_dir or store.default_runs_dir()
+    return getattr(args, "runs_dir_run", None) or args.runs_dir or runs.default_runs_dir()
 
 
 def _fmt(value, spec=".4g") -> str:
@@ -247,12 +247,12 @@ def config_from_args(args) -> RunConfig:
 def _run_id(args, runs_dir) -> str:
     """The --run-id given (checked: well formed, not taken) or a new id."""
     if args.run_id is None:
-        return store.new_run_id()
+        return runs.new_run_id()
     try:
-        run_id = store.check_run_id(args.run_id)
+        run_id = runs.check_run_id(args.run_id)
     except (TypeError, ValueError) as exc:
         raise ConfigError({"--run-id": str(exc)})
-    if store.run_path(runs_dir, run_id).exists():
+    if runs.run_path(runs_dir, run_id).exists():
         raise ConfigError({"--run-id": f"run {run_id} already exists in {runs_dir}; choose another id"})
     return run_id
 
@@ -377,14 +377,14 @@ def summary_table(summary: dict) -> str:
 
 def cmd_list(args) -> int:
     runs_dir = _runs_dir(args)
-    store.mark_interrupted(runs_dir)
-    runs = store.list_runs(runs_dir)
+    runs.mark_interrupted(runs_dir)
+    found = runs.list_runs(runs_dir)
     if args.json:
-        print(json.dumps([{"run_id": r.run_id, "status": r.status, "damaged": r.damaged} for r in runs]))
+        print(json.dumps([{"run_id": r.run_id, "status": r.status, "damaged": r.damaged} for r in found]))
         return 0
-    if not runs:
+    if not found:
         print(f"no runs in {runs_dir}")
-    for r in runs:
+    for r in found:
         cfg = r.config if isinstance(r.config, dict) else {}
         if r.damaged:
             print(f"{r.run_id}  DAMAGED: {r.damaged}")
@@ -397,7 +397,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    run = store.load_run(_runs_dir(args), args.run_id)
+    run = runs.load_run(_runs_dir(args), args.run_id)
     if args.json:
         print(json.dumps(run.summary, default=str))
     else:
@@ -407,7 +407,7 @@ def cmd_show(args) -> int:
 
 def cmd_export(args) -> int:
     dest = args.output or f"{args.run_id}.{args.format}"
-    store.export_run(_runs_dir(args), args.run_id, args.format, dest)
+    runs.export_run(_runs_dir(args), args.run_id, args.format, dest)
     print(dest)
     return 0
 

@@ -298,7 +298,7 @@ def no_tf32():
 
 
 class NullWriter:
-    """Stands in for store.RunWriter on ranks other than 0: same methods, writes nothing."""
+    """Stands in for runs.RunWriter on ranks other than 0: same methods, writes nothing."""
 
     def __init__(self, run_id: str):
         self.run_id = run_id
@@ -325,35 +325,6 @@ class NullWriter:
     @property
     def status(self):
         return self._summary.get("status")
-
-
-def mark_ended(runs_dir, run_id: str, status: str, error: str | None, extra: dict | None = None) -> bool:
-    """Write `status` and `error` into the summary of a run still `queued`/`running` on disk.
-
-    For a run whose writer is gone: rank 0 died (a surviving rank reports it, with
-    its own copy of the summary as `extra`), or the launched processes ended
-    without writing their end (the app reports it). Returns True when the summary
-    was changed; False when the run is missing, already ended or unreadable.
-    """
-    from twophase import store
-
-    try:
-        path = store.run_path(runs_dir, run_id)
-    except (TypeError, ValueError):
-        return False
-    summary, problem = store._read_json_object(path / store.SUMMARY_FILE)
-    if summary is None or problem or summary.get("status") not in store.ACTIVE_STATUSES:
-        return False
-    new = {**summary, **(extra or {}), "status": status, "error": error, "ended": store._now_iso()}
-    arms = new.get("arms")
-    if isinstance(arms, dict):
-        new["arms"] = {k: ({**v, "status": status} if isinstance(v, dict) and v.get("status") in
-                           store.ACTIVE_STATUSES else v) for k, v in arms.items()}
-    try:
-        store._atomic_write_text(path / store.SUMMARY_FILE, store._dumps(new, "summary", indent=2) + "\n")
-    except (OSError, TypeError, ValueError):
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- launching (the app)

@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from twophase import distributed, store
+from twophase import distributed, runs
 from twophase.config import RunConfig
 from twophase.schema import FINAL_STATUSES, metric_columns
 from twophase.training.run import _now, run_experiment
@@ -84,7 +84,7 @@ class _Job:
 class JobManager:
     """Runs RunConfigs in the background, at most `max_concurrent` at once.
 
-    runs_dir: where runs are written (default: store.default_runs_dir()).
+    runs_dir: where runs are written (default: runs.default_runs_dir()).
     mode: "process" (train each run in a worker process, the default) or "thread"
         (train in the job's own thread); see the module docstring.
     warm: keep a worker process started and waiting (mode "process"), so a run
@@ -99,14 +99,14 @@ class JobManager:
             raise ValueError(f"max_concurrent must be a whole number >= 1, got {max_concurrent!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.runs_dir = runs_dir or store.default_runs_dir()
+        self.runs_dir = runs_dir or runs.default_runs_dir()
         self.max_concurrent = max_concurrent
         self.mode = mode
         self.warm = bool(warm) and mode == "process"
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(max_concurrent)
         self._jobs: dict[str, _Job] = {}
-        store.mark_interrupted(self.runs_dir)
+        runs.mark_interrupted(self.runs_dir)
         if self.warm:
             warm_worker()
 
@@ -118,11 +118,11 @@ class JobManager:
         """
         config.validate()
         config = copy.deepcopy(config)
-        run_id = store.new_run_id()
+        run_id = runs.new_run_id()
         if config.processes > 1:
             writer = None  # the launched processes' rank 0 creates the run folder
         else:
-            writer = store.RunWriter(self.runs_dir, run_id, config.to_dict(), columns=metric_columns(config.hessian_probe),
+            writer = runs.RunWriter(self.runs_dir, run_id, config.to_dict(), columns=metric_columns(config.hessian_probe),
                                      status="queued")
         job = _Job(run_id, config, writer)
         with self._lock:
@@ -154,7 +154,7 @@ class JobManager:
         job = self._jobs.get(run_id)
         if job is not None and job.status not in FINAL_STATUSES:
             raise RuntimeError(f"run {run_id} is {job.status}; stop it before deleting it")
-        store.delete_run(self.runs_dir, run_id)
+        runs.delete_run(self.runs_dir, run_id)
         with self._lock:
             self._jobs.pop(run_id, None)
 
@@ -363,16 +363,16 @@ class JobManager:
 
     def _read_run(self, job: _Job) -> None:
         """Copy what rank 0 wrote (records, events, summary) into the job, if anything changed."""
-        path = store.run_path(self.runs_dir, job.run_id)
+        path = runs.run_path(self.runs_dir, job.run_id)
         try:
             seen = tuple((os.stat(path / name).st_size, os.stat(path / name).st_mtime_ns)
-                         for name in (store.METRICS_FILE, store.EVENTS_FILE, store.SUMMARY_FILE))
+                         for name in (runs.METRICS_FILE, runs.EVENTS_FILE, runs.SUMMARY_FILE))
         except OSError:
             return  # not created yet
         if seen == job.seen:
             return
         try:
-            run = store.load_run(self.runs_dir, job.run_id)
+            run = runs.load_run(self.runs_dir, job.run_id)
         except OSError:
             return  # read again at the next poll
         records = [{k: _plain(v) for k, v in row.items()} for row in run.metrics.to_dict("records")]
@@ -391,13 +391,13 @@ class JobManager:
     def _end_on_disk(self, job: _Job, status: str, error: str | None) -> None:
         """Record the end of a multi-process job whose processes did not write it."""
         try:
-            if store.run_path(self.runs_dir, job.run_id).exists():
-                distributed.mark_ended(self.runs_dir, job.run_id, status, error)
+            if runs.run_path(self.runs_dir, job.run_id).exists():
+                runs.mark_ended(self.runs_dir, job.run_id, status, error)
             else:
-                writer = store.RunWriter(self.runs_dir, job.run_id, job.config.to_dict(),
+                writer = runs.RunWriter(self.runs_dir, job.run_id, job.config.to_dict(),
                                          columns=metric_columns(job.config.hessian_probe), status="queued")
                 writer.update_summary(status=status, error=error, ended=_now())
-            run = store.load_run(self.runs_dir, job.run_id)
+            run = runs.load_run(self.runs_dir, job.run_id)
             self._set(job, summary=run.summary)
         except Exception:  # disk trouble: the job's own status still says what happened
             pass

@@ -49,7 +49,7 @@ import pandas as pd
 
 from twophase import data as data_mod
 from twophase import models as models_mod
-from twophase import paper, store
+from twophase import paper, runs
 from twophase.config import RunConfig, field_default
 from twophase.errors import ConfigError
 
@@ -328,10 +328,10 @@ def _matches(cell: Cell, config: dict | None) -> bool:
     return all((config[k] if k in config else field_default(k)) == v for k, v in wanted.items())
 
 
-def tagged_runs(runs_dir, reproduction_id: str | None = None) -> list[store.RunInfo]:
+def tagged_runs(runs_dir, reproduction_id: str | None = None) -> list[runs.RunInfo]:
     """Runs of reproduction `reproduction_id` (None: of every reproduction), oldest first."""
     infos = []
-    for info in store.list_runs(runs_dir):
+    for info in runs.list_runs(runs_dir):
         tag = (info.config or {}).get("tag") or ""
         if not isinstance(tag, str) or not tag.startswith("reproduce:"):
             continue
@@ -347,7 +347,7 @@ def cell_states(plan: Plan, runs_dir) -> list[CellState]:
     for cell in plan.cells:
         mine = [i for i in infos if _matches(cell, i.config)]
         done = [i for i in mine if i.status in DONE_STATUSES]
-        active = [i for i in mine if i.status in store.ACTIVE_STATUSES and store.owner_alive(i.summary)]
+        active = [i for i in mine if i.status in runs.ACTIVE_STATUSES and runs.owner_alive(i.summary)]
         if done:
             states.append(CellState(cell, "done", done[-1].run_id, done[-1].status))
         elif active:
@@ -415,7 +415,7 @@ def run_plan(plan: Plan, runs_dir=None, on_line: Callable[[str], None] | None = 
              should_stop: Callable[[], bool] = lambda: False, check_data: bool = True) -> dict:
     """Run the cells of `plan` that are not done yet, one after another, in this thread.
 
-    runs_dir: the runs directory (None: store.default_runs_dir()). on_line: called with
+    runs_dir: the runs directory (None: runs.default_runs_dir()). on_line: called with
     each progress line (None: silent). should_stop: polled between mini-batches; when it
     turns True the current cell ends `stopped` and no further cell starts. check_data:
     first make sure every dataset's files are present (fails before any training).
@@ -423,9 +423,9 @@ def run_plan(plan: Plan, runs_dir=None, on_line: Callable[[str], None] | None = 
     Returns {"ran": [run ids], "done": cells done, "total": cells, "left": [cell keys not done],
     "skipped_active": [cell keys running in another process], "stopped": bool}.
     """
-    runs_dir = str(runs_dir or store.default_runs_dir())
+    runs_dir = str(runs_dir or runs.default_runs_dir())
     say = on_line or (lambda line: None)
-    store.mark_interrupted(runs_dir)
+    runs.mark_interrupted(runs_dir)
     if check_data:
         check_datasets(plan.datasets, plan.cells[0].config.data_root if plan.cells else None)
     states = cell_states(plan, runs_dir)
@@ -450,7 +450,7 @@ def run_plan(plan: Plan, runs_dir=None, on_line: Callable[[str], None] | None = 
             continue
         config = cell.config
         every = max(1, config.epochs // 10)
-        run_id = store.new_run_id()
+        run_id = runs.new_run_id()
         say(f"[{number}/{len(todo)}] {cell.label} -> run {run_id}")
 
         def on_record(record, config=config, every=every):
@@ -497,7 +497,7 @@ class CellResult:
     """A cell's state and, when a run exists, the run read back (metrics, events, summary)."""
 
     state: CellState
-    run: store.Run | None = None
+    run: runs.Run | None = None
 
     @property
     def cell(self) -> Cell:
@@ -510,21 +510,21 @@ def collect(plan: Plan, runs_dir=None, include_active: bool = False) -> dict[str
     Done cells are loaded; active ones too when include_active (for a live view); the
     others have run None.
     """
-    runs_dir = str(runs_dir or store.default_runs_dir())
+    runs_dir = str(runs_dir or runs.default_runs_dir())
     out = {}
     for state in cell_states(plan, runs_dir):
         run = None
         wanted = state.status == "done" or (include_active and state.status == "active")
         if wanted and state.run_id:
             try:
-                run = store.load_run(runs_dir, state.run_id)
+                run = runs.load_run(runs_dir, state.run_id)
             except (FileNotFoundError, ValueError):
                 run = None
         out[state.cell.key] = CellResult(state, run)
     return out
 
 
-def _arm_rows(run: store.Run | None, arm: str) -> pd.DataFrame:
+def _arm_rows(run: runs.Run | None, arm: str) -> pd.DataFrame:
     if run is None or run.metrics is None or run.metrics.empty or "arm" not in run.metrics.columns:
         return pd.DataFrame()
     rows = run.metrics[run.metrics["arm"] == arm].sort_values("epoch", kind="stable")
@@ -810,7 +810,7 @@ def write_outputs(plan: Plan, runs_dir=None, out_dir=None) -> dict[str, str]:
     table = table1(plan, results=results)
     compare = comparison(plan, results=results)
     cells = status_table(plan, results=results)
-    out = Path(out_dir) if out_dir else Path(store.default_runs_dir() if runs_dir is None else runs_dir) / "reproductions" / plan.id
+    out = Path(out_dir) if out_dir else Path(runs.default_runs_dir() if runs_dir is None else runs_dir) / "reproductions" / plan.id
     out.mkdir(parents=True, exist_ok=True)
     paths = {"table1": out / "table1.csv", "comparison": out / "comparison.csv", "cells": out / "cells.csv",
              "markdown": out / "table1.md"}

@@ -85,7 +85,7 @@ def serve(stdin=None, stdout=None) -> int:
     line = stdin.readline()
     if not line.strip():
         return 0  # the server went away before giving work: nothing to do
-    from twophase import store
+    from twophase import runs
     from twophase.config import RunConfig
     from twophase.training.run import run_experiment
 
@@ -96,7 +96,7 @@ def serve(stdin=None, stdout=None) -> int:
     stop, server_gone = threading.Event(), threading.Event()
     threading.Thread(target=watch_control, args=(stdin, stop, server_gone), daemon=True,
                      name="twophase-worker-control").start()
-    writer = store.RunWriter.attach(runs_dir, run_id)
+    writer = runs.RunWriter.attach(runs_dir, run_id)
     summary = run_experiment(
         config, runs_dir, run_id, writer=writer, should_stop=stop.is_set,
         on_record=lambda r: feed.send("record", record=dict(r)),

@@ -25,7 +25,7 @@ import torch
 
 from twophase import distributed
 from twophase import models as models_mod
-from twophase import store
+from twophase import runs
 from twophase.analysis import ratios_to_baseline
 from twophase.config import RunConfig
 from twophase.errors import TwophaseError
@@ -125,14 +125,14 @@ def run_experiment(
     on_event: Callable[[dict], None] | None = None,
     on_progress: Callable[[str, float], None] | None = None,
     on_status: Callable[[str], None] | None = None,
-    writer: "store.RunWriter | None" = None,
+    writer: "runs.RunWriter | None" = None,
     dist: "distributed.Dist | None" = None,
     full_pass_chunk: int | None = None,
     share_trunk: bool = True,
 ) -> dict:
     """Train every arm of `config`, write the run, and return its summary dict.
 
-    runs_dir, run_id: where to write (defaults: store.default_runs_dir(), a new id).
+    runs_dir, run_id: where to write (defaults: runs.default_runs_dir(), a new id).
     should_stop: polled between mini-batches and CG iterations.
     on_record(row), on_event(event): called from this thread for every record / event (dicts).
     on_progress(arm, fraction): fraction of the arm's epochs done, 0..1.
@@ -144,14 +144,14 @@ def run_experiment(
         computed once per arm; for benchmarks and the equivalence tests).
     """
     config.validate()
-    runs_dir = runs_dir or store.default_runs_dir()
+    runs_dir = runs_dir or runs.default_runs_dir()
     if dist is not None:
-        run_id = dist.broadcast_object(run_id or store.new_run_id())  # rank 0's id everywhere
+        run_id = dist.broadcast_object(run_id or runs.new_run_id())  # rank 0's id everywhere
         should_stop = dist.agreed_stop(should_stop)
         if not dist.is_main:
             writer = distributed.NullWriter(run_id)
     if writer is None:
-        writer = store.RunWriter(runs_dir, run_id or store.new_run_id(), config.to_dict(),
+        writer = runs.RunWriter(runs_dir, run_id or runs.new_run_id(), config.to_dict(),
                                  columns=metric_columns(config.hessian_probe), status="running")
     log = RunLog(config, writer, on_record, on_event, on_status)
     trainer = None
@@ -190,7 +190,7 @@ def run_experiment(
             # rank 0 may be the process that died: say so where its run folder is visible
             if trainer is not None:
                 trainer.end(status)
-            distributed.mark_ended(runs_dir, writer.run_id, "failed", log.error, extra=log.summary(status))
+            runs.mark_ended(runs_dir, writer.run_id, "failed", log.error, extra=log.summary(status))
         try:
             writer.update_summary(traceback=traceback.format_exc())
         except Exception:  # the disk may be the problem; the error itself is still reported below

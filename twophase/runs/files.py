@@ -1,0 +1,142 @@
+"""Files of a run folder: strict JSON, metrics.csv cells, atomic writes with fsync.
+
+* ``summary.json`` and ``config.json`` are written atomically (temp file in the same folder,
+  fsync, ``os.replace``): after a crash at any moment the file holds either the old or the new
+  content, both valid JSON.
+* Non-finite floats (NaN, +inf, -inf) are written as an EMPTY cell in metrics.csv and as JSON
+  ``null`` in the JSON files, so nothing NaN ever looks like a result and every file is strict
+  JSON / plain CSV.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601 with microseconds and ``+00:00``."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def jsonable(value: Any, where: str) -> Any:
+    """A copy of ``value`` that ``json.dumps(allow_nan=False)`` accepts.
+
+    Non-finite floats become None; tuples and sets become lists; numpy/torch scalars
+    become Python numbers; paths become str. ``where`` names the value in the error
+    raised (TypeError) for anything else.
+    """
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where}: keys must be str, got {k!r} ({type(k).__name__})")
+            out[k] = jsonable(v, f"{where}.{k}")
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [jsonable(v, f"{where}[{i}]") for i, v in enumerate(items)]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(value, "ndim", 1) == 0:
+        return jsonable(item(), where)
+    raise TypeError(f"{where}: cannot store {type(value).__name__} {value!r} as JSON")
+
+
+def dumps(value: Any, where: str, indent: int | None = None) -> str:
+    return json.dumps(jsonable(value, where), allow_nan=False, indent=indent, ensure_ascii=False)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename in it survives a power cut (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, replace.
+
+    A crash at any moment leaves ``path`` with either its old or its new content. The
+    temp file is named ``.<name>.<random>.tmp`` and removed when the write fails.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write_bytes` for UTF-8 text (newlines kept as written)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def csv_cell(value: Any) -> str:
+    """One metrics.csv cell: empty for None and non-finite floats, shortest repr for floats."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        return repr(f) if math.isfinite(f) else ""
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(value, "ndim", 1) == 0:
+        return csv_cell(item())
+    raise TypeError(f"metrics value {value!r} of type {type(value).__name__} is not a number or a str")
+
+
+
+
+def read_json_object(path: Path) -> tuple[dict | None, str | None]:
+    """(dict, None) for a readable JSON object file, else (None, what is wrong)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, f"{path.name} is missing"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{path.name} cannot be read ({exc.__class__.__name__}: {exc})"
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return None, f"{path.name} is not valid JSON ({exc})"
+    if not isinstance(value, dict):
+        return None, f"{path.name} does not hold a JSON object"
+    return value, None
+
+

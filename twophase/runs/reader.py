@@ -1,0 +1,328 @@
+"""Reading runs back: list_runs (one entry per run folder) and load_run (one run, typed).
+
+Reading never raises on damaged content: ``list_runs`` reports damage in ``RunInfo.damaged``
+and ``load_run`` in ``Run.warnings``, and whatever can be read is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from twophase.runs.files import read_json_object
+from twophase.runs.ids import (CONFIG_FILE, EVENTS_FILE, METRICS_FILE, SUMMARY_FILE, is_valid_run_id,
+                               resolve_runs_dir, run_path)
+from twophase.schema import ACTIVE_STATUSES, KEY_COLUMNS, METRIC_COLUMNS, PROBE_COLUMNS, STATUSES, STRING_COLUMNS
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+@dataclass
+class RunInfo:
+    """One entry of ``list_runs``.
+
+    Attributes:
+        run_id: the run's id (folder name).
+        status: the summary's status, or ``"damaged"`` when summary.json is unreadable.
+        config: config.json as a dict, or None when missing/unreadable.
+        summary: summary.json as a dict, or None when missing/unreadable.
+        damaged: None when all is well, else a sentence saying what is wrong.
+        path: the run's folder.
+    """
+
+    run_id: str
+    status: str
+    config: dict | None
+    summary: dict | None
+    damaged: str | None
+    path: Path
+
+
+@dataclass
+class Run:
+    """A run read back by ``load_run``.
+
+    Attributes:
+        run_id: the run's id.
+        config: config.json as a dict (None when missing or unreadable; see warnings).
+        metrics: metrics.csv as a DataFrame; ``arm`` and ``phase`` are text, every other
+            column numeric (empty cells are NaN, ints stay ints where no cell is empty).
+        events: events.jsonl as a list of dicts.
+        summary: summary.json as a dict (None when missing or unreadable).
+        warnings: what was wrong and skipped (a cut-off last line, bad JSON...); empty
+            for a healthy run.
+        path: the run's folder.
+    """
+
+    run_id: str
+    config: dict | None
+    metrics: "pd.DataFrame"
+    events: list[dict]
+    summary: dict | None
+    warnings: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def status(self) -> str:
+        """The summary's status, or ``"damaged"`` without a readable summary."""
+        s = self.summary.get("status") if isinstance(self.summary, dict) else None
+        return s if s in STATUSES else "damaged"
+
+
+def _check_summary(summary: dict | None, problem: str | None) -> tuple[str, str | None]:
+    """(status, problem) for a summary just read."""
+    if summary is None:
+        return "damaged", problem
+    status = summary.get("status")
+    if status not in STATUSES:
+        return "damaged", f"summary.json has an unknown status {status!r}"
+    return status, None
+
+
+PARTIAL_METRICS = "metrics.csv ends with a partial line"
+
+
+def _check_metrics_file(path: Path) -> str | None:
+    """Cheap health check of metrics.csv (header and last byte); None when fine."""
+    try:
+        with open(path, "rb") as f:
+            head = f.readline(65536)
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            last = b""
+            if size:
+                f.seek(size - 1)
+                last = f.read(1)
+    except FileNotFoundError:
+        return "metrics.csv is missing"
+    except OSError as exc:
+        return f"metrics.csv cannot be read ({exc.__class__.__name__}: {exc})"
+    if not head.strip() or not head.endswith(b"\n"):
+        return "metrics.csv has no header line"
+    try:
+        header = next(csv.reader([head.decode("utf-8", "replace")]))
+    except (csv.Error, StopIteration):
+        header = []
+    missing = [c for c in KEY_COLUMNS if c not in header]
+    if missing:
+        return f"metrics.csv has no {' or '.join(missing)} column in its header line"
+    if last != b"\n":
+        return PARTIAL_METRICS + " (the last row was cut off; it is left out when loading)"
+    return None
+
+
+def _sort_key(info_or_pair: tuple[str, dict | None]) -> tuple[str, str, str]:
+    run_id, summary = info_or_pair
+    created = ""
+    if isinstance(summary, dict):
+        c = summary.get("created") or summary.get("started")
+        created = c if isinstance(c, str) else ""
+    return run_id[:15], created, run_id
+
+
+def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunInfo]:
+    """All runs under ``runs_dir`` (None: ``default_runs_dir()``), newest first.
+
+    Entries whose name is not a run id (stray files, hidden temp folders, other
+    folders) are ignored. A folder named like a run but damaged (missing or invalid
+    config.json / summary.json, unknown status, a metrics.csv without header or with a
+    cut-off last line, not a folder at all) is listed with ``damaged`` saying what is
+    wrong; this never raises for the content of the runs. Returns [] when ``runs_dir``
+    does not exist; raises NotADirectoryError when it is a file.
+    """
+    root = resolve_runs_dir(runs_dir)
+    if not root.exists():
+        return []
+    if not root.is_dir():
+        raise NotADirectoryError(f"runs directory {root} is not a folder")
+    try:
+        names = os.listdir(root)
+    except OSError as exc:
+        raise OSError(f"cannot list the runs directory {root}: {exc}") from exc
+    infos: list[RunInfo] = []
+    for name in names:
+        if not is_valid_run_id(name):
+            continue
+        path = root / name
+        try:
+            if not path.is_dir():
+                infos.append(RunInfo(name, "damaged", None, None, "not a folder", path))
+                continue
+            problems: list[str] = []
+            config, p = read_json_object(path / CONFIG_FILE)
+            if p:
+                problems.append(p)
+            summary, p = read_json_object(path / SUMMARY_FILE)
+            status, p = _check_summary(summary, p)
+            if p:
+                problems.append(p)
+            p = _check_metrics_file(path / METRICS_FILE)
+            if p and not (p.startswith(PARTIAL_METRICS) and status in ACTIVE_STATUSES):
+                problems.append(p)  # a live run's last row may be mid-write: not damage
+            if problems and not path.exists():
+                continue  # deleted while we looked
+            infos.append(RunInfo(name, status, config, summary, "; ".join(problems) or None, path))
+        except Exception as exc:  # never let one run break the listing
+            infos.append(RunInfo(name, "damaged", None, None, f"cannot be read ({exc.__class__.__name__}: {exc})", path))
+    infos.sort(key=lambda i: _sort_key((i.run_id, i.summary)), reverse=True)
+    return infos
+
+
+def _read_metrics(path: Path, warnings: list[str]) -> "pd.DataFrame":
+    """metrics.csv as a typed DataFrame; problems are appended to ``warnings``."""
+    import pandas as pd
+
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace", newline="") as f:
+            text = f.read()
+    except FileNotFoundError:
+        warnings.append("metrics.csv is missing")
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in METRIC_COLUMNS})
+    except OSError as exc:
+        warnings.append(f"metrics.csv cannot be read ({exc.__class__.__name__}: {exc})")
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in METRIC_COLUMNS})
+    partial = bool(text) and not text.endswith("\n")
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        warnings.append(f"metrics.csv cannot be parsed ({exc})")
+        rows = []
+    if partial and rows:
+        rows.pop()
+        warnings.append(PARTIAL_METRICS + " (a row cut off by a crash); it was left out")
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        warnings.append("metrics.csv has no header line")
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in METRIC_COLUMNS})
+    header = rows[0]
+    keys = [header.index(c) for c in KEY_COLUMNS if c in header]
+    body = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            warnings.append(f"metrics.csv line {number} has {len(row)} fields instead of {len(header)}; it was left out")
+            continue
+        if any(not _placed(header[i], row[i]) for i in keys):
+            warnings.append(f"metrics.csv line {number} has no valid arm or epoch; it was left out")
+            continue
+        body.append(row)
+    columns: dict[str, Any] = {}
+    for i, name in enumerate(header):
+        values = [row[i] if row[i] != "" else None for row in body]
+        if name in STRING_COLUMNS:
+            columns[name] = pd.Series(values, dtype=object)
+            continue
+        raw = pd.Series(values, dtype=object)
+        if not body:
+            columns[name] = pd.Series([], dtype="float64")
+            continue
+        numeric = pd.to_numeric(raw, errors="coerce")
+        bad = int((numeric.isna() & raw.notna()).sum())
+        if bad and name not in METRIC_COLUMNS and name not in PROBE_COLUMNS and bad == int(raw.notna().sum()):
+            columns[name] = raw  # an extra text column
+            continue
+        if bad:
+            warnings.append(f"metrics.csv column {name!r} has {bad} value(s) that are not numbers; read as empty")
+        if numeric.dtype == object:  # all empty
+            numeric = numeric.astype("float64")
+        columns[name] = numeric
+    missing = [c for c in METRIC_COLUMNS if c not in columns]
+    if missing:
+        warnings.append(f"metrics.csv has no column(s) {', '.join(missing)}; they are shown empty")
+        for name in missing:
+            columns[name] = pd.Series([None] * len(body), dtype=object if name in STRING_COLUMNS else "float64")
+    return pd.DataFrame(columns, columns=list(header) + missing)
+
+
+def _placed(column: str, cell: str) -> bool:
+    """Whether a key cell of metrics.csv is usable: a non-empty arm, a finite number as epoch."""
+    if column == "arm":
+        return bool(cell.strip())
+    try:
+        return math.isfinite(float(cell))
+    except ValueError:
+        return False
+
+
+def _read_events(path: Path, warnings: list[str]) -> list[dict]:
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as f:
+            lines = f.read().split("\n")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        warnings.append(f"events.jsonl cannot be read ({exc.__class__.__name__}: {exc})")
+        return []
+    events = []
+    last = len(lines) - 1
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            if number - 1 == last:
+                warnings.append("events.jsonl ended with a partial line; it was left out")
+            else:
+                warnings.append(f"events.jsonl line {number} is not valid JSON; it was left out")
+            continue
+        if not isinstance(value, dict):
+            warnings.append(f"events.jsonl line {number} is not a JSON object; it was left out")
+            continue
+        problem = _event_problem(value)
+        if problem:
+            warnings.append(f"events.jsonl line {number}: {problem}; it was left out")
+            continue
+        events.append(value)
+    return events
+
+
+def _event_problem(event: dict) -> str | None:
+    """What is wrong with the types of an event's known fields (None when nothing)."""
+    for key in ("arm", "kind"):
+        if key in event and not isinstance(event[key], str):
+            return f"{key} is not text"
+    epoch = event.get("epoch")
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
+        return "epoch is not a whole number"
+    for key in ("value", "threshold"):
+        v = event.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"{key} is not a number"
+    return None
+
+
+def load_run(runs_dir: str | os.PathLike | None, run_id: str) -> Run:
+    """Read run ``run_id`` from ``runs_dir`` (None: ``default_runs_dir()``).
+
+    Tolerant of damage: a cut-off last line of metrics.csv or events.jsonl is dropped,
+    so are metrics rows without an arm or a numeric epoch and events whose fields have
+    the wrong type (epoch not a whole number, value not a number...); standard columns
+    missing from metrics.csv are added empty; a bad config.json / summary.json gives
+    None; each such problem is a sentence in ``Run.warnings``. Raises ValueError/TypeError
+    for an invalid run id and FileNotFoundError when the run does not exist.
+    """
+    path = run_path(runs_dir, run_id)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run {run_id} not found in {path.parent}")
+    warnings: list[str] = []
+    config, p = read_json_object(path / CONFIG_FILE)
+    if p:
+        warnings.append(p)
+    summary, p = read_json_object(path / SUMMARY_FILE)
+    if p:
+        warnings.append(p)
+    metrics = _read_metrics(path / METRICS_FILE, warnings)
+    events = _read_events(path / EVENTS_FILE, warnings)
+    if isinstance(summary, dict) and summary.get("status") in ACTIVE_STATUSES:
+        # A reader can catch a row that a live writer is appending (a write that crosses a page
+        # boundary becomes visible in two steps): the cut row is left out, and it is no damage.
+        warnings = [w for w in warnings if not w.startswith(PARTIAL_METRICS)]
+    return Run(run_id, config, metrics, events, summary, warnings, path)
