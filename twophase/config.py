@@ -145,10 +145,18 @@ class RunConfig:
 
         errors: dict[str, str] = {}
 
+        def shown(value):  # repr() for messages; an int over 4300 digits is described instead
+            try:
+                return repr(value)
+            except ValueError:
+                if isinstance(value, int):
+                    return f"an integer of {value.bit_length()} bits"
+                return f"a {type(value).__name__} holding an integer too long to print"
+
         def choice(name, allowed):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in allowed:
-                errors[name] = f"got {value!r}; allowed: {', '.join(allowed)}"
+                errors[name] = f"got {shown(value)}; allowed: {', '.join(allowed)}"
                 return False
             return True
 
@@ -157,10 +165,10 @@ class RunConfig:
             if value is None and optional:
                 return True
             if isinstance(value, bool) or not isinstance(value, int):
-                errors[name] = f"must be a whole number from {lo} to {hi}{' or empty' if optional else ''}, got {value!r}"
+                errors[name] = f"must be a whole number from {lo} to {hi}{' or empty' if optional else ''}, got {shown(value)}"
                 return False
             if not lo <= value <= hi:
-                errors[name] = f"must be from {lo} to {hi}, got {value}"
+                errors[name] = f"must be from {lo} to {hi}, got {shown(value)}"
                 return False
             return True
 
@@ -171,7 +179,7 @@ class RunConfig:
             except OverflowError:
                 finite = False
             if not finite:
-                errors[name] = f"must be a finite number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {value!r}"
+                errors[name] = f"must be a finite number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {shown(value)}"
                 return False
             ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
             if not ok:
@@ -214,10 +222,19 @@ class RunConfig:
         if "switch_epoch" not in errors and "epochs" not in errors and self.switch_epoch is not None \
                 and self.switch_epoch > self.epochs:
             errors["switch_epoch"] = f"must be at most epochs ({self.epochs}), got {self.switch_epoch}"
+        if "min_epochs" not in errors and "epochs" not in errors and self.min_epochs > self.epochs:
+            # the rule cannot switch before the end of epoch min_epochs: it would never switch
+            errors["min_epochs"] = f"must be at most epochs ({self.epochs}), got {self.min_epochs}"
         if "arms" not in errors and "epochs" not in errors:
-            late = [s.name for s in specs if dict(s.rule).get("switch_epoch", 0) > self.epochs]
+            late = [s.name for s in specs if (dict(s.rule).get("switch_epoch") or 0) > self.epochs]
+            never = [s.name for s in specs if (dict(s.rule).get("min_epochs") or 0) > self.epochs]
+            problems = []
             if late:
-                errors["arms"] = f"{', '.join(late)}: the switch epoch must be at most epochs ({self.epochs})"
+                problems.append(f"{', '.join(late)}: the switch epoch must be at most epochs ({self.epochs})")
+            if never:
+                problems.append(f"{', '.join(never)}: min_epochs must be at most epochs ({self.epochs})")
+            if problems:
+                errors["arms"] = "; ".join(problems)
 
         real("lr", 0, 10, lo_open=True)
         real("beta1", 0, 1, hi_open=True)
@@ -232,7 +249,10 @@ class RunConfig:
             errors["hessian_probe"] = f"must be true or false, got {self.hessian_probe!r}"
         for name in ("data_root", "name", "tag"):
             if not isinstance(getattr(self, name), str):
-                errors[name] = f"must be text, got {getattr(self, name)!r}"
+                errors[name] = f"must be text, got {shown(getattr(self, name))}"
+        if isinstance(self.data_root, str) and "\x00" in self.data_root:
+            # no file system takes it: refused here rather than when the data is first read
+            errors["data_root"] = "must not contain a NUL character (\\x00); it cannot be part of a folder name"
         if isinstance(self.name, str) and len(self.name) > 200:
             errors["name"] = "must be at most 200 characters"
 
@@ -251,15 +271,15 @@ class RunConfig:
 
         # Model sizes: the model must build on the data's shape (models.check names each bad size).
         if not isinstance(self.model_sizes, dict):
-            errors["model_sizes"] = f"must be a mapping like {{'embed_dim': 64}}, got {self.model_sizes!r}"
+            errors["model_sizes"] = f"must be a mapping like {{'embed_dim': 64}}, got {shown(self.model_sizes)}"
         elif any(not isinstance(k, str) for k in self.model_sizes):
-            bad = ", ".join(repr(k) for k in self.model_sizes if not isinstance(k, str))
+            bad = ", ".join(shown(k) for k in self.model_sizes if not isinstance(k, str))
             errors["model_sizes"] = f"size names must be text like 'embed_dim', got {bad}"
         elif model_ok and dataset_ok:
             try:
                 models_mod.check(self.model, sizes["input_shape"], sizes["num_classes"], **self.model_sizes)
             except ConfigError as e:
-                errors["model_sizes"] = "; ".join(f"{k}: {v}" for k, v in e.errors.items())
+                errors["model_sizes"] = "; ".join(v if k == "model_sizes" else f"{k}: {v}" for k, v in e.errors.items())
 
         if errors:
             raise ConfigError(errors)

@@ -396,7 +396,27 @@ def _is_pos_int(v: Any) -> bool:
 
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of ``n`` (> 0) in increasing order, in O(sqrt n) steps (sizes are capped at
+    MAX_PARAMETERS before any call, so this is at most about 14,000 steps)."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
+
+
+def _shown(v: Any) -> str:
+    """``repr(v)`` for messages; an int too long for ``repr`` (over 4300 digits) is described."""
+    try:
+        return repr(v)
+    except ValueError:
+        if isinstance(v, int):
+            return f"an integer of {v.bit_length()} bits"
+        return f"a {type(v).__name__} holding an integer too long to print"
 
 
 def _default_patch(h: int, w: int) -> int:
@@ -411,6 +431,12 @@ def _int_tuple(v: Any, length: int) -> tuple[int, ...] | None:
     return None
 
 
+def _too_large(errors: dict[str, str], key: str, value: Any, limit: int, what: str) -> None:
+    """Refuse a positive integer size above ``limit`` (before any arithmetic or torch sees it)."""
+    if key not in errors and isinstance(value, int) and value > limit:
+        errors[key] = f"must be at most {limit:,} ({what}), got {_shown(value)}"
+
+
 def _validate(
     name: str, input_shape: Any, num_classes: Any, seed: Any, sizes: dict[str, Any]
 ) -> tuple[tuple[int, int, int], dict[str, Any]]:
@@ -420,12 +446,15 @@ def _validate(
     shape: tuple[int, int, int] | None = None
     if isinstance(input_shape, (list, tuple)) and len(input_shape) == 3 and all(_is_pos_int(v) for v in input_shape):
         shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
+        if max(shape) > MAX_IMAGE_SIDE:  # also keeps the patch's divisor search short
+            errors["input_shape"] = f"each of channels, height and width must be at most {MAX_IMAGE_SIDE:,}, got {shape}"
+            shape = None
     else:
-        errors["input_shape"] = f"must be three positive integers (channels, height, width), got {input_shape!r}"
+        errors["input_shape"] = f"must be three positive integers (channels, height, width), got {_shown(input_shape)}"
     if not _is_pos_int(num_classes) or num_classes < 2:
-        errors["num_classes"] = f"must be an integer of at least 2, got {num_classes!r}"
+        errors["num_classes"] = f"must be an integer of at least 2, got {_shown(num_classes)}"
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        errors["seed"] = f"must be a non-negative integer, got {seed!r}"
+        errors["seed"] = f"must be a non-negative integer, got {_shown(seed)}"
 
     allowed = _DEFAULTS[name]
     unknown = [k for k in sizes if k not in allowed]
@@ -436,12 +465,15 @@ def _validate(
     if name.startswith("vit-"):
         for k in ("depth", "heads", "embed_dim") + (("mlp_dim",) if "mlp_dim" in full else ()):
             if not _is_pos_int(full[k]):
-                errors[k] = f"must be a positive integer, got {full[k]!r}"
+                errors[k] = f"must be a positive integer, got {_shown(full[k])}"
+            else:
+                _too_large(errors, k, full[k], MAX_DEPTH if k == "depth" else MAX_PARAMETERS,
+                           "layers" if k == "depth" else "the model would not fit in memory")
         if full["pool"] not in POOLS:
-            errors["pool"] = f"must be one of {', '.join(POOLS)}, got {full['pool']!r}"
+            errors["pool"] = f"must be one of {', '.join(POOLS)}, got {_shown(full['pool'])}"
         if name == "vit-nomlp-wkewq-wvwo" and full["heads"] != 1 and "heads" not in errors:
             errors["heads"] = (
-                f"vit-nomlp-wkewq-wvwo has a single head (no value/output projections), got heads={full['heads']!r}"
+                f"vit-nomlp-wkewq-wvwo has a single head (no value/output projections), got heads={_shown(full['heads'])}"
             )
         if "embed_dim" not in errors and "heads" not in errors and full["embed_dim"] % full["heads"] != 0:
             errors["heads"] = (
@@ -453,40 +485,98 @@ def _validate(
             if full["patch"] is None:
                 full["patch"] = _default_patch(h, w)
             elif not _is_pos_int(full["patch"]):
-                errors["patch"] = f"must be a positive integer, got {full['patch']!r}"
+                errors["patch"] = f"must be a positive integer, got {_shown(full['patch'])}"
             elif h % full["patch"] or w % full["patch"]:
                 errors["patch"] = (
-                    f"patch size {full['patch']} does not divide the image size {h}x{w}; "
+                    f"patch size {_shown(full['patch'])} does not divide the image size {h}x{w}; "
                     f"choose among {', '.join(map(str, _divisors(math.gcd(h, w))))}"
                 )
     elif name == "vgg5-max-relu":
         t = _int_tuple(full["widths"], 3)
         if t is None:
-            errors["widths"] = f"must be three positive integers (conv channels), got {full['widths']!r}"
+            errors["widths"] = f"must be three positive integers (conv channels), got {_shown(full['widths'])}"
+        elif any(x > MAX_PARAMETERS for x in t):
+            _too_large(errors, "widths", max(t), MAX_PARAMETERS, "the model would not fit in memory")
         else:
             full["widths"] = t
         if not _is_pos_int(full["hidden"]):
-            errors["hidden"] = f"must be a positive integer, got {full['hidden']!r}"
+            errors["hidden"] = f"must be a positive integer, got {_shown(full['hidden'])}"
+        else:
+            _too_large(errors, "hidden", full["hidden"], MAX_PARAMETERS, "the model would not fit in memory")
         if shape is not None and min(shape[1], shape[2]) < 8:
             errors["input_shape"] = f"vgg5-max-relu needs images of at least 8x8 (three 2x2 poolings), got {shape}"
     elif name == "cnn-small":
         t = _int_tuple(full["widths"], 2)
         if t is None:
-            errors["widths"] = f"must be two positive integers (conv channels), got {full['widths']!r}"
+            errors["widths"] = f"must be two positive integers (conv channels), got {_shown(full['widths'])}"
+        elif any(x > MAX_PARAMETERS for x in t):
+            _too_large(errors, "widths", max(t), MAX_PARAMETERS, "the model would not fit in memory")
         else:
             full["widths"] = t
         if shape is not None and min(shape[1], shape[2]) < 4:
             errors["input_shape"] = f"cnn-small needs images of at least 4x4 (two 2x2 poolings), got {shape}"
     elif name == "mlp":
         if not _is_pos_int(full["width"]):
-            errors["width"] = f"must be a positive integer, got {full['width']!r}"
+            errors["width"] = f"must be a positive integer, got {_shown(full['width'])}"
+        else:
+            _too_large(errors, "width", full["width"], MAX_PARAMETERS, "the model would not fit in memory")
         d = full["depth"]
         if not isinstance(d, int) or isinstance(d, bool) or d < 0:
-            errors["depth"] = f"must be a non-negative integer, got {d!r}"
+            errors["depth"] = f"must be a non-negative integer, got {_shown(d)}"
+        else:
+            _too_large(errors, "depth", d, MAX_DEPTH, "layers")
+
+    # The size of the model, counted without building it (instant for any sizes). Divisibility
+    # (heads) does not change the count, so a model too large is reported alongside it.
+    if shape is not None and not set(errors) - {"heads"}:
+        count = parameter_count(name, shape, num_classes, full)
+        if count > MAX_PARAMETERS:
+            given = ", ".join(f"{k}={_shown(v)}" for k, v in sizes.items()) or "the defaults"
+            errors["model_sizes"] = (f"these sizes ({given}) give {count:,} parameters; at most {MAX_PARAMETERS:,} "
+                                     "are allowed (the model would not fit in memory)")
     if errors:
         raise ConfigError(errors)
     assert shape is not None
     return shape, full
+
+
+def parameter_count(name: str, input_shape: tuple[int, int, int], num_classes: int, sizes: dict[str, Any]) -> int:
+    """Number of trainable parameters of model ``name`` with the full, valid ``sizes`` (as
+    returned by :func:`check`), computed from the sizes alone: no module is made, so it is instant
+    and exact for any sizes (tests/test_faults_round2.py compares it with the built models)."""
+    c, h, w = input_shape
+    k = num_classes
+
+    def linear(n_in: int, n_out: int) -> int:
+        return n_in * n_out + n_out
+
+    def conv_stack(channels: int, widths) -> tuple[int, int]:
+        total = 0
+        for width in widths:
+            total += channels * width * 9 + width
+            channels = width
+        return total, channels
+
+    if name.startswith("vit-"):
+        e, p, depth = sizes["embed_dim"], sizes["patch"], sizes["depth"]
+        cls = sizes["pool"] == "cls"
+        tokens = (h // p) * (w // p) + (1 if cls else 0)
+        shared_qk = name in ("vit-nomlp-wkewq", "vit-nomlp-wkewq-wvwo")
+        value_output = name != "vit-nomlp-wkewq-wvwo"
+        block = 2 * e + (1 if shared_qk else 2) * linear(e, e) + (2 * linear(e, e) if value_output else 0)
+        if sizes.get("mlp_dim") is not None:
+            block += 2 * e + linear(e, sizes["mlp_dim"]) + linear(sizes["mlp_dim"], e)
+        return (e * c * p * p + e) + (e if cls else 0) + tokens * e + depth * block + 2 * e + linear(e, k)
+    if name == "vgg5-max-relu":
+        convs, channels = conv_stack(c, sizes["widths"])
+        return convs + linear(channels, sizes["hidden"]) + linear(sizes["hidden"], k)
+    if name == "mlp":
+        width, depth = sizes["width"], sizes["depth"]
+        if depth == 0:
+            return linear(c * h * w, k)
+        return linear(c * h * w, width) + (depth - 1) * linear(width, width) + linear(width, k)
+    convs, channels = conv_stack(c, sizes["widths"])  # cnn-small
+    return convs + linear(channels, k)
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,7 +619,9 @@ def _initialise(model: nn.Module, seed: int) -> None:
         raise RuntimeError(f"no initialisation rule for buffer {name}")
 
 
-MAX_PARAMETERS = 200_000_000  # a model above this would exhaust a server's memory: refused by check()
+MAX_PARAMETERS = 200_000_000  # a model above this would exhaust a server's memory: refused by check() and build()
+MAX_IMAGE_SIDE = 100_000  # channels, height and width of the images
+MAX_DEPTH = 1_000  # encoder layers (ViT depth) or hidden layers (mlp depth): more cannot be built in useful time
 
 
 def _construct_on_meta(name: str, shape: tuple[int, int, int], num_classes: int, full: dict[str, Any]) -> nn.Module:
@@ -563,11 +655,7 @@ def check(name: str, input_shape: Any, num_classes: int, **sizes: Any) -> dict[s
     Returns the full sizes; raises ConfigError naming each bad field, exactly as `build` would.
     """
     _check_name(name)
-    shape, full = _validate(name, input_shape, num_classes, 0, sizes)
-    count = count_parameters(_construct_on_meta(name, shape, num_classes, full))
-    if count > MAX_PARAMETERS:
-        raise ConfigError({"model_sizes": f"these sizes give {count:,} parameters; at most {MAX_PARAMETERS:,} "
-                                          "are allowed (the model would not fit in memory)"})
+    _, full = _validate(name, input_shape, num_classes, 0, sizes)  # counts the parameters, too
     return full
 
 
@@ -587,7 +675,8 @@ def build(name: str, input_shape: Any, num_classes: int, seed: int = 0, **sizes:
     Returns a float32 ``nn.Module`` on the CPU with attributes ``name``, ``input_shape``,
     ``num_classes`` and ``sizes`` (the full sizes used). Raises :class:`ConfigError` naming each
     bad field (unknown model, bad input shape, embedding not divisible by heads, patch not
-    dividing the image, non-positive sizes, unknown size names).
+    dividing the image, non-positive sizes, unknown size names, a size or depth too large:
+    more than MAX_PARAMETERS parameters or MAX_DEPTH layers).
     """
     shape, full = _validate(name, input_shape, num_classes, seed, sizes)
     model = _construct_on_meta(name, shape, num_classes, full)

@@ -17,7 +17,10 @@ line search or a non-finite start; parameters changed by someone else since the 
 
 Safety: a trial point with a NaN or infinite loss counts as a step that is too long; the
 parameters are never left at such a point. If the line search finds no finite decrease, the
-parameters are put back exactly where the step started and the step reports it.
+parameters are put back exactly (bit for bit) where the step started and the step reports it.
+If the closure raises during the line search (any exception, KeyboardInterrupt included), the
+parameters are put back the same way and the exception propagates; the optimizer's state is
+as before the step.
 """
 
 from __future__ import annotations
@@ -406,29 +409,53 @@ class NonlinearCG(Optimizer):
         # line search; `at` is the step the parameters are currently set to
         at = [0.0]
         trial_losses = {}
+        # x0 holds the parameters exactly when the working dtype represents every parameter's
+        # dtype; otherwise (e.g. dtype=float32 for float64 parameters) keep their own copy, so
+        # that going back to the start is always bit for bit
+        originals = None if all(torch.promote_types(p.dtype.to_real(), dtype) == dtype
+                                for p in params) else [p.detach().clone() for p in params]
+
+        def restore_start():
+            if originals is None:
+                self._set_flat_params(params, x0)
+            else:
+                for p, original in zip(params, originals):
+                    p.copy_(original)
+            at[0] = 0.0
 
         def move_to(step_size):
             if step_size != at[0]:
-                self._set_flat_params(params, x0 if step_size == 0.0 else x0.add(d, alpha=step_size))
+                if step_size == 0.0:
+                    restore_start()
+                    return
+                at[0] = math.nan  # unknown until the copy is complete
+                self._set_flat_params(params, x0.add(d, alpha=step_size))
                 at[0] = step_size
 
-        if group["line_search"] == "strong-wolfe":
-            def evaluate(step_size):
-                move_to(step_size)
-                trial_loss, trial_grad = loss_and_grad()
-                trial_losses[step_size] = trial_loss = _detached(trial_loss)
-                return float(trial_loss), trial_grad, float(trial_grad.dot(d))
+        try:
+            if group["line_search"] == "strong-wolfe":
+                def evaluate(step_size):
+                    move_to(step_size)
+                    trial_loss, trial_grad = loss_and_grad()
+                    trial_losses[step_size] = trial_loss = _detached(trial_loss)
+                    return float(trial_loss), trial_grad, float(trial_grad.dot(d))
 
-            result = strong_wolfe(evaluate, loss0, gtd0, t, c1=group["c1"], c2=group["c2"],
-                                  max_evals=group["max_ls"])
-        else:
-            def evaluate(step_size):
-                move_to(step_size)
-                trial_losses[step_size] = trial_loss = _detached(loss_only())
-                return float(trial_loss)
+                result = strong_wolfe(evaluate, loss0, gtd0, t, c1=group["c1"], c2=group["c2"],
+                                      max_evals=group["max_ls"])
+            else:
+                def evaluate(step_size):
+                    move_to(step_size)
+                    trial_losses[step_size] = trial_loss = _detached(loss_only())
+                    return float(trial_loss)
 
-            result = golden_section(evaluate, loss0, gtd0, t, tol=group["ls_tol"],
-                                    max_evals=group["max_ls"])
+                result = golden_section(evaluate, loss0, gtd0, t, tol=group["ls_tol"],
+                                        max_evals=group["max_ls"])
+        except BaseException:
+            # the closure (or anything else) raised mid-search, KeyboardInterrupt included: put
+            # the parameters back where the step started, as for a failed search, and re-raise;
+            # the optimizer's state is untouched, so the step can simply be retried
+            restore_start()
+            raise
 
         # leave the parameters at the accepted point, or exactly where they started
         move_to(result.step)

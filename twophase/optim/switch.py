@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 
 from twophase.errors import ConfigError
 
@@ -61,6 +62,100 @@ def _is_int(value) -> bool:
 
 def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _as_float(value) -> float | None:
+    """``float(value)`` for a real number (not a bool) that fits in a float, else None."""
+    if not _is_real(value):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _shown(value) -> str:
+    try:
+        return repr(value)[:80]
+    except ValueError:  # an int too long for repr()
+        if isinstance(value, int):
+            return f"an integer of {value.bit_length()} bits"
+        return f"a {type(value).__name__} holding an integer too long to print"
+
+
+def _check_progress(state: dict, errors: dict, window: int | None) -> dict:
+    """The progress part of a SwitchRule state as attributes, after checking it; adds to
+    ``errors`` (key -> message) what is wrong."""
+    out: dict = {}
+
+    def integer(key, optional=False, low=0):
+        value = state[key]
+        if value is None and optional:
+            return None
+        if not (_is_int(value) and value >= low):
+            errors[key] = f"must be an integer >= {low}{' or None' if optional else ''}; got {_shown(value)}"
+            return None
+        return int(value)
+
+    def number(key, optional=False, finite=True, non_negative=True):
+        value = state[key]
+        if value is None and optional:
+            return None
+        number = _as_float(value)
+        if number is None or (finite and not math.isfinite(number)) or (non_negative and not number >= 0):
+            what = "a finite number >= 0" if finite and non_negative else "a number"
+            errors[key] = f"must be {what}{' or None' if optional else ''}; got {_shown(value)}"
+            return None
+        return number
+
+    out["epoch"] = epoch = integer("epoch")
+    out["signal_below"] = integer("signal_below")
+    out["trials"] = integer("trials")
+    out["below"] = integer("below")
+    out["last_norm"] = number("last_norm", optional=True)
+    out["value"] = number("value", optional=True)
+    out["max_norm"] = number("max_norm")
+    out["peak_epoch"] = integer("peak_epoch", optional=True, low=1)
+    out["peak_value"] = number("peak_value", optional=True)
+    out["last_curvature"] = number("last_curvature", optional=True, finite=False, non_negative=False)
+    switched = state["switched"]
+    if not isinstance(switched, bool):
+        errors["switched"] = f"must be true or false; got {_shown(switched)}"
+    out["switched"] = switched
+    out["switch_epoch"] = switch_epoch = integer("switch_epoch", optional=True)
+
+    losses = state["losses"]
+    if not isinstance(losses, (list, tuple)) or any(_as_float(v) is None for v in losses):
+        errors["losses"] = f"must be a list of numbers (training losses); got {_shown(losses)}"
+    elif window is not None and len(losses) > window + 1:
+        errors["losses"] = f"holds at most window + 1 = {window + 1} losses; got {len(losses)}"
+    else:
+        out["losses"] = [float(v) for v in losses]
+
+    # consistency, where the parts themselves are fine
+    if epoch is not None:
+        for key in ("below", "signal_below", "peak_epoch", "switch_epoch"):
+            if out.get(key) is not None and key not in errors and out[key] > epoch:
+                errors[key] = f"cannot exceed epoch ({epoch}); got {out[key]}"
+        if epoch == 0 and "last_norm" not in errors and out["last_norm"] is not None:
+            errors["epoch"] = "is 0 but a last norm is recorded (an update would have counted an epoch)"
+        if epoch > 0 and "last_norm" not in errors and out["last_norm"] is None:
+            errors["last_norm"] = f"is missing although {epoch} epochs were recorded"
+    if "switched" not in errors and "switch_epoch" not in errors:
+        if switched and switch_epoch is None:
+            errors["switch_epoch"] = "must be the epoch of the switch when switched is true; got None"
+        elif not switched and switch_epoch is not None:
+            errors["switch_epoch"] = f"must be None when switched is false; got {switch_epoch}"
+    peak = [key for key in ("value", "peak_epoch", "peak_value") if key not in errors]
+    if len(peak) == 3:
+        known = [out[key] is not None for key in peak]
+        if any(known) and not all(known):
+            errors["peak_epoch"] = ("value, peak_epoch and peak_value are recorded together (the first update "
+                                    f"sets all three); got {', '.join(f'{k}={out[k]!r}' for k in peak)}")
+        elif "max_norm" not in errors and out["max_norm"] != (out["peak_value"] if all(known) else 0.0):
+            errors["max_norm"] = (f"must equal peak_value ({out['peak_value']!r}), or 0.0 before any update; "
+                                  f"got {out['max_norm']!r}")
+    return out
 
 
 class SwitchRule:
@@ -305,7 +400,19 @@ class SwitchRule:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore options and progress saved by ``state_dict()``."""
+        """Restore options and progress saved by ``state_dict()``.
+
+        The state is checked before anything changes: options as the constructor checks them,
+        progress as ``update`` could have left it (finite numbers >= 0, integer epochs >= 0 and
+        at most ``epoch``, ``switch_epoch`` set exactly when ``switched``, ...). A state saved
+        before the signal options existed loads with their defaults.
+
+        Raises:
+            ValueError: a ``ConfigError`` naming each bad key (a ``ValueError`` saying what is
+                missing when keys are absent).
+        """
+        if not isinstance(state, Mapping):
+            raise ValueError(f"SwitchRule state must be a mapping from state_dict(); got {type(state).__name__}")
         defaults = dict(signal="grad-norm", window=SIGNAL_DEFAULTS["window"],
                         plateau_threshold=SIGNAL_DEFAULTS["threshold"], epsilon=SIGNAL_DEFAULTS["epsilon"],
                         probe_every=SIGNAL_DEFAULTS["probe_every"], trial_every=SIGNAL_DEFAULTS["trial_every"],
@@ -315,23 +422,30 @@ class SwitchRule:
         missing = [key for key in self.state_dict() if key not in state]
         if missing:
             raise ValueError(f"SwitchRule state is missing {', '.join(missing)}")
-        self._set_options(state["tolerance"], state["min_epochs"], state["patience"],
-                          state["smoothing"], state["switch_epoch_option"])
-        self._set_signal(state["signal"], state["window"], state["plateau_threshold"], state["epsilon"],
-                         state["probe_every"], state["trial_every"], state["trial_passes"])
-        self.losses = [float(v) for v in state["losses"]]
-        self.last_curvature = state["last_curvature"]
-        self.signal_below = int(state["signal_below"])
-        self.trials = int(state["trials"])
-        self.epoch = int(state["epoch"])
-        self.last_norm = state["last_norm"]
-        self.value = state["value"]
-        self.max_norm = float(state["max_norm"])
-        self.peak_epoch = state["peak_epoch"]
-        self.peak_value = state["peak_value"]
-        self.below = int(state["below"])
-        self.switched = bool(state["switched"])
-        self.switch_epoch = state["switch_epoch"]
+
+        # the options, checked on a scratch rule; their errors are named by the state's keys
+        options = SwitchRule.__new__(SwitchRule)
+        errors: dict[str, str] = {}
+        state_key = {"switch_epoch": "switch_epoch_option", "threshold": "plateau_threshold"}
+        try:
+            options._set_options(state["tolerance"], state["min_epochs"], state["patience"],
+                                 state["smoothing"], state["switch_epoch_option"])
+        except ConfigError as error:
+            errors.update({state_key.get(k, k): v for k, v in error.errors.items()})
+        try:
+            options._set_signal(state["signal"], state["window"], state["plateau_threshold"], state["epsilon"],
+                                state["probe_every"], state["trial_every"], state["trial_passes"])
+        except ConfigError as error:
+            errors.update({state_key.get(k, k): v for k, v in error.errors.items()})
+        progress = _check_progress(state, errors, window=getattr(options, "window", None))
+        if errors:
+            raise ConfigError({key: f"bad SwitchRule state: {message}" for key, message in errors.items()})
+
+        for name in ("tolerance", "min_epochs", "patience", "smoothing", "fixed_switch_epoch", "signal", "window",
+                     "plateau_threshold", "epsilon", "probe_every", "trial_every", "trial_passes"):
+            setattr(self, name, getattr(options, name))
+        for name, value in progress.items():
+            setattr(self, name, value)
 
     def __repr__(self) -> str:
         options = (f"tolerance={self.tolerance}, min_epochs={self.min_epochs}, "

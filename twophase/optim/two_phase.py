@@ -212,13 +212,26 @@ class TwoPhase(Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore everything saved by ``state_dict()``."""
+        """Restore everything saved by ``state_dict()``.
+
+        The rule's state and the phase are checked first (see ``SwitchRule.load_state_dict``):
+        a bad one raises ValueError naming the bad key and nothing is loaded.
+        """
         extra = state_dict.get("two_phase")
         if not isinstance(extra, dict):
             raise ValueError("not a TwoPhase state dict: it has no 'two_phase' entry")
         if extra.get("phase") not in PHASES:
             raise ValueError(f"TwoPhase state has phase {extra.get('phase')!r}; "
                              f"expected one of {PHASES}")
+        if "rule" not in extra:
+            raise ValueError("TwoPhase state has no 'rule' entry (the switch rule's state)")
+        checked = SwitchRule()
+        checked.load_state_dict(extra["rule"])  # raises, naming the bad key, before anything changes
+        if (extra["phase"] == "cg") != checked.switched:
+            raise ValueError(
+                f"TwoPhase state has phase {extra['phase']!r} but its rule has "
+                f"{'switched' if checked.switched else 'not switched'} (switched="
+                f"{checked.switched}); the phase is 'cg' exactly after the switch")
         self.adam.load_state_dict({"state": state_dict["state"],
                                    "param_groups": state_dict["param_groups"]})
         # Adam.load_state_dict builds new group and state objects: share them again
