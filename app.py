@@ -9,13 +9,13 @@ Environment: TWOPHASE_RUNS (runs folder, default ./runs), TWOPHASE_DATA
 (dataset folder, default ./data).
 """
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
-from twophase import runs
-from twophase.jobs import MODES, JobManager
+from pages.shared import common
+from twophase import runs, settings
+from twophase.errors import TwophaseError
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,21 +23,14 @@ st.set_page_config(page_title="twophase: Adam, then conjugate gradient", page_ic
 st.html(HERE / "assets" / "style.css")
 
 
-@st.cache_resource(show_spinner=False)
-def job_manager(runs_dir: str, mode: str) -> JobManager:
-    """The one JobManager of this server process for `runs_dir` (kept across sessions and reruns).
-    mode "process": runs train in worker processes, one started now so the first run starts at once."""
-    return JobManager(runs_dir=runs_dir, mode=mode, warm=True)
-
-
 # TWOPHASE_JOBS=thread trains in the server's own threads instead of worker processes (debugging).
-jobs_mode = os.environ.get("TWOPHASE_JOBS", "process")
-if jobs_mode not in MODES:
-    st.error(f"TWOPHASE_JOBS is {jobs_mode!r}; allowed values: {', '.join(MODES)} (unset means process). "
-             "Fix the environment variable and restart the app.")
+try:
+    jobs_mode = settings.jobs_mode()
+except TwophaseError as err:
+    st.error(f"{err}. Fix the environment variable and restart the app.")
     st.stop()
 # Keyed by the runs folder and mode, so a change of TWOPHASE_RUNS (tests) gets its own registry.
-st.session_state["jobs"] = job_manager(str(runs.default_runs_dir()), jobs_mode)
+st.session_state["jobs"] = common.job_manager(str(runs.default_runs_dir()), jobs_mode)
 
 pages = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", default=True),

@@ -7,13 +7,11 @@ import io
 import pandas as pd
 import streamlit as st
 
+from pages.shared import common
+
 from twophase import paper, plots, runs
 
-if "jobs" not in st.session_state:
-    # Streamlit ran this file without app.py: its legacy pages/ mode, active until the first
-    # st.navigation call of the server (a fresh server whose first visit is to this page's URL).
-    st.switch_page("app.py")
-jobs = st.session_state["jobs"]
+jobs = common.jobs()
 FINAL = frozenset(runs.FINAL_STATUSES)
 METRICS = ["train_loss", "val_loss", "train_acc", "val_acc", "grad_norm"]
 

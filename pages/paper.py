@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.shared import common
+
 from twophase import paper, plots, reproduce
 
-jobs = st.session_state["jobs"]
+jobs = common.jobs()
 REFRESH_SECONDS = 2.0
 FIGURES = ["train_loss", "train_acc", "val_loss", "val_acc"]
 LOSS_FORMAT = st.column_config.NumberColumn(format="%.4g")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from pages.shared import common
+
 from twophase import plots, runs
 
-if "jobs" not in st.session_state:
-    # Streamlit ran this file without app.py: its legacy pages/ mode, active until the first
-    # st.navigation call of the server (a fresh server whose first visit is to this page's URL).
-    st.switch_page("app.py")
-jobs = st.session_state["jobs"]
+jobs = common.jobs()
 FINAL = frozenset(runs.FINAL_STATUSES)
 REFRESH_SECONDS = 2.0
 

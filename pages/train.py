@@ -12,65 +12,20 @@ server); once the status is final both stop polling.
 from __future__ import annotations
 
 import html
-import math
-from dataclasses import dataclass, field
 
 import pandas as pd
 import streamlit as st
 
+from pages.shared import common
 from twophase import analysis, paper, plots, runs
-from twophase import data as data_mod
-from twophase import models as models_mod
-from twophase.config import (ARM_DESCRIPTIONS, ARMS, CG_BETAS, GRAD_NORM_MODES, LINE_SEARCHES, LOSSES, PAPER_RULE,
-                              RunConfig)
 from twophase.errors import ConfigError, DatasetUnavailable
-from twophase.training.strategies import parse_arm, sweep_arms
+from twophase.jobs import RunView
 
 FINAL = frozenset(runs.FINAL_STATUSES)
-DEFAULTS = RunConfig()  # the defaults live in config.py (chosen by measurement), never here
 POLL_SECONDS = 2.0  # status and progress bars, while a run is active
 CHART_SECONDS = 5.0  # the charts, while a run is active (benchmarks/app.py measures what drawing them costs)
 
-LABELS = {  # widget label of each RunConfig field, to name it in error messages
-    "model": "Model", "dataset": "Dataset", "tolerance": "Switch tolerance", "epochs": "Epochs",
-    "batch_size": "Batch size", "lr": "Learning rate", "subset": "Training samples",
-    "val_subset": "Validation samples", "loss": "Loss", "seed": "Seed", "arms": "Arms",
-    "min_epochs": "Minimum Adam epochs", "patience": "Patience", "smoothing": "Smoothing",
-    "switch_epoch": "Fixed switch epoch", "cg_beta": "CG beta", "line_search": "Line search",
-    "cg_dtype": "CG in float64", "cg_iters_per_epoch": "CG iterations per epoch",
-    "grad_norm_mode": "Gradient norm", "threads": "CPU threads", "hessian_probe": "Measure curvature",
-    "processes": "Processes", "name": "Run name", "model_sizes": "Model sizes",
-    "switch_points": "Extra switch points",
-}
-
-if "jobs" not in st.session_state:
-    # Streamlit ran this file without app.py: its legacy pages/ mode, active until the first
-    # st.navigation call of the server (a fresh server whose first visit is to this page's URL).
-    st.switch_page("app.py")
-jobs = st.session_state["jobs"]
-
-
-# ------------------------------------------------------------------ reading
-@dataclass
-class RunView:
-    """What the page shows of one run, read from the JobManager or from disk."""
-
-    run_id: str
-    status: str
-    config: dict
-    metrics: pd.DataFrame
-    events: list = field(default_factory=list)
-    progress: dict = field(default_factory=dict)
-    error: str | None = None
-    summary: dict | None = None
-    warnings: list = field(default_factory=list)  # damage found in the run's files (read from disk)
-
-    @property
-    def arm_status(self) -> dict:
-        arms = (self.summary or {}).get("arms")
-        if not isinstance(arms, dict):  # a damaged summary.json: no per-arm status
-            return {}
-        return {a: v.get("status", "") for a, v in arms.items() if isinstance(v, dict)}
+jobs = common.jobs()
 
 
 def whole_number(value) -> int:
@@ -86,166 +41,14 @@ def arm_names(config: dict, progress: dict) -> list[str]:
     return list(progress)
 
 
-def read_run(run_id: str) -> RunView | None:
-    """The run's current state: the in-process job's snapshot, else the files on disk."""
-    snap = jobs.snapshot(run_id)
-    if snap is not None:
-        return RunView(run_id, snap.status, snap.config, pd.DataFrame(snap.records), snap.events,
-                       snap.progress, snap.error, snap.summary)
-    try:
-        run = runs.load_run(jobs.runs_dir, run_id)
-    except (FileNotFoundError, ValueError, TypeError):
-        return None
-    config = run.config or {}
-    progress = {}
-    epochs = whole_number(config.get("epochs"))
-    if len(run.metrics) and "arm" in run.metrics.columns and epochs:
-        for arm, part in run.metrics.groupby("arm"):
-            progress[arm] = min(1.0, float(part["epoch"].max()) / epochs)
-    return RunView(run_id, run.status, config, run.metrics, run.events, progress,
-                   (run.summary or {}).get("error"), run.summary, run.warnings)
-
-
-@st.cache_data(show_spinner=False)
-def parameter_count(model: str, dataset: str) -> int | None:
-    """Trainable parameters of `model` built for `dataset`'s input shape (None if it does not build)."""
-    try:
-        info = data_mod.info(dataset)
-        return models_mod.count_parameters(models_mod.build(model, info["input_shape"], info["num_classes"]))
-    except Exception:
-        return None
-
-
-def config_from(values: dict) -> RunConfig:
-    """The RunConfig of the sidebar's values; the extra switch points become two-phase branches."""
-    values = dict(values)
-    points = [p for p in str(values.pop("switch_points", "") or "").replace(";", ",").split(",") if p.strip()]
-    if points:
-        try:
-            branches = sweep_arms(points)
-        except ValueError as exc:
-            raise ConfigError({"switch_points": f"{exc}; write epochs (300), percentages (30%) or 'paper', "
-                                                "separated by commas"}) from None
-        values["arms"] = list(values["arms"]) + [b for b in branches if b not in values["arms"]]
-    return RunConfig(**values)
-
-
-def describe_config_error(err: ConfigError) -> str:
-    lines = [f"- **{LABELS.get(name, name)}** (`{name}`): {msg}" for name, msg in err.errors.items()]
-    return "Nothing was started. Please fix:\n" + "\n".join(lines)
-
-
 def status_badge(status: str) -> str:
     return f'<span class="tp-status tp-status-{status}">{status}</span>'
-
-
-# ----------------------------------------------------------------- settings
-def use_paper_rule() -> None:
-    """The 'Use the paper's rule' button: the switch-rule widgets back to the paper's rule."""
-    st.session_state.update(cfg_tolerance=PAPER_RULE["tolerance"], cfg_min_epochs=PAPER_RULE["min_epochs"],
-                            cfg_patience=PAPER_RULE["patience"], cfg_smoothing=PAPER_RULE["smoothing"],
-                            cfg_switch_epoch=PAPER_RULE["switch_epoch"])
-
-
-def settings() -> dict:
-    """Draw the settings widgets in the sidebar; return the RunConfig fields they give."""
-    d = DEFAULTS
-    with st.sidebar:
-        st.subheader("Run settings")
-        datasets = data_mod.names()
-        dataset = st.selectbox("Dataset", datasets, index=datasets.index(d.dataset) if d.dataset in datasets else 0,
-                               key="cfg_dataset")
-        models = models_mod.names()
-        names = list(models)
-
-        def model_label(name: str) -> str:
-            n = parameter_count(name, dataset)
-            return f"{name} · {n:,} parameters" if n else name
-
-        model = st.selectbox("Model", names, index=names.index(d.model) if d.model in names else 0,
-                             format_func=model_label, key="cfg_model")
-        st.caption(models.get(model, ""))
-        tolerance = st.slider("Switch tolerance", min_value=0.05, max_value=1.0, value=float(d.tolerance),
-                              step=0.01, key="cfg_tolerance",
-                              help="Switch to CG at the first epoch whose gradient norm is at most "
-                                   "tolerance x the largest norm seen so far (the paper: 0.9).")
-        c1, c2 = st.columns(2)
-        epochs = c1.number_input("Epochs", min_value=1, value=int(d.epochs), step=1, key="cfg_epochs")
-        batch_size = c2.number_input("Batch size", min_value=1, value=int(d.batch_size), step=32,
-                                     key="cfg_batch_size", help="Adam's mini-batch (the paper: 512).")
-        lr = c1.number_input("Learning rate", min_value=0.0, value=float(d.lr), step=1e-4, format="%g",
-                             key="cfg_lr", help="Adam's step size (also in the two-phase arm's Adam phase).")
-        seed = c2.number_input("Seed", min_value=0, value=int(d.seed), step=1, key="cfg_seed")
-        subset = st.number_input("Training samples", min_value=1, value=d.subset, step=256, key="cfg_subset",
-                                 placeholder="all", help="A class-balanced subset of the training set; "
-                                                         "empty means the whole set.")
-        loss = st.selectbox("Loss", LOSSES, index=LOSSES.index(d.loss), key="cfg_loss",
-                            help="mse: mean squared error of the softmax against one-hot labels (the paper's).")
-        st.markdown("**Arms** (trained from the same initial weights)")
-        arms = [a for a in ARMS if st.checkbox(plots.arm_label(a), value=a in d.arms, key=f"cfg_arm_{a}",
-                                               help=ARM_DESCRIPTIONS.get(a))]
-        switch_points = st.text_input(
-            "Extra switch points", value="", key="cfg_switch_points", placeholder="e.g. 3, 100, 30%",
-            help="One more two-phase branch per point, all from the same Adam trunk (its Adam epochs are "
-                 "computed once): an epoch (300), a percentage of the epochs (30%) or 'paper' (the paper's "
-                 "rule). Compare where switching pays off in one run.")
-        with st.expander("Advanced: switch rule and CG"):
-            st.caption("The paper's rule is the default: tolerance 0.9, no minimum, patience 1, no smoothing, "
-                       "no fixed switch epoch.")
-            st.button("Use the paper's rule", key="cfg_paper_rule", on_click=use_paper_rule,
-                      help="Set the tolerance and the rule's settings below back to the paper's literal rule.")
-            min_epochs = st.number_input("Minimum Adam epochs", min_value=0, value=int(d.min_epochs), step=1,
-                                         key="cfg_min_epochs")
-            patience = st.number_input("Patience", min_value=1, value=int(d.patience), step=1, key="cfg_patience",
-                                       help="Epochs in a row below the threshold before switching.")
-            smoothing = st.slider("Smoothing", min_value=0.0, max_value=0.95, value=float(d.smoothing), step=0.05,
-                                  key="cfg_smoothing", help="Exponential smoothing of the gradient norm "
-                                                            "before the rule reads it (0 = none).")
-            switch_epoch = st.number_input("Fixed switch epoch", min_value=1, value=d.switch_epoch, step=1,
-                                           placeholder="none: use the rule", key="cfg_switch_epoch",
-                                           help="Switch after this epoch whatever the norm does (the "
-                                                "paper's experiments used 30% of the epochs).")
-            cg_beta = st.selectbox("CG beta", CG_BETAS, index=CG_BETAS.index(d.cg_beta), key="cfg_cg_beta",
-                                   help="pr+: Polak-Ribiere clipped at 0; fr: Fletcher-Reeves; hz: Hager-Zhang.")
-            line_search = st.selectbox("Line search", LINE_SEARCHES, index=LINE_SEARCHES.index(d.line_search),
-                                       key="cfg_line_search",
-                                       help="golden: the paper's golden-section search (forward passes only).")
-            cg_float64 = st.checkbox("CG in float64", value=d.cg_dtype == "float64", key="cfg_cg_float64")
-            cg_iters = st.number_input("CG iterations per epoch", min_value=1, value=int(d.cg_iters_per_epoch),
-                                       step=1, key="cfg_cg_iters")
-            grad_norm_mode = st.selectbox("Gradient norm", GRAD_NORM_MODES,
-                                          index=GRAD_NORM_MODES.index(d.grad_norm_mode), key="cfg_grad_norm_mode",
-                                          help="full: the gradient over the whole training set at the end of "
-                                               "the epoch; batch-mean: the mean of the mini-batch norms.")
-            val_subset = st.number_input("Validation samples", min_value=1, value=d.val_subset, step=500,
-                                         placeholder="all", key="cfg_val_subset")
-            threads = st.number_input("CPU threads", min_value=0, value=int(d.threads), step=1, key="cfg_threads",
-                                      help="PyTorch threads for the run (0: PyTorch's default).")
-            hessian_probe = st.checkbox("Measure curvature (Hessian probe)", value=d.hessian_probe,
-                                        key="cfg_hessian_probe",
-                                        help="Each epoch, estimate the smallest and largest Hessian eigenvalues "
-                                             "(Lanczos on 512 training images): is the surface convex yet? "
-                                             "Costs time; not charged to any arm.")
-            processes = st.number_input("Processes", min_value=1, value=int(d.processes), step=1,
-                                        key="cfg_processes",
-                                        help="Data-parallel processes on this machine (torchrun); 1 trains in "
-                                             "the server itself.")
-            name = st.text_input("Run name", value=d.name, key="cfg_name", placeholder="optional")
-    return dict(switch_points=switch_points, model=model, dataset=dataset, tolerance=float(tolerance), epochs=int(epochs),
-                batch_size=int(batch_size), lr=float(lr), seed=int(seed),
-                subset=None if subset is None else int(subset),
-                val_subset=None if val_subset is None else int(val_subset), loss=loss, arms=arms,
-                min_epochs=int(min_epochs), patience=int(patience), smoothing=float(smoothing),
-                switch_epoch=None if switch_epoch is None else int(switch_epoch), cg_beta=cg_beta,
-                line_search=line_search, cg_dtype="float64" if cg_float64 else "float32",
-                cg_iters_per_epoch=int(cg_iters), grad_norm_mode=grad_norm_mode, threads=int(threads), name=name,
-                hessian_probe=bool(hessian_probe), processes=int(processes))
 
 
 # ----------------------------------------------------------------- the run
 def show_status(run_id: str, was_live: bool) -> None:
     """Status line, Stop button and the arms' progress bars (a fragment: every POLL_SECONDS while live)."""
-    view = read_run(run_id)
+    view = jobs.get_run(run_id)
     if view is None:
         st.warning(f"Run {run_id} is not in {jobs.runs_dir}.")
         return
@@ -256,7 +59,7 @@ def show_status(run_id: str, was_live: bool) -> None:
     head.markdown(f'Status: {status_badge(status)} &nbsp; run <code>{run_id}</code> · {model} '
                   f'on {dataset} · tolerance {tolerance}',  # escaped: config.json is a file anyone may edit
                   unsafe_allow_html=True)
-    if status not in FINAL and jobs.snapshot(run_id) is not None:
+    if status not in FINAL and view.live:
         if stop_col.button("Stop", key="stop", icon=":material/stop_circle:"):
             jobs.stop(run_id)
             st.toast("Stopping: the run ends after the current mini-batch or CG iteration.")
@@ -313,7 +116,7 @@ def chart_figures(view: RunView, x: str, log_y: bool) -> dict:
 
 def show_charts(run_id: str, was_live: bool, x: str, log_y: bool) -> None:
     """The four charts (a fragment: every CHART_SECONDS while live; drawing them is the page's main cost)."""
-    view = read_run(run_id)
+    view = jobs.get_run(run_id)
     if view is None:
         return
     metrics = view.metrics
@@ -367,20 +170,7 @@ def final_section(view: RunView) -> None:
                 "seconds ratio": st.column_config.NumberColumn("at equal time", format="%.3g"),
                 "seconds at": st.column_config.NumberColumn("seconds", format="%.1f"),
             })
-    st.dataframe(
-        table, hide_index=True,
-        column_config={
-            "arm": None,
-            "train_loss": st.column_config.NumberColumn("train loss", format="%.4g"),
-            "val_loss": st.column_config.NumberColumn("val loss", format="%.4g"),
-            "train_acc": st.column_config.NumberColumn("train acc", format="%.3f"),
-            "val_acc": st.column_config.NumberColumn("val acc", format="%.3f"),
-            "grad_norm": st.column_config.NumberColumn("grad norm", format="%.3g"),
-            "data_passes": st.column_config.NumberColumn("data passes", format="%.1f"),
-            "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
-            "peak_epoch": st.column_config.NumberColumn("peak epoch", format="%d"),
-            "switch_epoch": st.column_config.NumberColumn("switch epoch", format="%d"),
-        })
+    st.dataframe(table, hide_index=True, column_config={"arm": None, **common.NUMBER_COLUMNS})
     cfg = view.config or {}
     published = paper.figures_for(cfg.get("model", ""), cfg.get("dataset", ""))
     if not published.empty:
@@ -394,7 +184,7 @@ st.title("Two-phase training, live")
 st.caption("Adam while the loss surface is non-convex; conjugate gradient once the gradient norm has peaked "
            "and fallen below tolerance x its maximum. Both arms start from the same initial weights.")
 
-values = settings()
+values = common.settings_form()
 
 run_id = st.query_params.get("run")
 if run_id is not None and not runs.is_valid_run_id(run_id):
@@ -404,8 +194,7 @@ if run_id is not None and not runs.is_valid_run_id(run_id):
 start_col, message_col = st.columns([1, 5], vertical_alignment="center")
 if start_col.button("Start", type="primary", key="start", icon=":material/play_arrow:"):
     try:
-        config = config_from(values)
-        config.validate()
+        config = common.form_config(values)
         # A second press (a double click, an impatient user) while the run it started is still
         # queued or running, with the same settings, follows that run instead of starting a copy.
         started = st.session_state.get("started_run")
@@ -417,7 +206,7 @@ if start_col.button("Start", type="primary", key="start", icon=":material/play_a
             new_id = jobs.submit(config)
             st.session_state["started_run"] = (new_id, config.to_dict())
     except ConfigError as err:
-        message_col.error(describe_config_error(err), icon=":material/error:")
+        message_col.error(common.describe_config_error(err), icon=":material/error:")
     except DatasetUnavailable as err:
         message_col.error(str(err), icon=":material/folder_off:")
     except OSError as err:  # the runs folder cannot be written: nothing was created
@@ -435,7 +224,7 @@ if run_id is not None:
     x_axis = xc.radio("x-axis", list(plots.X_AXES), format_func=plots.X_AXES.get, horizontal=True, key="x_axis",
                       help="Cost axes: a CG epoch costs several loss evaluations; compare per data pass or per second.")
     log_y = yc.toggle("Log-scale loss", value=True, key="log_y")
-    first = read_run(run_id)
+    first = jobs.get_run(run_id)
     live = first is not None and first.status in runs.ACTIVE_STATUSES  # not "damaged": nothing to follow
     st.fragment(run_every=POLL_SECONDS if live else None)(show_status)(run_id, live)
     st.fragment(run_every=CHART_SECONDS if live else None)(show_charts)(run_id, live, x_axis, log_y)

@@ -34,6 +34,7 @@ import pytest
 import torch
 
 from twophase import distributed, runs
+from twophase.jobs import launcher
 from twophase.cli import main as cli_main
 from twophase.config import RunConfig
 from twophase.errors import ConfigError
@@ -70,7 +71,7 @@ def config_args(values: dict) -> list[str]:
 
 def torchrun(cli_args: list[str], processes: int = 2) -> subprocess.Popen:
     """`torchrun --nproc-per-node=processes -m twophase <cli_args>`, its output piped."""
-    return subprocess.Popen(distributed.torchrun_command(processes, cli_args), stdout=subprocess.PIPE,
+    return subprocess.Popen(launcher.torchrun_command(processes, cli_args), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -79,7 +80,7 @@ def run_two_processes(values: dict, runs_dir, run_id: str) -> runs.Run:
     try:
         output, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
     finally:
-        distributed.terminate(proc, grace_s=5, term_s=5)
+        launcher.terminate(proc, grace_s=5, term_s=5)
     assert proc.returncode == 0, output.decode(errors="replace")[-4000:]
     return runs.load_run(str(runs_dir), run_id)
 
@@ -205,12 +206,12 @@ def test_a_killed_process_ends_the_run_failed_and_stops_the_other(data_root, tmp
             assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-4000:]
             assert time.time() < deadline, "the processes never wrote their first epochs"
             time.sleep(0.1)
-        workers = {_rank_of(pid): pid for pid in distributed._children(proc.pid)}
+        workers = {_rank_of(pid): pid for pid in launcher.children(proc.pid)}
         assert set(workers) == {0, 1}
         os.kill(workers[1], signal.SIGKILL)
         output, _ = proc.communicate(timeout=60)
     finally:
-        distributed.terminate(proc, grace_s=5, term_s=5)
+        launcher.terminate(proc, grace_s=5, term_s=5)
     assert proc.returncode != 0
     assert not os.path.exists(f"/proc/{workers[0]}")  # the surviving process ended too
     summary = runs.load_run(str(tmp_path), run_id).summary

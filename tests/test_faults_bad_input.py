@@ -53,7 +53,7 @@ REAL_BOUNDARIES = [
                          ids=[f"{b[0]}={b[2]!r}" for b in INT_BOUNDARIES + REAL_BOUNDARIES])
 def test_api_each_limit_is_accepted_and_one_step_beyond_is_refused(field, at_limit, beyond):
     # epochs is the upper bound of min_epochs/switch_epoch, subset the lower bound of processes
-    extra = {"processes": {"subset": 2048}}.get(field, {})
+    extra = {"processes": {"subset": 2048}, "min_epochs": {"epochs": 100000}}.get(field, {})
     RunConfig(**{field: at_limit}, **extra).validate()
     error = refused(**{field: beyond}, **extra)
     assert set(error.errors) == {field}
@@ -268,10 +268,16 @@ def test_ui_values_beyond_the_limits_are_named_next_to_start_and_nothing_starts(
     assert not at.exception, [e.value for e in at.exception]
     (message,) = [e.value for e in at.error]
     assert message.startswith("Nothing was started")
-    for label, field in [("Learning rate", "lr"), ("Epochs", "epochs"), ("Batch size", "batch_size"),
-                         ("Fixed switch epoch", "switch_epoch"), ("Validation samples", "val_subset"),
-                         ("CPU threads", "threads"), ("Run name", "name")]:
+    for label, field in [("Learning rate", "lr"), ("Fixed switch epoch", "switch_epoch"),
+                         ("Validation samples", "val_subset"), ("Run name", "name")]:
         assert f"**{label}** (`{field}`)" in message, (label, message)
+    # the widgets take RunConfig's limits: a value beyond them is refused by the widget itself
+    from twophase.config import LIMITS
+
+    for field in ("epochs", "batch_size", "threads"):
+        widget = at.number_input(key=f"cfg_{field}")
+        assert widget.max == LIMITS[field][1] and widget.min == LIMITS[field][0]
+        assert widget.value <= LIMITS[field][1]
     assert "run" not in at.query_params and status_of(at) is None
     assert runs.list_runs(runs_dir) == []
 

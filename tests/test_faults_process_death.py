@@ -160,7 +160,7 @@ def test_server_killed_during_a_summary_write_leaves_the_previous_summary(runs_d
 
 
 def test_server_killed_mid_run_in_process_mode_the_worker_ends_the_run_interrupted_and_exits(runs_dir, data_root):
-    from twophase.worker import SERVER_GONE
+    from twophase.jobs.worker import SERVER_GONE
 
     proc = start_server(runs_dir, data_root, "run", jobs_mode="process")
     seen = read_line_then_kill(proc)

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from twophase import jobs as jobs_mod
+from twophase.jobs import launcher
 from twophase import runs
 from twophase.config import RunConfig
 from twophase.jobs import JobManager
-from twophase.worker import SERVER_GONE
+from twophase.jobs.worker import SERVER_GONE
 
 from conftest import ROOT, tiny_settings
 
@@ -84,7 +84,7 @@ def test_a_worker_whose_server_goes_away_ends_the_run_interrupted(tmp_path, data
     from twophase.schema import metric_columns
 
     runs.RunWriter(str(tmp_path), run_id, cfg.to_dict(), columns=metric_columns(cfg.hessian_probe), status="queued")
-    worker = jobs_mod.start_worker()
+    worker = launcher.start_worker()
     worker.stdin.write(json.dumps({"runs_dir": str(tmp_path), "run_id": run_id, "config": cfg.to_dict(),
                                    "environ": {}}) + "\n")
     worker.stdin.flush()
@@ -104,7 +104,7 @@ def test_a_worker_whose_server_goes_away_ends_the_run_interrupted(tmp_path, data
 
 def test_a_warm_worker_is_started_ahead_and_takes_the_next_run(tmp_path, data_root):
     JobManager(str(tmp_path), mode="process", warm=True)
-    spare = jobs_mod._spare
+    spare = launcher.SPARE.proc
     assert spare is not None and spare.poll() is None
     jobs = JobManager(str(tmp_path), mode="process")
     run_id = jobs.submit(config(data_root))
@@ -142,6 +142,6 @@ def test_the_app_names_a_bad_twophase_jobs_value_and_starts_nothing(runs_dir, mo
 
 
 def test_the_worker_module_exits_quietly_when_the_server_closes_before_giving_work():
-    proc = subprocess.run([sys.executable, "-m", "twophase.worker"], input="", capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "twophase.jobs.worker"], input="", capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout == "" and "Traceback" not in proc.stderr

@@ -124,10 +124,16 @@ class RunConfig:
         if not isinstance(d, dict):
             raise ConfigError({"config": f"must be a mapping of field names to values, got {type(d).__name__}"})
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known, key=repr)
+        unknown = sorted(set(d) - known, key=lambda k: (type(k).__name__, str(k)[:200] if isinstance(k, str) else ""))
         if unknown:
-            raise ConfigError({k if isinstance(k, str) else repr(k):
-                               f"unknown field; allowed fields: {', '.join(sorted(known))}" for k in unknown})
+            def name(k) -> str:  # repr() refuses ints of more than 4300 digits
+                if isinstance(k, str):
+                    return k
+                if isinstance(k, int) and not isinstance(k, bool) and k.bit_length() > 14000:
+                    return f"<an integer of {k.bit_length()} bits>"
+                return repr(k)[:200]
+
+            raise ConfigError({name(k): f"unknown field; allowed fields: {', '.join(sorted(known))}" for k in unknown})
         cfg = cls(**d)
         if validate:
             cfg.validate()

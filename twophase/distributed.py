@@ -30,8 +30,7 @@ A dead peer makes the next collective fail (gloo: at once; at the latest after
 the process-group timeout, TWOPHASE_DIST_TIMEOUT seconds, default 600), so a
 crash ends the run `failed` instead of hanging.
 
-The last part of the module serves the app: `torchrun_command` builds the
-launch of a multi-process run and `terminate` ends one.
+The app launches such runs through twophase/jobs/launcher.py (torchrun_command, terminate).
 """
 
 from __future__ import annotations
@@ -40,17 +39,13 @@ import contextlib
 import copy
 import datetime
 import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import torch
 
+from twophase import settings
 from twophase.errors import TwophaseError
 
-TIMEOUT_ENV = "TWOPHASE_DIST_TIMEOUT"
-DEFAULT_TIMEOUT_S = 600.0
 
 
 # --------------------------------------------------------------------------- launch detection
@@ -70,17 +65,8 @@ def launched() -> bool:
 
 
 def timeout_seconds() -> float:
-    """The collectives' timeout: TWOPHASE_DIST_TIMEOUT seconds, default 600."""
-    text = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        raise TwophaseError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise TwophaseError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
-    return value
+    """The collectives' timeout: TWOPHASE_DIST_TIMEOUT seconds, default 600 (twophase/settings.py)."""
+    return settings.dist_timeout()
 
 
 # --------------------------------------------------------------------------- the process group
@@ -325,66 +311,3 @@ class NullWriter:
     @property
     def status(self):
         return self._summary.get("status")
-
-
-# --------------------------------------------------------------------------- launching (the app)
-
-
-def torchrun_command(processes: int, cli_args: list[str]) -> list[str]:
-    """The command that runs `python -m twophase <cli_args>` as `processes` processes on this machine.
-
-    torchrun's --standalone rendezvous picks a free port, so several runs may
-    train side by side.
-    """
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={int(processes)}",
-            "-m", "twophase", *cli_args]
-
-
-def _children(pid: int) -> list[int]:
-    """Process ids whose parent is `pid` (Linux /proc; empty elsewhere)."""
-    out = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return out
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read().decode("ascii", "replace")
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            out.append(int(name))
-    return out
-
-
-def terminate(proc: subprocess.Popen, grace_s: float = 40.0, term_s: float = 10.0) -> str:
-    """End a launched torchrun and its processes; return how ("exited", "interrupted", "terminated", "killed").
-
-    First SIGINT (torchrun passes it on; each process stops after its current
-    mini-batch or CG iteration and writes `stopped`), waiting up to grace_s; then
-    SIGTERM; then SIGKILL for torchrun and the processes it started.
-    """
-    if proc.poll() is not None:
-        return "exited"
-    for sig, wait_s, how in ((signal.SIGINT, grace_s, "interrupted"), (signal.SIGTERM, term_s, "terminated")):
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            return "exited"
-        try:
-            proc.wait(wait_s)
-            return how
-        except subprocess.TimeoutExpired:
-            pass
-    workers = _children(proc.pid)
-    for pid in [proc.pid, *workers]:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(10)
-    return "killed"
-

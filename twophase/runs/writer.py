@@ -163,7 +163,7 @@ class RunWriter:
         """Take over writing an existing run folder from the process that created it.
 
         The app creates a run's folder when the run is queued and a worker process
-        (twophase.worker) trains it: the worker attaches. The columns come from
+        (twophase/jobs/worker.py) trains it: the worker attaches. The columns come from
         metrics.csv's header, the summary from summary.json; this process becomes the
         owner (pid, pid_start, hostname), so ``mark_interrupted`` follows it.
 

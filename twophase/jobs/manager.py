@@ -1,4 +1,4 @@
-"""Background jobs: runs queued, trained in the background, a bounded number at a time.
+"""The JobManager: runs queued, trained in the background, a bounded number at a time.
 
 The app holds one JobManager per process (in st.cache_resource). Pages call
 `submit`, `stop`, `snapshot` and `list`; they never touch a running job's
@@ -7,7 +7,7 @@ objects: `snapshot` returns copies made under a lock. No streamlit here.
 Each job has a background thread. How it trains depends on `mode`:
 
 - "process" (the default, and the app's): the job thread hands the run to a
-  worker process (`python -m twophase.worker`) and reads the records, events and
+  worker process (`python -m twophase.jobs.worker`) and reads the records, events and
   progress the worker streams back on a pipe. Training then never competes with
   the pages for the server's interpreter lock (building the four charts of one
   redraw takes about 0.2 s of Python). With `warm=True` a worker is started ahead of time, so a
@@ -28,19 +28,22 @@ import copy
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 
-from twophase import distributed, runs
+import pandas as pd
+
+from twophase import runs, settings
 from twophase.config import RunConfig
+from twophase.jobs import launcher, protocol
+from twophase.runs.files import now_iso
 from twophase.schema import FINAL_STATUSES, metric_columns
-from twophase.training.run import _now, run_experiment
+from twophase.training.run import run_experiment
 
 DEFAULT_MAX_CONCURRENT = 1  # 2 cores: one training at a time; others wait as `queued`
-MODES = ("process", "thread")  # where a one-process run trains: a worker process, or the job's thread
+MODES = settings.JOB_MODES  # where a one-process run trains: a worker process, or the job's thread
 POLL_S = 0.5  # how often a multi-process job re-reads its run folder
 LOG_TAIL = 3000  # characters of torchrun's output kept in the error of a failed launch
 
@@ -61,6 +64,35 @@ class JobSnapshot:
     @property
     def finished(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+@dataclass
+class RunView:
+    """What a page shows of one run: the live job's state when this manager trains it, else the
+    run folder's (`JobManager.get_run`). metrics: the records as a DataFrame (columns of
+    twophase/schema.py). warnings: damage found in the run's files (read from disk)."""
+
+    run_id: str
+    status: str
+    config: dict
+    metrics: pd.DataFrame
+    events: list = field(default_factory=list)
+    progress: dict = field(default_factory=dict)
+    error: str | None = None
+    summary: dict | None = None
+    warnings: list = field(default_factory=list)
+    live: bool = False  # held by this manager (Stop works)
+
+    @property
+    def arm_status(self) -> dict:
+        arms = (self.summary or {}).get("arms")
+        if not isinstance(arms, dict):  # a damaged summary.json: no per-arm status
+            return {}
+        return {a: v.get("status", "") for a, v in arms.items() if isinstance(v, dict)}
+
+
+def _whole_number(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class _Job:
@@ -108,7 +140,7 @@ class JobManager:
         self._jobs: dict[str, _Job] = {}
         runs.mark_interrupted(self.runs_dir)
         if self.warm:
-            warm_worker()
+            launcher.SPARE.warm()
 
     # ------------------------------------------------------------- actions
     def submit(self, config: RunConfig) -> str:
@@ -140,7 +172,7 @@ class JobManager:
             return False
         job.stop_event.set()
         if self.mode == "process" and job.config.processes == 1:
-            self._tell_worker(job, "stop")
+            self._tell_worker(job, protocol.STOP)
         return True
 
     def wait(self, run_id: str, timeout: float | None = None) -> str:
@@ -175,6 +207,26 @@ class JobManager:
                 progress=dict(job.progress), error=job.error,
                 summary=copy.deepcopy(job.summary),
             )
+
+    def get_run(self, run_id: str) -> RunView | None:
+        """The run's current state: this manager's job when it holds one, else the files on disk
+        (None when there is no such run, or its id is not a valid run id)."""
+        snap = self.snapshot(run_id)
+        if snap is not None:
+            return RunView(run_id, snap.status, snap.config, pd.DataFrame(snap.records), snap.events,
+                           snap.progress, snap.error, snap.summary, live=True)
+        try:
+            run = runs.load_run(self.runs_dir, run_id)
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+        config = run.config or {}
+        progress = {}
+        epochs = _whole_number(config.get("epochs"))
+        if len(run.metrics) and "arm" in run.metrics.columns and epochs:
+            for arm, part in run.metrics.groupby("arm"):
+                progress[arm] = min(1.0, float(part["epoch"].max()) / epochs)
+        return RunView(run_id, run.status, config, run.metrics, run.events, progress,
+                       (run.summary or {}).get("error"), run.summary, run.warnings)
 
     def list(self) -> list[JobSnapshot]:
         """Jobs held by this manager (newest first), without their records."""
@@ -213,7 +265,7 @@ class JobManager:
 
     def _end_queued(self, job: _Job) -> None:
         if job.writer is not None:
-            job.writer.update_summary(status="stopped", error=None, ended=_now())
+            job.writer.update_summary(status="stopped", error=None, ended=now_iso())
         else:  # a multi-process job's folder is written by its processes, which never started
             self._end_on_disk(job, "stopped", None)
         self._set(job, status="stopped")
@@ -245,42 +297,43 @@ class JobManager:
         """Hand the run to a worker process and copy what it streams back into the job."""
         proc = None
         try:
-            proc = take_worker()
-            environ = {k: v for k, v in os.environ.items() if k.startswith("TWOPHASE_")}  # as of now
-            start = {"runs_dir": str(self.runs_dir), "run_id": job.run_id, "config": job.config.to_dict(),
-                     "environ": environ}
-            self._tell_worker(job, json.dumps(start), hand_over=proc)
+            proc = launcher.SPARE.take()
+            start = protocol.start_line(self.runs_dir, job.run_id, job.config.to_dict(), settings.environment())
+            self._tell_worker(job, start, hand_over=proc)
             if job.stop_event.is_set():  # a Stop that came while the worker was being handed the run
-                self._tell_worker(job, "stop")
+                self._tell_worker(job, protocol.STOP)
             for line in proc.stdout:
                 self._take_message(job, line)
             proc.wait()
         except Exception as exc:  # never leave a job `running` forever
             if proc is not None and proc.poll() is None:
                 proc.kill()
+            if proc is not None:
+                launcher.close_worker(proc)
             self._set(job, status="failed", error=f"{type(exc).__name__}: {exc}")
             self._end_on_disk(job, "failed", job.error)
             return
         finally:
             if self.warm:
-                warm_worker()  # the next run starts warm
+                launcher.SPARE.warm()  # the next run starts warm
         if job.summary is not None and job.summary.get("status") in FINAL_STATUSES:
+            launcher.close_worker(proc)
             self._set(job, status=job.summary["status"], error=job.summary.get("error"))
             return
         # The worker ended without reporting the run's end: killed, out of memory, a crash.
         proc.log.seek(0)
         tail = proc.log.read().decode("utf-8", "replace")[-LOG_TAIL:].strip()
+        launcher.close_worker(proc)
         error = (f"the training process ended (exit code {proc.returncode}) without finishing the run"
                  + (f"; its last output:\n{tail}" if tail else ""))
         self._set(job, status="failed", error=error)
         self._end_on_disk(job, "failed", error)
 
     def _take_message(self, job: _Job, line: str) -> None:
-        try:
-            msg = json.loads(line)
-            kind = msg["kind"]
-        except (ValueError, KeyError, TypeError):
+        msg = protocol.parse(line)
+        if msg is None:
             return  # not one of the worker's lines (a library printing to stdout)
+        kind = msg["kind"]
         with self._lock:
             if kind == "record":
                 job.records.append(dict(msg["record"]))
@@ -317,7 +370,7 @@ class JobManager:
             self._launch_and_follow(job)
         except Exception as exc:  # never leave a job `running` forever
             if job.process is not None:
-                distributed.terminate(job.process, grace_s=10)
+                launcher.terminate(job.process, grace_s=10)
             self._set(job, status="failed", error=f"{type(exc).__name__}: {exc}")
             self._end_on_disk(job, "failed", job.error)
         finally:
@@ -330,7 +383,7 @@ class JobManager:
             with open(config_path, "w") as fh:
                 json.dump(job.config.to_dict(), fh)
             log_path = os.path.join(tmp, "torchrun.log")
-            command = distributed.torchrun_command(n, ["run", "--config", config_path, "--run-id", job.run_id,
+            command = launcher.torchrun_command(n, ["run", "--config", config_path, "--run-id", job.run_id,
                                                        "--runs-dir", str(self.runs_dir), "--quiet"])
             with open(log_path, "wb") as log:
                 # own session: a Ctrl-C in the app's terminal does not reach it; Stop does
@@ -340,7 +393,7 @@ class JobManager:
             while job.process.poll() is None:
                 self._read_run(job)
                 if job.stop_event.is_set() and stopper is None:
-                    stopper = threading.Thread(target=distributed.terminate, args=(job.process,), daemon=True)
+                    stopper = threading.Thread(target=launcher.terminate, args=(job.process,), daemon=True)
                     stopper.start()
                 time.sleep(POLL_S)
             if stopper is not None:
@@ -396,7 +449,7 @@ class JobManager:
             else:
                 writer = runs.RunWriter(self.runs_dir, job.run_id, job.config.to_dict(),
                                          columns=metric_columns(job.config.hessian_probe), status="queued")
-                writer.update_summary(status=status, error=error, ended=_now())
+                writer.update_summary(status=status, error=error, ended=now_iso())
             run = runs.load_run(self.runs_dir, job.run_id)
             self._set(job, summary=run.summary)
         except Exception:  # disk trouble: the job's own status still says what happened
@@ -406,47 +459,6 @@ class JobManager:
         with self._lock:
             for key, value in fields.items():
                 setattr(job, key, value)
-
-
-_spare: subprocess.Popen | None = None  # one started worker waiting for a run, shared by the process
-_spare_lock = threading.Lock()
-
-
-def warm_worker() -> None:
-    """Make sure one worker process is started and waiting, so the next run starts training at once.
-    One per server process, whatever the number of JobManagers (a worker is told its runs folder)."""
-    global _spare
-    with _spare_lock:
-        if _spare is None or _spare.poll() is not None:
-            _spare = start_worker()
-
-
-def take_worker() -> subprocess.Popen:
-    """The waiting worker if there is one (and alive), else a newly started one."""
-    global _spare
-    with _spare_lock:
-        proc, _spare = _spare, None
-    if proc is None or proc.poll() is not None:
-        proc = start_worker()
-    return proc
-
-
-def start_worker() -> subprocess.Popen:
-    """Start `python -m twophase.worker`: it imports torch and the engine, then waits for a run.
-
-    Its stdout is the live feed (text lines), its stderr goes to a temporary file (read
-    when it fails). It runs in its own session, so a Ctrl-C in the server's terminal
-    reaches the server only; the worker learns of the server's end from its stdin.
-    """
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH"))
-                                                        if p))
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "twophase.worker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=log, env=env, text=True, bufsize=1,
-                            start_new_session=True)
-    proc.log = log  # its stderr, read when it fails
-    return proc
 
 
 def _plain(value):

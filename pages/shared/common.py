@@ -1,0 +1,265 @@
+"""What the pages share: the app's JobManager, the guard against Streamlit's legacy pages/ mode,
+column formats, and the run-settings form generated from RunConfig's fields.
+
+This folder is a subfolder of pages/, which Streamlit never takes for a page. The engine lives in
+twophase/; this module only turns it into widgets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import streamlit as st
+
+from twophase import data as data_mod
+from twophase import models as models_mod
+from twophase import plots
+from twophase.config import (ARM_DESCRIPTIONS, ARMS, CG_BETAS, CG_DTYPES, GRAD_NORM_MODES, LIMITS, LINE_SEARCHES,
+                              LOSSES, PAPER_RULE, RunConfig)
+from twophase.errors import ConfigError
+from twophase.jobs import JobManager
+
+__all__ = ["job_manager", "jobs", "NUMBER_COLUMNS", "settings_form", "fill_form", "form_config", "LABELS",
+           "describe_config_error", "use_paper_rule"]
+
+
+# ------------------------------------------------------------------ the JobManager
+@st.cache_resource(show_spinner=False)
+def job_manager(runs_dir: str, mode: str) -> JobManager:
+    """The one JobManager of this server process for `runs_dir` (kept across sessions and reruns).
+    mode "process": runs train in worker processes, one started now so the first run starts at once."""
+    return JobManager(runs_dir=runs_dir, mode=mode, warm=True)
+
+
+def jobs() -> JobManager:
+    """The app's JobManager (app.py puts it in the session). A page run without app.py is
+    Streamlit's legacy pages/ mode, active until the server's first st.navigation call (a fresh
+    server whose first visit is to a page's URL): go through app.py first."""
+    if "jobs" not in st.session_state:
+        st.switch_page("app.py")
+    return st.session_state["jobs"]
+
+
+# ------------------------------------------------------------------ tables
+NUMBER_COLUMNS = {
+    "train_loss": st.column_config.NumberColumn("train loss", format="%.4g"),
+    "val_loss": st.column_config.NumberColumn("val loss", format="%.4g"),
+    "train_acc": st.column_config.NumberColumn("train acc", format="%.3f"),
+    "val_acc": st.column_config.NumberColumn("val acc", format="%.3f"),
+    "grad_norm": st.column_config.NumberColumn("grad norm", format="%.3g"),
+    "data_passes": st.column_config.NumberColumn("data passes", format="%.1f"),
+    "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+    "peak_epoch": st.column_config.NumberColumn("peak epoch", format="%d"),
+    "switch_epoch": st.column_config.NumberColumn("switch epoch", format="%d"),
+}
+
+
+# ------------------------------------------------------------------ the settings form
+@dataclass(frozen=True)
+class Field:
+    """How one RunConfig field is asked for. kind: "choice", "int", "float", "slider", "bool", "text".
+    advanced: under "Advanced: switch rule and CG". choices: for kind "choice" (from RunConfig's
+    owners). step, lo, hi: widget bounds (ints default to config.LIMITS; validation has the last word)."""
+
+    name: str
+    label: str
+    kind: str
+    help: str = ""
+    advanced: bool = False
+    choices: tuple = ()
+    step: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+    optional: bool = False
+    placeholder: str | None = None
+
+
+FORM = [
+    Field("dataset", "Dataset", "choice", choices=tuple(data_mod.names())),
+    Field("model", "Model", "choice", choices=tuple(models_mod.names())),
+    Field("tolerance", "Switch tolerance", "slider", lo=0.05, hi=1.0, step=0.01,
+          help="Switch to CG at the first epoch whose gradient norm is at most tolerance x the largest norm "
+               "seen so far (the paper: 0.9)."),
+    Field("epochs", "Epochs", "int"),
+    Field("batch_size", "Batch size", "int", step=32, help="Adam's mini-batch (the paper: 512)."),
+    Field("lr", "Learning rate", "float", lo=0.0, step=1e-4,
+          help="Adam's step size (also in the two-phase arm's Adam phase)."),
+    Field("seed", "Seed", "int", lo=0),
+    Field("subset", "Training samples", "int", step=256, optional=True, placeholder="all",
+          help="A class-balanced subset of the training set; empty means the whole set."),
+    Field("loss", "Loss", "choice", choices=LOSSES,
+          help="mse: mean squared error of the softmax against one-hot labels (the paper's)."),
+    Field("min_epochs", "Minimum Adam epochs", "int", advanced=True),
+    Field("patience", "Patience", "int", advanced=True, help="Epochs in a row below the threshold before switching."),
+    Field("smoothing", "Smoothing", "slider", advanced=True, lo=0.0, hi=0.95, step=0.05,
+          help="Exponential smoothing of the gradient norm before the rule reads it (0 = none)."),
+    Field("switch_epoch", "Fixed switch epoch", "int", advanced=True, optional=True, placeholder="none: use the rule",
+          help="Switch after this epoch whatever the norm does (the paper's experiments used 30% of the epochs)."),
+    Field("cg_beta", "CG beta", "choice", advanced=True, choices=CG_BETAS,
+          help="pr+: Polak-Ribiere clipped at 0; fr: Fletcher-Reeves; hz: Hager-Zhang."),
+    Field("line_search", "Line search", "choice", advanced=True, choices=LINE_SEARCHES,
+          help="golden: the paper's golden-section search (forward passes only)."),
+    Field("cg_dtype", "CG vectors' precision", "choice", advanced=True, choices=CG_DTYPES,
+          help="float64 keeps CG's own vectors in double precision; the loss is still evaluated in float32. "
+               "For CG on a float64 model and data, add a branch such as two-phase@30%:float64."),
+    Field("cg_iters_per_epoch", "Full-batch iterations per epoch", "int", advanced=True,
+          help="CG (or L-BFGS) iterations over the whole training set that make one epoch of the second phase."),
+    Field("grad_norm_mode", "Gradient norm", "choice", advanced=True, choices=GRAD_NORM_MODES,
+          help="full: the gradient over the whole training set at the end of the epoch; batch-mean: the mean "
+               "of the mini-batch norms."),
+    Field("val_subset", "Validation samples", "int", advanced=True, step=500, optional=True, placeholder="all"),
+    Field("threads", "CPU threads", "int", advanced=True, help="PyTorch threads for the run (0: PyTorch's default)."),
+    Field("hessian_probe", "Measure curvature (Hessian probe)", "bool", advanced=True,
+          help="Each epoch, estimate the smallest and largest Hessian eigenvalues (Lanczos on 512 training "
+               "images): is the surface convex yet? Costs time; not charged to any arm."),
+    Field("processes", "Processes", "int", advanced=True,
+          help="Data-parallel processes on this machine (torchrun). 1 trains in one worker process."),
+    Field("name", "Run name", "text", advanced=True, placeholder="optional"),
+]
+FIELDS = {f.name: f for f in FORM}
+assert set(FIELDS) <= {f.name for f in dataclasses.fields(RunConfig)}
+#: Widget label of each RunConfig field (and the form's own inputs), to name it in error messages.
+LABELS = {**{f.name: f.label for f in FORM}, "arms": "Arms", "switch_points": "Extra switch points",
+          "model_sizes": "Model sizes", "data_root": "Data folder", "device": "Device", "tag": "Tag"}
+
+
+@st.cache_data(show_spinner=False)
+def parameter_count(model: str, dataset: str) -> int | None:
+    """Trainable parameters of `model` built for `dataset`'s input shape (None if it does not build)."""
+    try:
+        info = data_mod.info(dataset)
+        return models_mod.count_parameters(models_mod.build(model, info["input_shape"], info["num_classes"]))
+    except Exception:  # a model that does not build here has no count to show; the form still works
+        return None
+
+
+def _key(name: str) -> str:
+    return f"cfg_{name}"
+
+
+def _widget(f: Field, default, where, values: dict):
+    key = _key(f.name)
+    value = st.session_state.get(key, default)
+    kw = dict(key=key, help=f.help or None)
+    if f.kind == "choice":
+        choices = list(f.choices)
+        fmt = {}
+        if f.name == "model":
+            def fmt_model(name: str) -> str:
+                n = parameter_count(name, values.get("dataset", "mnist"))
+                return f"{name} · {n:,} parameters" if n else name
+            fmt = dict(format_func=fmt_model)
+        index = choices.index(value) if value in choices else 0
+        if key in st.session_state:
+            return where.selectbox(f.label, choices, **fmt, **kw)
+        return where.selectbox(f.label, choices, index=index, **fmt, **kw)
+    if f.kind == "slider":
+        args = dict(min_value=float(f.lo), max_value=float(f.hi), step=float(f.step))
+        return where.slider(f.label, **args, **kw) if key in st.session_state else \
+            where.slider(f.label, value=float(default), **args, **kw)
+    if f.kind == "bool":
+        return where.checkbox(f.label, **kw) if key in st.session_state else where.checkbox(f.label, value=bool(default), **kw)
+    if f.kind == "text":
+        return where.text_input(f.label, placeholder=f.placeholder, **kw) if key in st.session_state else \
+            where.text_input(f.label, value=default, placeholder=f.placeholder, **kw)
+    if f.kind == "int":
+        lo, hi = LIMITS.get(f.name, (f.lo if f.lo is not None else 1, None))
+        args = dict(min_value=int(lo), step=int(f.step or 1), placeholder=f.placeholder)
+        if hi is not None:
+            args["max_value"] = int(hi)
+        return where.number_input(f.label, **args, **kw) if key in st.session_state else \
+            where.number_input(f.label, value=default, **args, **kw)
+    args = dict(min_value=float(f.lo) if f.lo is not None else None, step=f.step, format="%g")  # float
+    return where.number_input(f.label, **args, **kw) if key in st.session_state else \
+        where.number_input(f.label, value=float(default), **args, **kw)
+
+
+def use_paper_rule() -> None:
+    """The 'Use the paper's rule' button: the switch-rule widgets back to the paper's rule."""
+    st.session_state.update({_key(k): v for k, v in PAPER_RULE.items()})
+
+
+def fill_form(config: dict) -> None:
+    """Set the form's widgets to `config`'s values (a run's config.json: re-run with these settings).
+    Fields the form does not show, or values it cannot show, are left as they are."""
+    for f in FORM:
+        if f.name in config and (f.kind != "choice" or config[f.name] in f.choices):
+            st.session_state[_key(f.name)] = config[f.name]
+    arms = config.get("arms") if isinstance(config.get("arms"), list) else None
+    if arms is not None:
+        for name in ARMS:
+            st.session_state[f"cfg_arm_{name}"] = name in arms
+        st.session_state["cfg_switch_points"] = ", ".join(a.split("@", 1)[1] for a in arms
+                                                        if a.startswith("two-phase@"))
+
+
+def settings_form(defaults: RunConfig | None = None) -> dict:
+    """Draw the run settings in the sidebar (one widget per RunConfig field the app shows); return
+    their values: RunConfig fields plus "switch_points" (see form_config)."""
+    d = defaults or RunConfig()
+    values: dict = {}
+    with st.sidebar:
+        st.subheader("Run settings")
+        basic = [f for f in FORM if not f.advanced]
+        for f in basic:
+            if f.name == "epochs":
+                c1, c2 = st.columns(2)
+                values["epochs"] = _widget(f, getattr(d, f.name), c1, values)
+                continue
+            if f.name == "batch_size":
+                values[f.name] = _widget(f, getattr(d, f.name), c2, values)
+                continue
+            if f.name == "lr":
+                c3, c4 = st.columns(2)
+                values[f.name] = _widget(f, getattr(d, f.name), c3, values)
+                continue
+            if f.name == "seed":
+                values[f.name] = _widget(f, getattr(d, f.name), c4, values)
+                continue
+            values[f.name] = _widget(f, getattr(d, f.name), st, values)
+            if f.name == "model":
+                st.caption(models_mod.names().get(values["model"], ""))
+        st.markdown("**Arms** (trained from the same initial weights)")
+        values["arms"] = [a for a in ARMS if st.checkbox(plots.arm_label(a), value=a in d.arms, key=f"cfg_arm_{a}",
+                                                         help=ARM_DESCRIPTIONS.get(a))]
+        values["switch_points"] = st.text_input(
+            LABELS["switch_points"], value="", key="cfg_switch_points", placeholder="e.g. 3, 100, 30%",
+            help="One more two-phase branch per point, all from the same Adam trunk (its Adam epochs are "
+                 "computed once): an epoch (300), a percentage of the epochs (30%) or 'paper' (the paper's "
+                 "rule). Compare where switching pays off in one run.")
+        with st.expander("Advanced: switch rule and CG"):
+            st.caption("The paper's rule is the default: tolerance 0.9, no minimum, patience 1, no smoothing, "
+                       "no fixed switch epoch.")
+            st.button("Use the paper's rule", key="cfg_paper_rule", on_click=use_paper_rule,
+                      help="Set the tolerance and the rule's settings below back to the paper's literal rule.")
+            for f in FORM:
+                if f.advanced:
+                    values[f.name] = _widget(f, getattr(d, f.name), st, values)
+    return values
+
+
+def form_config(values: dict) -> RunConfig:
+    """The RunConfig of the form's values (validated); the extra switch points become two-phase
+    branches. Raises ConfigError naming each bad field."""
+    from twophase.training.strategies import sweep_arms
+
+    values = dict(values)
+    points = [p for p in str(values.pop("switch_points", "") or "").replace(";", ",").split(",") if p.strip()]
+    if points:
+        try:
+            branches = sweep_arms(points)
+        except ValueError as exc:
+            raise ConfigError({"switch_points": f"{exc}; write epochs (300), percentages (30%) or 'paper', "
+                                                "separated by commas"}) from None
+        values["arms"] = list(values["arms"]) + [b for b in branches if b not in values["arms"]]
+    for name, value in list(values.items()):  # number_input gives floats for whole numbers in some versions
+        f = FIELDS.get(name)
+        if f is not None and f.kind == "int" and isinstance(value, float) and value.is_integer():
+            values[name] = int(value)
+    return RunConfig(**values).validate()
+
+
+def describe_config_error(err: ConfigError) -> str:
+    lines = [f"- **{LABELS.get(name, name)}** (`{name}`): {msg}" for name, msg in err.errors.items()]
+    return "Nothing was started. Please fix:\n" + "\n".join(lines)
