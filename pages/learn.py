@@ -3,7 +3,7 @@
 Three sections: one parameter (loss, non-convex stretches, gradient norm against
 loss), two parameters (contour, non-convex shading, the paths of Adam, CG and
 two-phase, a step slider walking along them), and what it all means. The numbers
-come from twophase.toys, which runs NonlinearCG, TwoPhase and SwitchRule on the
+come from twophase/teaching/, which runs NonlinearCG, TwoPhase and SwitchRule on the
 toy losses; this file only lays them out. It runs on its own too
 (`streamlit run pages/learn.py`), as the tests do.
 """
@@ -15,24 +15,24 @@ import math
 import pandas as pd
 import streamlit as st
 
-from twophase import toys
+from twophase import teaching
 from twophase.plots import arm_label
 
 
 # ------------------------------------------------------------------ cached computations
 @st.cache_data(show_spinner=False, max_entries=64)
 def one_parameter_figure(units: int, seed: int, start: float):
-    return toys.toy1d_figure(units, seed, start)
+    return teaching.toy1d_figure(units, seed, start)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def one_parameter_facts(units: int, seed: int, start: float) -> dict:
-    inputs, targets = toys.toy1d_data(units, seed)
-    path = toys.toy1d_descent_path(start, inputs, targets)
+    inputs, targets = teaching.toy1d_data(units, seed)
+    path = teaching.toy1d_descent_path(start, inputs, targets)
     k = path["peak"]
     return {
-        "intervals": toys.nonconvex_intervals(inputs, targets),
-        "minima": toys.toy1d_minima(inputs, targets),
+        "intervals": teaching.nonconvex_intervals(inputs, targets),
+        "minima": teaching.toy1d_minima(inputs, targets),
         "peak_p": float(path["p"][k]),
         "peak_curvature": float(path["curvature"][k]),
         "peak_at_start": k == 0,
@@ -42,13 +42,13 @@ def one_parameter_facts(units: int, seed: int, start: float) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def surface_grid(name: str, c: float) -> dict:
-    return toys.surface_grid(name, c)
+    return teaching.surface_grid(name, c)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_arms(name: str, start: tuple, c: float, steps: int, lr: float, tolerance: float,
              line_search: str, min_epochs: int, patience: int) -> dict:
-    return toys.trajectories(name, start, c=c, steps=steps, lr=lr, tolerance=tolerance,
+    return teaching.trajectories(name, start, c=c, steps=steps, lr=lr, tolerance=tolerance,
                              line_search=line_search, min_epochs=min_epochs, patience=patience)
 
 
@@ -75,7 +75,7 @@ def _pick_start(name: str) -> None:
         x, y = point.get("x"), point.get("y")
         if x is None or y is None:
             continue
-        (a0, a1), (b0, b1) = toys.SURFACES[name].box
+        (a0, a1), (b0, b1) = teaching.SURFACES[name].box
         k1, k2 = _start_keys(name)
         st.session_state[k1] = _snap(float(x), a0, a1, START_STEP)
         st.session_state[k2] = _snap(float(y), b0, b1, START_STEP)
@@ -135,10 +135,10 @@ with text_col:
 
 # ================================================================== 2. two parameters
 st.header("2 · Two weights: Adam, CG and two-phase")
-surface_names = list(toys.SURFACES)
+surface_names = list(teaching.SURFACES)
 name = st.radio("Loss surface", surface_names, horizontal=True, key="learn_surface",
-                format_func=lambda n: toys.SURFACES[n].label)
-surf = toys.SURFACES[name]
+                format_func=lambda n: teaching.SURFACES[n].label)
+surf = teaching.SURFACES[name]
 st.caption(surf.description)
 
 (a0, a1), (b0, b1) = surf.box
@@ -148,7 +148,7 @@ for key, value in ((k1, surf.start[0]), (k2, surf.start[1])):
 
 row = st.columns(4)
 if name == "tanh-family":
-    c_value = row[0].slider("C", toys.C_RANGE[0], toys.C_RANGE[1], 0.50, 0.01, key="learn_c",
+    c_value = row[0].slider("C", teaching.C_RANGE[0], teaching.C_RANGE[1], 0.50, 0.01, key="learn_c",
                             help="y = tanh(h) + C·tanh(−2h). Above 0.5 the activation dips at h = 0 "
                                  "and extra local minima appear.")
 else:
@@ -182,7 +182,7 @@ step = st.slider("Walk along the paths: step", 0, int(steps), int(steps), key="l
 left, right = st.columns([1.1, 1])
 with left:
     st.plotly_chart(
-        toys.surface_figure(name, grid, trajs, step=step, start=start, pick_grid=41),
+        teaching.surface_figure(name, grid, trajs, step=step, start=start, pick_grid=41),
         width="stretch", key="learn_surface_chart", on_select=lambda: _pick_start(name),
         selection_mode="points",
     )
@@ -191,7 +191,7 @@ with left:
 with right:
     x_axis = st.radio("x-axis", ["step", "evals"], horizontal=True, key="learn_x",
                       format_func=lambda v: {"step": "steps", "evals": "loss evaluations (cost)"}[v])
-    st.plotly_chart(toys.trajectory_curves_figure(trajs, step=step, x=x_axis), width="stretch",
+    st.plotly_chart(teaching.trajectory_curves_figure(trajs, step=step, x=x_axis), width="stretch",
                     key="learn_curves_chart")
 
 rows = []
@@ -209,7 +209,7 @@ st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 if two.switch_index is not None:
     s, p = two.switch_index, two.peak_index
-    eig_min, _ = toys.hessian_eigenvalues(name, two.points[s], float(c_value))
+    eig_min, _ = teaching.hessian_eigenvalues(name, two.points[s], float(c_value))
     where = ("**not convex** there (smallest Hessian eigenvalue "
              f"{eig_min:.3g}): the rule fired while the path was still in the non-convex region"
              if eig_min <= 0 else

@@ -14,7 +14,7 @@ import streamlit as st
 
 from pages.shared import common
 
-from twophase import paper, plots, reproduce
+from twophase import paper, plots
 
 jobs = common.jobs()
 REFRESH_SECONDS = 2.0
@@ -26,7 +26,7 @@ ACC_FORMAT = st.column_config.NumberColumn(format="%.3f")
 def table1_view(table):
     """Table 1 with readable headers: ours and the paper's figure side by side."""
     view = table.copy()
-    view["algorithm"] = view["algorithm"].map(lambda a: reproduce.ALGORITHM_LABELS.get(a, a))
+    view["algorithm"] = view["algorithm"].map(lambda a: paper.ALGORITHM_LABELS.get(a, a))
     renames = {"paper_epochs": "paper epochs"}
     for key in FIGURES:
         words = key.replace("_", " ").replace("acc", "accuracy")
@@ -40,7 +40,7 @@ def comparison_view(compare):
     view = compare[["dataset", "model", "method", "seeds", "paper_ratio", "paper_winner", "epochs_ratio",
                     "epochs_winner", "agrees", "passes_budget", "passes_winner", "seconds_budget",
                     "seconds_winner", "val_winner", "paper_val_winner"]].copy()
-    view["method"] = view["method"].map(lambda a: reproduce.ALGORITHM_LABELS.get(a, a))
+    view["method"] = view["method"].map(lambda a: paper.ALGORITHM_LABELS.get(a, a))
     return view.rename(columns={
         "paper_ratio": "paper: two-phase / Adam", "paper_winner": "paper: lower",
         "epochs_ratio": "here: two-phase / Adam", "epochs_winner": "here: lower (equal epochs)",
@@ -54,8 +54,8 @@ def cell_figure(plan, results, dataset: str, model: str, x: str, show_paper: boo
     the paper's final training losses as dotted lines."""
     curves = []
     for seed in plan.seeds:
-        for variant in reproduce.VARIANTS:
-            result = results.get(reproduce.Cell(model, dataset, seed, variant, None).key)
+        for variant in paper.VARIANTS:
+            result = results.get(paper.Cell(model, dataset, seed, variant, None).key)
             if result is None or result.run is None or result.run.metrics.empty:
                 continue
             metrics = result.run.metrics
@@ -79,12 +79,12 @@ def start_section() -> None:
     with st.container(border=True):
         st.subheader("Run a small reproduction")
         c1, c2 = st.columns([3, 2])
-        model = c1.selectbox("Model", reproduce.PAPER_MODELS, key="paper_model")
+        model = c1.selectbox("Model", paper.PAPER_MODELS, key="paper_model")
         adaptive = c2.toggle("Also the adaptive switch rule", value=False, key="paper_adaptive",
                              help="A third arm: two-phase switching by the paper's rule (tolerance 0.9) instead "
                                   "of after 30% of the epochs; one more run.")
-        plan = reproduce.make_plan([model], ["mnist"], scale="small", adaptive=adaptive)
-        states = reproduce.cell_states(plan, jobs.runs_dir)
+        plan = paper.make_plan([model], ["mnist"], scale="small", adaptive=adaptive)
+        states = paper.cell_states(plan, jobs.runs_dir)
         todo = [s for s in states if s.status == "todo"]
         counts = {k: sum(s.status == k for s in states) for k in ("done", "active", "todo")}
         st.caption(f"MNIST, {plan.describe()}. About 15 minutes on 2 CPU cores. "
@@ -102,11 +102,11 @@ def start_section() -> None:
 
 def show_reproduction(reproduction_id: str, was_active: bool) -> None:
     try:
-        plan = reproduce.plan_from_runs(jobs.runs_dir, reproduction_id)
+        plan = paper.plan_from_runs(jobs.runs_dir, reproduction_id)
     except ValueError as err:
         st.warning(str(err))
         return
-    results = reproduce.collect(plan, jobs.runs_dir, include_active=True)
+    results = paper.collect(plan, jobs.runs_dir, include_active=True)
     states = [r.state for r in results.values()]
     active = [s for s in states if s.status == "active"]
     done = sum(s.status == "done" for s in states)
@@ -121,8 +121,8 @@ def show_reproduction(reproduction_id: str, was_active: bool) -> None:
         else:
             st.caption(f"{state.cell.key}: {state.run_status}")
 
-    table = reproduce.table1(plan, results=results)
-    compare = reproduce.comparison(plan, results=results)
+    table = paper.table1(plan, results=results)
+    compare = paper.comparison(plan, results=results)
     st.subheader("Final figures at equal epochs, beside the paper's Table 1")
     column_config = {}
     for key in FIGURES:
@@ -133,7 +133,7 @@ def show_reproduction(reproduction_id: str, was_active: bool) -> None:
     st.dataframe(table1_view(table), hide_index=True, column_config=column_config, key="paper_table1")
     st.subheader("Does two-phase beat Adam here, as it did there?")
     st.caption("Ratio of the final training losses two-phase / Adam (below 1: two-phase lower; within "
-               f"{reproduce.TIE_TOLERANCE:.0%}: a tie). The paper compares at equal epochs only; here also at "
+               f"{paper.TIE_TOLERANCE:.0%}: a tie). The paper compares at equal epochs only; here also at "
                "equal data passes (a forward and backward pass over the training set counts 1, a forward pass "
                "1/3) and equal wall time: each arm's loss at its last epoch within the smaller of the two totals.")
     st.dataframe(comparison_view(compare), hide_index=True, key="paper_comparison",
@@ -146,7 +146,7 @@ def show_reproduction(reproduction_id: str, was_active: bool) -> None:
                        mime="text/csv", key="paper_dl_table")
     d2.download_button("Comparison (CSV)", compare.to_csv(index=False).encode(),
                        f"reproduce-{plan.id}-comparison.csv", mime="text/csv", key="paper_dl_compare")
-    d3.download_button("Both (Markdown)", reproduce.markdown(plan, table, compare).encode(),
+    d3.download_button("Both (Markdown)", paper.markdown(plan, table, compare).encode(),
                        f"reproduce-{plan.id}.md", mime="text/markdown", key="paper_dl_md")
 
     st.subheader("Loss against cost, per cell")
@@ -182,7 +182,7 @@ with st.expander("The published Table 1"):
 
 start_section()
 
-ids = reproduce.reproduction_ids(jobs.runs_dir)
+ids = paper.reproduction_ids(jobs.runs_dir)
 if not ids:
     st.info("No reproduction yet. Start a small one above, or run `python -m twophase reproduce --scale small`.")
     st.stop()
@@ -191,6 +191,6 @@ if st.session_state.get("paper_repro") not in ids:
 reproduction_id = st.selectbox("Reproduction", ids, key="paper_repro",
                                help="Each reproduction is named by its settings: scale, epochs (e), training "
                                     "images (n) and validation images (v).")
-plan_now = reproduce.plan_from_runs(jobs.runs_dir, reproduction_id)
-active_now = any(s.status == "active" for s in reproduce.cell_states(plan_now, jobs.runs_dir))
+plan_now = paper.plan_from_runs(jobs.runs_dir, reproduction_id)
+active_now = any(s.status == "active" for s in paper.cell_states(plan_now, jobs.runs_dir))
 st.fragment(run_every=REFRESH_SECONDS if active_now else None)(show_reproduction)(reproduction_id, active_now)

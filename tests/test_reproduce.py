@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from twophase import reproduce, runs
+from twophase import paper, runs
 from twophase.cli import main
 
 from conftest import ROOT
@@ -23,8 +23,8 @@ REFERENCE = ROOT / "twophase" / "data_files" / "paper_table1.csv"  # the paper's
 FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
-def tiny_plan(models=MODELS, adaptive=True, data_root="") -> reproduce.Plan:
-    return reproduce.make_plan(models, ["mnist"], scale="small", epochs=3, subset=64, val_subset=64,
+def tiny_plan(models=MODELS, adaptive=True, data_root="") -> paper.Plan:
+    return paper.make_plan(models, ["mnist"], scale="small", epochs=3, subset=64, val_subset=64,
                                adaptive=adaptive, data_root=data_root, threads=1)
 
 
@@ -104,9 +104,9 @@ def test_interrupted_reproduction_resumes_with_the_remaining_cells_only(tmp_path
     def stop_in_second_cell():  # Ctrl-C once the second cell has started: it ends `stopped`
         return any(line.startswith("[2/2]") for line in lines)
 
-    outcome = reproduce.run_plan(plan, runs_path, on_line=lines.append, should_stop=stop_in_second_cell)
+    outcome = paper.run_plan(plan, runs_path, on_line=lines.append, should_stop=stop_in_second_cell)
     assert outcome["stopped"] and outcome["left"] == [second.key] and len(outcome["ran"]) == 2
-    states = {s.cell.key: s for s in reproduce.cell_states(plan, runs_path)}
+    states = {s.cell.key: s for s in paper.cell_states(plan, runs_path)}
     assert states[first.key].status == "done" and states[second.key].status == "todo"
     assert states[second.key].run_status == "stopped"
     first_run = states[first.key].run_id
@@ -118,7 +118,7 @@ def test_interrupted_reproduction_resumes_with_the_remaining_cells_only(tmp_path
     new = set(after) - before
     assert len(new) == 1, new  # only the remaining cell was trained
     assert after[new.pop()].config["model"] == second.model
-    states = {s.cell.key: s for s in reproduce.cell_states(plan, runs_path)}
+    states = {s.cell.key: s for s in paper.cell_states(plan, runs_path)}
     assert all(s.status == "done" for s in states.values())
     assert states[first.key].run_id == first_run  # the finished cell was not run again
     table = pd.read_csv(tmp_path / "out" / "table1.csv")
@@ -147,15 +147,15 @@ def test_bad_arguments_name_the_flag(tmp_path, capsys):
 
 
 def test_scales_follow_the_papers_budgets():
-    paper_plan = reproduce.make_plan(scale="paper")
+    paper_plan = paper.make_plan(scale="paper")
     by_model = {c.model: c.config for c in paper_plan.cells}
-    assert list(by_model) == list(reproduce.PAPER_MODELS) and len(by_model) == 5
+    assert list(by_model) == list(paper.PAPER_MODELS) and len(by_model) == 5
     assert by_model["vit-mlp"].epochs == 700 and by_model["vit-mlp"].switch_epoch == 210
     assert by_model["vgg5-max-relu"].epochs == 1000 and by_model["vgg5-max-relu"].switch_epoch == 300
     assert all(c.subset is None and c.val_subset is None for c in by_model.values())
-    small = reproduce.make_plan(scale="small")
-    assert small.id == f"small-e{reproduce.SCALES['small'].epochs}-n{reproduce.SCALES['small'].subset}" \
-                       f"-v{reproduce.SCALES['small'].val_subset}"
+    small = paper.make_plan(scale="small")
+    assert small.id == f"small-e{paper.SCALES['small'].epochs}-n{paper.SCALES['small'].subset}" \
+                       f"-v{paper.SCALES['small'].val_subset}"
 
 
 class RecordingJobs:
@@ -198,7 +198,7 @@ def test_paper_page_renders_the_reproduction_table(tiny_reproduction, tmp_path):
     shown = table_with(at, "paper: train loss")
     written = pd.read_csv(tiny_reproduction["out"] / "table1.csv")
     assert len(shown) == len(written) == 6
-    labels = {v: k for k, v in reproduce.ALGORITHM_LABELS.items()}
+    labels = {v: k for k, v in paper.ALGORITHM_LABELS.items()}
     shown = shown.assign(algorithm=shown["algorithm"].map(labels)).set_index(["model", "algorithm"])
     written = written.set_index(["model", "algorithm"])
     assert sorted(shown.index) == sorted(written.index)
@@ -219,7 +219,7 @@ def test_paper_page_starts_a_small_reproduction_with_one_click(tmp_path):
     at.button(key="paper_start").click().run()
     assert not at.exception, [e.value for e in at.exception]
     [config] = jobs.submitted
-    small = reproduce.SCALES["small"]
+    small = paper.SCALES["small"]
     assert config.model == "vit-mlp" and config.dataset == "mnist" and config.tag.startswith("reproduce:small-")
     assert config.epochs == round(0.7 * small.epochs) and config.switch_epoch == round(0.3 * config.epochs)
     assert config.subset == small.subset and config.arms == ["two-phase", "adam"]

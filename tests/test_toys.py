@@ -6,29 +6,29 @@ import numpy as np
 import pytest
 import torch
 
-from twophase import toys
+from twophase import teaching
 from twophase.errors import ConfigError
 
 
 # ------------------------------------------------------------------ one parameter
 @pytest.mark.parametrize("units,seed", [(1, 0), (3, 1), (10, 0), (25, 7)])
 def test_toy1d_derivatives_match_finite_differences(units, seed):
-    inputs, targets = toys.toy1d_data(units, seed)
+    inputs, targets = teaching.toy1d_data(units, seed)
     p = np.linspace(-3.0, 3.0, 61)
     h = 1e-5
-    fd1 = (toys.toy1d_loss(p + h, inputs, targets) - toys.toy1d_loss(p - h, inputs, targets)) / (2 * h)
-    fd2 = (toys.toy1d_grad(p + h, inputs, targets) - toys.toy1d_grad(p - h, inputs, targets)) / (2 * h)
-    np.testing.assert_allclose(toys.toy1d_grad(p, inputs, targets), fd1, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(toys.toy1d_curvature(p, inputs, targets), fd2, rtol=1e-6, atol=1e-9)
+    fd1 = (teaching.toy1d_loss(p + h, inputs, targets) - teaching.toy1d_loss(p - h, inputs, targets)) / (2 * h)
+    fd2 = (teaching.toy1d_grad(p + h, inputs, targets) - teaching.toy1d_grad(p - h, inputs, targets)) / (2 * h)
+    np.testing.assert_allclose(teaching.toy1d_grad(p, inputs, targets), fd1, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(teaching.toy1d_curvature(p, inputs, targets), fd2, rtol=1e-6, atol=1e-9)
     # and the second difference of the loss itself (independent of toy1d_grad)
     h2 = 1e-4
-    fd2_loss = (toys.toy1d_loss(p + h2, inputs, targets) - 2 * toys.toy1d_loss(p, inputs, targets)
-                + toys.toy1d_loss(p - h2, inputs, targets)) / h2**2
-    np.testing.assert_allclose(toys.toy1d_curvature(p, inputs, targets), fd2_loss, rtol=1e-4, atol=1e-6)
+    fd2_loss = (teaching.toy1d_loss(p + h2, inputs, targets) - 2 * teaching.toy1d_loss(p, inputs, targets)
+                + teaching.toy1d_loss(p - h2, inputs, targets)) / h2**2
+    np.testing.assert_allclose(teaching.toy1d_curvature(p, inputs, targets), fd2_loss, rtol=1e-4, atol=1e-6)
 
 
 def test_toy1d_derivatives_match_autograd():
-    inputs, targets = toys.toy1d_data(7, 3)
+    inputs, targets = teaching.toy1d_data(7, 3)
     x, t = torch.tensor(inputs), torch.tensor(targets)
 
     def loss(p):
@@ -36,23 +36,23 @@ def test_toy1d_derivatives_match_autograd():
 
     for p0 in (-2.0, -0.3, 0.4, 1.7):
         p = torch.tensor(p0, dtype=torch.float64)
-        assert float(loss(p)) == pytest.approx(float(toys.toy1d_loss(p0, inputs, targets)), rel=1e-12)
-        assert float(torch.func.grad(loss)(p)) == pytest.approx(float(toys.toy1d_grad(p0, inputs, targets)),
+        assert float(loss(p)) == pytest.approx(float(teaching.toy1d_loss(p0, inputs, targets)), rel=1e-12)
+        assert float(torch.func.grad(loss)(p)) == pytest.approx(float(teaching.toy1d_grad(p0, inputs, targets)),
                                                                 rel=1e-10, abs=1e-14)
         assert float(torch.func.hessian(loss)(p)) == pytest.approx(
-            float(toys.toy1d_curvature(p0, inputs, targets)), rel=1e-10, abs=1e-14)
+            float(teaching.toy1d_curvature(p0, inputs, targets)), rel=1e-10, abs=1e-14)
 
 
 def test_toy1d_data_is_seeded_and_in_range():
-    a_in, a_t = toys.toy1d_data(12, 4)
-    b_in, b_t = toys.toy1d_data(12, 4)
+    a_in, a_t = teaching.toy1d_data(12, 4)
+    b_in, b_t = teaching.toy1d_data(12, 4)
     np.testing.assert_array_equal(a_t, b_t)
-    assert not np.array_equal(a_t, toys.toy1d_data(12, 5)[1])
+    assert not np.array_equal(a_t, teaching.toy1d_data(12, 5)[1])
     assert np.all((a_t > 0) & (a_t < 1))
     assert np.all((a_in >= 0.5) & (a_in <= 2.0))
     np.testing.assert_array_equal(a_in, b_in)
     with pytest.raises(ValueError, match="units"):
-        toys.toy1d_data(0, 0)
+        teaching.toy1d_data(0, 0)
 
 
 def _hand_borders(x: float, t: float) -> tuple[float, float]:
@@ -68,7 +68,7 @@ def _hand_borders(x: float, t: float) -> tuple[float, float]:
 @pytest.mark.parametrize("x,t", [(1.0, 0.5), (2.0, 0.1), (0.75, 0.9)])
 def test_shaded_regions_of_a_single_unit_are_where_the_hand_calculation_puts_them(x, t):
     lo, hi = _hand_borders(x, t)
-    intervals = toys.nonconvex_intervals(np.array([x]), np.array([t]), -3.0, 3.0)
+    intervals = teaching.nonconvex_intervals(np.array([x]), np.array([t]), -3.0, 3.0)
     assert len(intervals) == 2
     (a0, a1), (b0, b1) = intervals
     assert a0 == -3.0 and b1 == 3.0
@@ -80,15 +80,15 @@ def test_shaded_regions_of_a_single_unit_are_where_the_hand_calculation_puts_the
         assert a1 == pytest.approx(-0.46513, abs=1e-5)
         assert b0 == pytest.approx(1.01444, abs=1e-5)
     # the single minimum p* = atanh(t) / x lies in the convex stretch between them
-    (minimum,) = toys.toy1d_minima(np.array([x]), np.array([t]))
+    (minimum,) = teaching.toy1d_minima(np.array([x]), np.array([t]))
     assert minimum == pytest.approx(math.atanh(t) / x, abs=1e-9)
     assert a1 < minimum < b0
 
 
 def test_downhill_path_peaks_at_the_border_of_the_shading():
-    inputs, targets = toys.toy1d_data(10, 0)
-    path = toys.toy1d_descent_path(-2.5, inputs, targets)
-    intervals = toys.nonconvex_intervals(inputs, targets)
+    inputs, targets = teaching.toy1d_data(10, 0)
+    path = teaching.toy1d_descent_path(-2.5, inputs, targets)
+    intervals = teaching.nonconvex_intervals(inputs, targets)
     # the walk goes right, rises through the left non-convex stretch and peaks at its end
     border = intervals[0][1]
     k = path["peak"]
@@ -97,14 +97,14 @@ def test_downhill_path_peaks_at_the_border_of_the_shading():
     assert np.all(np.diff(path["grad_norm"][: k + 1]) >= 0)
     assert np.all(np.diff(path["grad_norm"][k:]) <= 0)
     assert np.all(np.diff(path["loss"]) <= 0)
-    (minimum,) = toys.toy1d_minima(inputs, targets)
+    (minimum,) = teaching.toy1d_minima(inputs, targets)
     assert path["p"][-1] == pytest.approx(minimum, abs=0.01)
 
 
 def test_toy1d_figure_shades_every_nonconvex_stretch():
-    inputs, targets = toys.toy1d_data(10, 0)
-    intervals = toys.nonconvex_intervals(inputs, targets)
-    fig = toys.toy1d_figure(10, 0, -2.5)
+    inputs, targets = teaching.toy1d_data(10, 0)
+    intervals = teaching.nonconvex_intervals(inputs, targets)
+    fig = teaching.toy1d_figure(10, 0, -2.5)
     shapes = [s for s in fig.layout.shapes if s.type == "rect"]
     assert len(shapes) == len(intervals) == 2
     for shape, (lo, hi) in zip(shapes, intervals):
@@ -112,29 +112,29 @@ def test_toy1d_figure_shades_every_nonconvex_stretch():
 
 
 # ------------------------------------------------------------------ two parameters
-@pytest.mark.parametrize("name", list(toys.SURFACES))
+@pytest.mark.parametrize("name", list(teaching.SURFACES))
 @pytest.mark.parametrize("c", [0.4, 0.6])
 def test_surface_derivatives_match_autograd(name, c):
     for point in ([0.3, 0.8], [-1.0, 2.0], [1.2, -0.4], [2.1, 1.7]):
         w = torch.tensor(point, dtype=torch.float64)
-        H = torch.func.hessian(lambda v: toys.surface_loss(name, v, c))(w)
-        g = torch.func.grad(lambda v: toys.surface_loss(name, v, c))(w)
-        loss, h11, h12, h22 = toys.surface_hessian(name, point[0], point[1], c)
-        value, grad = toys.surface_value_and_grad(name, point, c)
-        assert float(loss) == pytest.approx(float(toys.surface_loss(name, w, c)), rel=1e-12, abs=1e-15)
+        H = torch.func.hessian(lambda v: teaching.surface_loss(name, v, c))(w)
+        g = torch.func.grad(lambda v: teaching.surface_loss(name, v, c))(w)
+        loss, h11, h12, h22 = teaching.surface_hessian(name, point[0], point[1], c)
+        value, grad = teaching.surface_value_and_grad(name, point, c)
+        assert float(loss) == pytest.approx(float(teaching.surface_loss(name, w, c)), rel=1e-12, abs=1e-15)
         assert value == pytest.approx(float(loss), rel=1e-12, abs=1e-15)
         np.testing.assert_allclose(grad, g.numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose([h11, h12, h22], [H[0, 0], H[0, 1], H[1, 1]], rtol=1e-10, atol=1e-12)
-        lo, hi = toys.hessian_eigenvalues(name, point, c)
+        lo, hi = teaching.hessian_eigenvalues(name, point, c)
         np.testing.assert_allclose([lo, hi], torch.linalg.eigvalsh(H).numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_valley_shading_is_above_the_hand_derived_curve():
     # Hessian of (1-a)^2 + k (b-a^2)^2: det = 4k + 8k^2 a^2 - 8k^2 b, trace > 0, so it is
     # not positive definite exactly where b >= a^2 + 1/(2k).
-    grid = toys.surface_grid("valley", n=101)
+    grid = teaching.surface_grid("valley", n=101)
     A, B = np.meshgrid(grid["w1"], grid["w2"])
-    boundary = A**2 + 1.0 / (2.0 * toys.VALLEY_STEEPNESS)
+    boundary = A**2 + 1.0 / (2.0 * teaching.VALLEY_STEEPNESS)
     clear = np.abs(B - boundary) > 1e-9
     expected = B >= boundary
     np.testing.assert_array_equal(grid["nonconvex"][clear], expected[clear])
@@ -144,11 +144,11 @@ def test_valley_shading_is_above_the_hand_derived_curve():
 
 def test_tanh_family_has_the_teacher_as_minimum_and_more_minima_at_large_c():
     for c in (0.4, 0.5, 0.6):
-        value, grad = toys.surface_value_and_grad("tanh-family", toys.TANH_TEACHER, c)
+        value, grad = teaching.surface_value_and_grad("tanh-family", teaching.TANH_TEACHER, c)
         assert value == 0.0 and np.all(grad == 0.0)
-        assert toys.hessian_eigenvalues("tanh-family", toys.TANH_TEACHER, c)[0] > 0
-    low = toys.local_minima("tanh-family", 0.4)
-    high = toys.local_minima("tanh-family", 0.6)
+        assert teaching.hessian_eigenvalues("tanh-family", teaching.TANH_TEACHER, c)[0] > 0
+    low = teaching.local_minima("tanh-family", 0.4)
+    high = teaching.local_minima("tanh-family", 0.6)
     assert [(round(a, 3), round(b, 3)) for a, b, _ in low] == [(1.0, 0.5)]
     assert len(high) >= 3
     assert any(abs(a - 1.0) < 1e-9 and abs(b - 0.5) < 1e-9 for a, b, _ in high)
@@ -160,8 +160,8 @@ def test_tanh_family_has_the_teacher_as_minimum_and_more_minima_at_large_c():
 
 # ------------------------------------------------------------------ trajectories
 def test_two_phase_switches_and_ends_at_the_valley_minimum():
-    trajs = toys.trajectories("valley", (-1.5, 2.8), steps=80, lr=0.05, tolerance=0.9)
-    assert list(trajs) == list(toys.ARMS)
+    trajs = teaching.trajectories("valley", (-1.5, 2.8), steps=80, lr=0.05, tolerance=0.9)
+    assert list(trajs) == list(teaching.ARMS)
     two = trajs["two-phase"]
     s = two.switch_index
     assert s is not None and 1 <= s < two.steps
@@ -190,9 +190,9 @@ def test_two_phase_switches_and_ends_at_the_valley_minimum():
 
 
 def test_trajectories_are_pure_functions_of_their_arguments():
-    a = toys.trajectories("tanh-family", (-1.0, 2.0), c=0.55, steps=30)
-    b = toys.trajectories("tanh-family", (-1.0, 2.0), c=0.55, steps=30)
-    for arm in toys.ARMS:
+    a = teaching.trajectories("tanh-family", (-1.0, 2.0), c=0.55, steps=30)
+    b = teaching.trajectories("tanh-family", (-1.0, 2.0), c=0.55, steps=30)
+    for arm in teaching.ARMS:
         np.testing.assert_array_equal(a[arm].points, b[arm].points)
         np.testing.assert_array_equal(a[arm].evals, b[arm].evals)
         assert a[arm].switch_index == b[arm].switch_index
@@ -202,40 +202,40 @@ def test_cg_alone_can_end_in_a_local_minimum_where_two_phase_does_not():
     # A hand-picked start at C = 0.6 (the extra minima exist): CG from the start ends in the local
     # minimum near (0.38, 0.84), stops there ("converged" once no lower loss can be found), while
     # two-phase reaches the teacher. This is one start, not a claim about starts in general.
-    trajs = toys.trajectories("tanh-family", (-1.0, 2.0), c=0.6, steps=40)
+    trajs = teaching.trajectories("tanh-family", (-1.0, 2.0), c=0.6, steps=40)
     cg, two = trajs["cg"], trajs["two-phase"]
     np.testing.assert_allclose(cg.points[-1], [0.379, 0.836], atol=2e-3)
     assert cg.loss[-1] > 1e-2 and cg.status[-1] == "converged"
-    assert toys.hessian_eigenvalues("tanh-family", cg.points[-1], 0.6)[0] > 0
-    np.testing.assert_allclose(two.points[-1], toys.TANH_TEACHER, atol=1e-6)
+    assert teaching.hessian_eigenvalues("tanh-family", cg.points[-1], 0.6)[0] > 0
+    np.testing.assert_allclose(two.points[-1], teaching.TANH_TEACHER, atol=1e-6)
 
 
 def test_switch_options_reach_the_rule():
-    late = toys.trajectories("valley", (-1.5, 2.8), steps=40, min_epochs=12)["two-phase"]
+    late = teaching.trajectories("valley", (-1.5, 2.8), steps=40, min_epochs=12)["two-phase"]
     assert late.switch_index is not None and late.switch_index >= 12
-    never = toys.trajectories("valley", (-1.5, 2.8), steps=20, tolerance=0.5, min_epochs=30)["two-phase"]
+    never = teaching.trajectories("valley", (-1.5, 2.8), steps=20, tolerance=0.5, min_epochs=30)["two-phase"]
     assert never.switch_index is None and set(never.phase[1:]) == {"adam"}
 
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="surface"):
-        toys.trajectories("saddle", (0.0, 0.0))
+        teaching.trajectories("saddle", (0.0, 0.0))
     with pytest.raises(ConfigError, match="tolerance"):
-        toys.trajectories("valley", (0.0, 0.0), tolerance=1.5)
+        teaching.trajectories("valley", (0.0, 0.0), tolerance=1.5)
     with pytest.raises(ValueError, match="start"):
-        toys.trajectories("valley", (0.0, float("nan")))
+        teaching.trajectories("valley", (0.0, float("nan")))
     with pytest.raises(ValueError, match="steps"):
-        toys.trajectories("valley", (0.0, 0.0), steps=0)
+        teaching.trajectories("valley", (0.0, 0.0), steps=0)
     with pytest.raises(ValueError, match="lr"):
-        toys.trajectories("valley", (0.0, 0.0), lr=-1.0)
+        teaching.trajectories("valley", (0.0, 0.0), lr=-1.0)
     with pytest.raises(ValueError, match="n must"):
-        toys.surface_grid("valley", n=3)
+        teaching.surface_grid("valley", n=3)
 
 
 def test_two_dimensional_figures_show_shading_paths_and_switch():
-    trajs = toys.trajectories("valley", (-1.5, 2.8), steps=40)
-    grid = toys.surface_grid("valley", n=60)
-    fig = toys.surface_figure("valley", grid, trajs, step=10, pick_grid=11)
+    trajs = teaching.trajectories("valley", (-1.5, 2.8), steps=40)
+    grid = teaching.surface_grid("valley", n=60)
+    fig = teaching.surface_figure("valley", grid, trajs, step=10, pick_grid=11)
     names = [t.name for t in fig.data]
     assert "not convex" in names and "loss" in names
     switch = [t for t in fig.data if t.name and t.name.startswith("switch to CG")]
@@ -245,5 +245,5 @@ def test_two_dimensional_figures_show_shading_paths_and_switch():
     # paths are cut at the walked step
     two = [t for t in fig.data if t.name == "two-phase"][0]
     assert len(two.x) == 11
-    curves = toys.trajectory_curves_figure(trajs, step=10, x="evals")
+    curves = teaching.trajectory_curves_figure(trajs, step=10, x="evals")
     assert len(curves.data) >= 6

@@ -413,11 +413,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from twophase import reproduce
+    from twophase import paper
 
     extra = {k: getattr(args, k) for k in ("subset", "val_subset") if hasattr(args, k)}
     try:
-        plan = reproduce.make_plan(args.models, args.datasets, scale=args.scale, epochs=args.epochs,
+        plan = paper.make_plan(args.models, args.datasets, scale=args.scale, epochs=args.epochs,
                                    seeds=args.seeds, adaptive=args.adaptive, data_root=args.data_dir,
                                    device=args.device, threads=args.threads, **extra)
     except ConfigError as exc:  # name the flags of this command
@@ -425,7 +425,7 @@ def cmd_reproduce(args) -> int:
     runs_dir = _runs_dir(args)
     if args.plan:
         print(f"reproduction {plan.id} ({plan.describe()}) in {runs_dir}")
-        for state in reproduce.cell_states(plan, runs_dir):
+        for state in paper.cell_states(plan, runs_dir):
             print(f"  {state.status:<6} {state.cell.label}" + (f"  [run {state.run_id}]" if state.run_id else ""))
         return 0
     stop = threading.Event()
@@ -439,12 +439,12 @@ def cmd_reproduce(args) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
     try:
-        outcome = reproduce.run_plan(plan, runs_dir, on_line=None if args.quiet else
+        outcome = paper.run_plan(plan, runs_dir, on_line=None if args.quiet else
                                      (lambda line: print(line, flush=True)), should_stop=stop.is_set)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    paths = reproduce.write_outputs(plan, runs_dir, args.out)
+    paths = paper.write_outputs(plan, runs_dir, args.out)
     if not args.quiet:
         print(open(paths["markdown"], encoding="utf-8").read())
     print(f"wrote {', '.join(paths.values())}", flush=True)

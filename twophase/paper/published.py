@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-TABLE_PATH = Path(__file__).resolve().parent / "data_files" / "paper_table1.csv"
+TABLE_PATH = Path(__file__).resolve().parent.parent / "data_files" / "paper_table1.csv"
 COLUMNS = ["dataset", "model", "algorithm", "train_loss", "train_acc", "val_loss", "val_acc",
            "overdetermination_q"]
 # The paper's budgets (epochs): Adam alone, and the two-phase split Adam + CG.

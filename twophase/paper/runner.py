@@ -1,0 +1,98 @@
+"""Running a reproduction: the cells of a plan that are not done yet, one after another."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+from twophase import runs
+from twophase.paper.plan import Plan, cell_states, check_datasets
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def run_plan(plan: Plan, runs_dir=None, on_line: Callable[[str], None] | None = print,
+             should_stop: Callable[[], bool] = lambda: False, check_data: bool = True) -> dict:
+    """Run the cells of `plan` that are not done yet, one after another, in this thread.
+
+    runs_dir: the runs directory (None: runs.default_runs_dir()). on_line: called with
+    each progress line (None: silent). should_stop: polled between mini-batches; when it
+    turns True the current cell ends `stopped` and no further cell starts. check_data:
+    first make sure every dataset's files are present (fails before any training).
+
+    Returns {"ran": [run ids], "done": cells done, "total": cells, "left": [cell keys not done],
+    "skipped_active": [cell keys running in another process], "stopped": bool}.
+    """
+    runs_dir = str(runs_dir or runs.default_runs_dir())
+    say = on_line or (lambda line: None)
+    runs.mark_interrupted(runs_dir)
+    if check_data:
+        check_datasets(plan.datasets, plan.cells[0].config.data_root if plan.cells else None)
+    states = cell_states(plan, runs_dir)
+    total = len(states)
+    todo = [s for s in states if s.status == "todo"]
+    active = [s for s in states if s.status == "active"]
+    say(f"reproduction {plan.id} ({plan.describe()}): {total} cell(s), "
+        f"{total - len(todo) - len(active)} done, {len(active)} running elsewhere, {len(todo)} to run "
+        f"-> {runs_dir}")
+    for s in active:
+        say(f"  {s.cell.key}: run {s.run_id} is {s.run_status} in another process; not started again")
+    ran, stopped = [], False
+    started = time.time()
+    for number, state in enumerate(todo, 1):
+        if should_stop():
+            stopped = True
+            break
+        cell = state.cell
+        now = cell_states(dataclasses.replace(plan, cells=[cell]), runs_dir)[0]
+        if now.status != "todo":  # another process (the app, a second command) took it meanwhile
+            say(f"[{number}/{len(todo)}] {cell.key}: run {now.run_id} is {now.run_status} elsewhere; skipped")
+            continue
+        config = cell.config
+        every = max(1, config.epochs // 10)
+        run_id = runs.new_run_id()
+        say(f"[{number}/{len(todo)}] {cell.label} -> run {run_id}")
+
+        def on_record(record, config=config, every=every):
+            epoch = record["epoch"]
+            if epoch == 0 or (epoch % every and epoch != config.epochs):
+                return
+            say(f"    {record['arm']:>9} epoch {epoch:>4}/{config.epochs} {record['phase']:<4} "
+                f"train loss {_fmt(record['train_loss'], '.4e')}  acc {_fmt(record['train_acc'], '.3f')}  "
+                f"val acc {_fmt(record['val_acc'], '.3f')}  passes {_fmt(record['data_passes'], '.1f')}  "
+                f"{_fmt(record['seconds'], '.0f')}s")
+
+        def on_event(event):
+            if event["kind"] == "switch":
+                say(f"    {event['arm']:>9} switched to CG after epoch {event['epoch']}")
+            elif event["kind"] == "diverged":
+                say(f"    {event['arm']:>9} diverged at epoch {event['epoch']}")
+
+        from twophase.training.run import run_experiment  # torch is imported only when training
+
+        summary = run_experiment(config, runs_dir, run_id, should_stop=should_stop, on_record=on_record,
+                                 on_event=on_event)
+        ran.append(run_id)
+        arms = summary.get("arms") or {}
+        finals = "  ".join(f"{a}: train loss {_fmt((arms[a] or {}).get('train_loss'), '.4e')}" for a in arms)
+        say(f"    -> {summary['status']} in {summary.get('duration_s', 0):.0f}s"
+            + (f" ({summary['error']})" if summary.get("error") else "") + (f"; {finals}" if finals else ""))
+        if summary["status"] == "stopped":
+            stopped = True
+            break
+    after = cell_states(plan, runs_dir)
+    left = [s.cell.key for s in after if s.status != "done"]
+    say(f"reproduction {plan.id}: {total - len(left)} of {total} cell(s) done"
+        + (f" after {time.time() - started:.0f}s" if ran else "")
+        + (f"; {len(left)} left: run the same command again to resume" if left else ""))
+    return {"ran": ran, "done": total - len(left), "total": total, "left": left,
+            "skipped_active": [s.cell.key for s in active], "stopped": stopped}
