@@ -96,3 +96,50 @@ def test_malformed_and_unknown_values_exit_2_naming_the_flag(tmp_path, capsys, a
 def test_show_rejects_a_path_as_run_id(tmp_path, capsys):
     assert main(["show", "../../etc", "--runs-dir", str(tmp_path)]) == 2
     assert "run_id" in capsys.readouterr().err
+
+
+def test_a_bug_exits_1_with_a_short_message_and_the_traceback_in_a_log(tmp_path, capsys, monkeypatch):
+    from twophase import cli
+
+    def broken(args):
+        raise KeyError("an internal key")
+
+    monkeypatch.setattr(cli, "cmd_list", broken)
+    assert main(["list", "--runs-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "KeyError" in err and "bug in twophase" in err and "Traceback" not in err
+    log = err.rsplit("the traceback is in ", 1)[1].strip()
+    text = open(log).read()
+    assert "Traceback" in text and "an internal key" in text and "python -m twophase" in text
+
+
+def test_user_mistakes_exit_2_naming_what_is_wrong(tmp_path, capsys):
+    assert main(["show", "not-an-id", "--runs-dir", str(tmp_path)]) == 2
+    assert "run_id" in capsys.readouterr().err
+    assert main(["show", "20260101-000000-abcdef", "--runs-dir", str(tmp_path)]) == 2
+    assert "is not in" in capsys.readouterr().err
+    assert main(["export", "20260101-000000-abcdef", "--runs-dir", str(tmp_path), "-o", str(tmp_path / "x.csv")]) == 2
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_missing_dataset_is_refused_before_a_run_folder_is_made(tmp_path, capsys):
+    data = tmp_path / "empty-data"
+    data.mkdir()
+    assert main(["run", "--dataset", "cifar10", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "CIFAR-10" in err or "cifar" in err.lower()
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_failed_run_says_why_on_stderr_even_with_quiet(data_root, tmp_path, capsys, monkeypatch):
+    from twophase.training import trainer
+
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("the disk said no")
+
+    monkeypatch.setattr(trainer.Trainer, "train_epoch", explode)
+    assert main(["run", "--subset", "256", "--val-subset", "256", "--epochs", "1", "--data-dir", data_root,
+                 "--runs-dir", str(tmp_path), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "the disk said no" in captured.err and captured.out == ""

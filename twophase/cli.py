@@ -115,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train the arms of one config and write a run directory")
-    defaults = RunConfig()
     for f in dataclasses.fields(RunConfig):
         conv, metavar, default = _converter(f)
         shown = ",".join(default) if isinstance(default, list) else default
@@ -132,7 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument("--run-id", default=None, metavar="YYYYmmdd-HHMMSS-xxxxxx",
                      help="id of the new run folder (default: a fresh one); it must not exist yet")
-    del defaults
 
     lst = sub.add_parser("list", help="list the runs on disk")
     lst.add_argument("--runs-dir", dest="runs_dir_run", default=None)
@@ -274,9 +272,12 @@ def _processes(config: RunConfig, world: int) -> RunConfig:
 def cmd_run(args) -> int:
     from twophase import distributed
 
+    from twophase import data as data_mod
+
     config = _processes(config_from_args(args), distributed.world_size_from_env())
     runs_dir = _runs_dir(args)
     run_id = _run_id(args, runs_dir)
+    data_mod.require(config.dataset, config.data_root or None)  # a missing dataset: refused, nothing written
     dist = distributed.init_from_env(config.device)  # None for one process
     main_rank = dist is None or dist.is_main
     quiet = args.quiet or not main_rank  # under torchrun, rank 0 speaks for all
@@ -316,8 +317,8 @@ def cmd_run(args) -> int:
             signal.signal(sig, handler)
     if summary["status"] != "failed":
         distributed.close(dist)
-    elif not main_rank:
-        print(f"error: {summary.get('error')}", file=sys.stderr, flush=True)
+    else:  # the reason belongs on stderr, also with --quiet (it is in summary.json too)
+        print(f"error: run {run_id} failed: {summary.get('error')}", file=sys.stderr, flush=True)
     if not quiet:
         print(summary_table(summary), flush=True)
     if args.json and main_rank:
@@ -396,8 +397,25 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _run_id_given(args) -> str:
+    """The run id of show / export, checked: a malformed id is a user mistake naming run_id."""
+    try:
+        return runs.check_run_id(args.run_id)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError({"run_id": str(exc)}) from None
+
+
+def _load(args) -> "runs.Run":
+    run_id = _run_id_given(args)
+    try:
+        return runs.load_run(_runs_dir(args), run_id)
+    except FileNotFoundError:
+        raise TwophaseError(f"run {run_id} is not in {_runs_dir(args)} (python -m twophase list shows the runs there)") \
+            from None
+
+
 def cmd_show(args) -> int:
-    run = runs.load_run(_runs_dir(args), args.run_id)
+    run = _load(args)
     if args.json:
         print(json.dumps(run.summary, default=str))
     else:
@@ -406,8 +424,12 @@ def cmd_show(args) -> int:
 
 
 def cmd_export(args) -> int:
-    dest = args.output or f"{args.run_id}.{args.format}"
-    runs.export_run(_runs_dir(args), args.run_id, args.format, dest)
+    run_id = _load(args).run_id  # a bad or missing run is named before anything is written
+    dest = args.output or f"{run_id}.{args.format}"
+    try:
+        runs.export_run(_runs_dir(args), run_id, args.format, dest)
+    except FileNotFoundError as exc:  # the folder of -o does not exist
+        raise ConfigError({"--output": str(exc).removeprefix("dest: ")}) from None
     print(dest)
     return 0
 
@@ -451,7 +473,34 @@ def cmd_reproduce(args) -> int:
     return 0 if not outcome["left"] else 1
 
 
+def _bug_report(exc: BaseException) -> str:
+    """Write the traceback of an unexpected error to a log file; its path (or why there is none)."""
+    import tempfile
+    import time
+    import traceback
+
+    try:
+        fd, path = tempfile.mkstemp(prefix=time.strftime("twophase-error-%Y%m%d-%H%M%S-"), suffix=".log")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"python -m twophase {' '.join(sys.argv[1:])}\n\n")
+            fh.write("".join(traceback.format_exception(exc)))
+        return path
+    except OSError as log_error:
+        return f"(no log written: {log_error})"
+
+
+def _os_error(exc: OSError) -> str:
+    """A short account of a failed file operation, naming the file."""
+    where = exc.filename if exc.filename is not None else None
+    what = exc.strerror or str(exc)
+    return f"{where}: {what}" if where else what
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 2 something the user can fix: a bad flag or field (the message names it
+    and what it allows), a missing dataset or run, a folder or file that cannot be read or written
+    (named); 1 a failed run (its reason on stderr) or a bug (a short message and the log file
+    holding the traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with argparse's message on a malformed flag
     try:
@@ -462,9 +511,22 @@ def main(argv: list[str] | None = None) -> int:
             name = flag(field_name) if field_name in {f.name for f in dataclasses.fields(RunConfig)} else field_name
             print(f"error: {name}: {message}", file=sys.stderr)
         return 2
-    except (TwophaseError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except TwophaseError as exc:  # a dataset that is not installed, no GPU, a run that does not exist
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # an unwritable or missing runs folder, a full disk
-        print(f"error: runs folder {_runs_dir(args)}: {exc.strerror or exc}", file=sys.stderr)
+    except BrokenPipeError:  # `python -m twophase show RUN | head`: the reader has what it wanted
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except OSError as exc:  # a runs folder or file that cannot be read or written, a full disk
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so, keep the traceback
+        print(f"error: {type(exc).__name__}: {exc}\nThis is a bug in twophase, not a mistake in the command; "
+              f"the traceback is in {_bug_report(exc)}", file=sys.stderr)
+        return 1

@@ -138,8 +138,10 @@ def info(name: str) -> dict:
 
 
 def default_root() -> str:
-    """The data folder: the environment variable TWOPHASE_DATA if set, else "./data"."""
-    return os.environ.get("TWOPHASE_DATA") or "./data"
+    """The data folder: the environment variable TWOPHASE_DATA if set, else "./data" (twophase/settings.py)."""
+    from twophase import settings
+
+    return settings.data_root()
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,6 +425,14 @@ def balanced_order(targets: torch.Tensor, generator: torch.Generator) -> torch.T
 
 def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def require(name: str, root: str | os.PathLike[str] | None = None) -> None:
+    """Raise DatasetUnavailable (saying which files go where) unless dataset `name` can be loaded
+    from `root` (None: default_root()). Loads one sample, which also builds the decoded cache, so a
+    run that starts afterwards does not pay for it again. Used before a run is created, so that a
+    missing dataset is refused up front and leaves nothing behind."""
+    load(name, root=root, subset=1, val_subset=1)
 
 
 def load(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from twophase import data as data_mod
 from twophase import runs, settings
 from twophase.config import RunConfig
 from twophase.jobs import launcher, protocol
@@ -42,6 +44,7 @@ from twophase.runs.files import now_iso
 from twophase.schema import FINAL_STATUSES, metric_columns
 from twophase.training.run import run_experiment
 
+log = logging.getLogger(__name__)
 DEFAULT_MAX_CONCURRENT = 1  # 2 cores: one training at a time; others wait as `queued`
 MODES = settings.JOB_MODES  # where a one-process run trains: a worker process, or the job's thread
 POLL_S = 0.5  # how often a multi-process job re-reads its run folder
@@ -146,9 +149,11 @@ class JobManager:
     def submit(self, config: RunConfig) -> str:
         """Validate `config`, write the run folder as `queued`, start its thread; return the run id.
 
-        Raises ConfigError for a bad config (nothing is written or started then).
+        Raises ConfigError for a bad config and DatasetUnavailable for a dataset whose files are not
+        there (nothing is written or started then).
         """
         config.validate()
+        data_mod.require(config.dataset, config.data_root or None)
         config = copy.deepcopy(config)
         run_id = runs.new_run_id()
         if config.processes > 1:
@@ -452,8 +457,9 @@ class JobManager:
                 writer.update_summary(status=status, error=error, ended=now_iso())
             run = runs.load_run(self.runs_dir, job.run_id)
             self._set(job, summary=run.summary)
-        except Exception:  # disk trouble: the job's own status still says what happened
-            pass
+        except Exception as exc:  # disk trouble: the job's own status still says what happened
+            log.warning("run %s: could not record its end (%s) on disk: %s: %s", job.run_id, status,
+                        type(exc).__name__, exc)
 
     def _set(self, job: _Job, **fields) -> None:
         with self._lock:

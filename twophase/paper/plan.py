@@ -276,19 +276,7 @@ def check_datasets(datasets: Iterable[str], data_root: str | None = None) -> Non
     their files under data_root. Loads one sample of each, which also builds the cache.
     """
     for name in datasets:
-        data_mod.load(name, root=data_root or None, subset=1, val_subset=1)
-
-
-def available_datasets(data_root: str | None = None) -> list[str]:
-    """The paper's datasets whose files are present (mnist always)."""
-    out = []
-    for name in PAPER_DATASETS:
-        try:
-            check_datasets([name], data_root)
-            out.append(name)
-        except Exception:  # DatasetUnavailable, or a damaged file: not usable here
-            continue
-    return out
+        data_mod.require(name, data_root or None)
 
 
 # --------------------------------------------------------------------------- state on disk

@@ -265,13 +265,6 @@ def _num(value, spec: str = ".3g") -> str:
     return "–" if v is None else format(v, spec)
 
 
-def _loss(value) -> str:
-    v = _finite(value)
-    if v is None:
-        return "–"
-    return format(v, ".3g")
-
-
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -292,8 +285,8 @@ def markdown(plan: Plan, table: pd.DataFrame, compare: pd.DataFrame) -> str:
             return ours if _finite(paper_value) is None else f"{ours} ({fmt(paper_value)})"
         epochs = str(r["epochs"]) + (f" ({int(r['paper_epochs'])})" if _finite(r["paper_epochs"]) else "")
         rows.append([r["dataset"], r["model"], ALGORITHM_LABELS.get(r["algorithm"], r["algorithm"]), r["seeds"],
-                     epochs, both("train_loss", _loss), both("train_acc", lambda v: _num(v, ".3f")),
-                     both("val_loss", _loss), both("val_acc", lambda v: _num(v, ".3f"))])
+                     epochs, both("train_loss", _num), both("train_acc", lambda v: _num(v, ".3f")),
+                     both("val_loss", _num), both("val_acc", lambda v: _num(v, ".3f"))])
     out += ["Final figures at equal epochs (the paper's Table 1 layout):", "", _md_table(header, rows), ""]
 
     def verdict(w, wins=None):

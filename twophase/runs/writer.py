@@ -49,7 +49,7 @@ def package_versions() -> dict[str, str | None]:
             from twophase import __version__
 
             versions["twophase"] = __version__
-        except Exception:  # pragma: no cover - twophase always importable here
+        except ImportError:  # pragma: no cover - twophase always importable here
             pass
     return versions
 

@@ -15,6 +15,7 @@ all-reduced numbers (so every rank branches at the same epoch), and rank 0 alone
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 import traceback
@@ -37,6 +38,8 @@ from twophase.training.trainer import Trainer, overall_status
 from twophase.training.trunk import StopRequested
 
 __all__ = ["run_experiment", "arm_summaries"]
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> str:
@@ -193,8 +196,8 @@ def run_experiment(
             runs.mark_ended(runs_dir, writer.run_id, "failed", log.error, extra=log.summary(status))
         try:
             writer.update_summary(traceback=traceback.format_exc())
-        except Exception:  # the disk may be the problem; the error itself is still reported below
-            pass
+        except Exception as write_error:  # the disk may be the problem; the error itself is reported below
+            log.warning("run %s: could not save the traceback in summary.json: %s", writer.run_id, write_error)
     if trainer is not None:
         trainer.end(status)
     final = log.summary(status)
