@@ -14,7 +14,7 @@ from pathlib import Path
 
 from plotly.subplots import make_subplots
 
-from twophase import plots, runs
+from twophase import analysis, plots, runs
 from twophase.config import RunConfig
 from twophase.training.run import run_experiment
 
@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     for trace in plots.curvature_figure(df, events).data:
         trace.showlegend = False
         fig.add_trace(trace, row=2, col=1)
-    switch = plots.switch_epoch(df, events)
+    switch = analysis.switch_epoch(df, events)
     if switch is not None:
         for row in (1, 2):
             fig.add_vline(x=switch, line_dash="dash", line_color=plots.arm_color("two-phase"), row=row, col=1)

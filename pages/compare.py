@@ -9,7 +9,7 @@ import streamlit as st
 
 from pages.shared import common
 
-from twophase import paper, plots, runs
+from twophase import analysis, paper, plots, runs
 
 jobs = common.jobs()
 FINAL = frozenset(runs.FINAL_STATUSES)
@@ -110,7 +110,7 @@ for run in chosen:
     summary_arms = (run.summary or {}).get("arms")
     arm_status = {a: v.get("status", "") for a, v in (summary_arms if isinstance(summary_arms, dict) else {}).items()
                   if isinstance(v, dict)}
-    table = plots.final_table(run.metrics, run.events, arm_status)
+    table = analysis.final_table(run.metrics, run.events, arm_status)
     table = table[table["arm"].isin(arms)]
     table.insert(0, "run", short_label(run))
     tables.append(table)

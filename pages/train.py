@@ -152,7 +152,7 @@ def arm_labels(view: RunView) -> dict:
 def final_section(view: RunView) -> None:
     st.subheader("Final figures")
     labels = arm_labels(view)
-    table = plots.final_table(view.metrics, view.events, view.arm_status)
+    table = analysis.final_table(view.metrics, view.events, view.arm_status)
     table.insert(1, "name", [labels.get(a, a) for a in table["arm"]])
     ratios = analysis.ratio_table(view.metrics, labels=labels)
     if len(ratios):

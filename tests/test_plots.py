@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from twophase import paper, plots
+from twophase import analysis, paper, plots
 
 
 def make_metrics(diverge_adam_at=None):
@@ -91,15 +91,15 @@ def test_switch_line_follows_the_cost_axis():
 
 def test_switch_and_peak_found_without_events_from_phases():
     m = make_metrics()
-    assert plots.switch_epoch(m, [], "two-phase") == 4
-    assert plots.switch_epoch(m, [], "adam") is None
-    assert plots.peak(m, [], "two-phase") == (2, 3.0)  # largest Adam-phase norm
+    assert analysis.switch_epoch(m, [], "two-phase") == 4
+    assert analysis.switch_epoch(m, [], "adam") is None
+    assert analysis.peak(m, [], "two-phase") == (2, 3.0)  # largest Adam-phase norm
     # the event wins; without a value, the norm of that epoch is read from the metrics
-    assert plots.peak(m, [{"arm": "two-phase", "kind": "peak", "epoch": 3}], "two-phase") == (3, 2.9)
+    assert analysis.peak(m, [{"arm": "two-phase", "kind": "peak", "epoch": 3}], "two-phase") == (3, 2.9)
     # the initial record (phase "init") never counts as the peak
     m0 = m.copy()
     m0.loc[m0.epoch == 0, "grad_norm"] = 10.0
-    assert plots.peak(m0, [], "two-phase") == (2, 3.0)
+    assert analysis.peak(m0, [], "two-phase") == (2, 3.0)
     # the threshold comes from the switch event when the tolerance is not given
     fig = plots.grad_norm_figure(m, EVENTS)
     (thr,) = traces(fig, "threshold")
@@ -155,7 +155,7 @@ def test_diverged_arm_drawn_up_to_divergence_with_marker():
     assert marker.x[0] == 4  # at the last finite point
     fig = plots.grad_norm_figure(m, events)
     assert traces(fig, "diverged", "adam")
-    table = plots.final_table(m, events)
+    table = analysis.final_table(m, events)
     row = table[table.arm == "adam"].iloc[0]
     assert row["status"] == "diverged"
     assert row["train_loss"] == pytest.approx(1 / 5)  # last finite epoch's figure
@@ -164,14 +164,14 @@ def test_diverged_arm_drawn_up_to_divergence_with_marker():
 
 def test_final_table_and_ratio():
     m = make_metrics()
-    table = plots.final_table(m, EVENTS, {"two-phase": "completed", "adam": "completed"})
+    table = analysis.final_table(m, EVENTS, {"two-phase": "completed", "adam": "completed"})
     assert list(table["arm"]) == ["two-phase", "adam"]
     two = table.iloc[0]
     assert two["switch_epoch"] == 4 and two["peak_epoch"] == 2 and two["epochs"] == 6
     assert two["status"] == "completed"
     assert table.iloc[1]["switch_epoch"] is None or pd.isna(table.iloc[1]["switch_epoch"])
-    assert plots.loss_ratio(m, EVENTS) == pytest.approx((0.5 / 49) / (1 / 7))
-    assert plots.loss_ratio(m[m.arm == "adam"], EVENTS) is None
+    assert analysis.loss_ratio(m, EVENTS) == pytest.approx((0.5 / 49) / (1 / 7))
+    assert analysis.loss_ratio(m[m.arm == "adam"], EVENTS) is None
 
 
 def test_compare_overlay_colours_dashes_smoothing_references():
@@ -200,8 +200,8 @@ def test_compare_overlay_colours_dashes_smoothing_references():
 
 def test_smooth():
     s = pd.Series([1.0, np.nan, 3.0])
-    assert plots.smooth(s, 0).equals(s)
-    out = plots.smooth(s, 0.5)
+    assert analysis.smooth(s, 0).equals(s)
+    out = analysis.smooth(s, 0.5)
     assert math.isnan(out[1]) and out[0] == 1.0 and 1.0 < out[2] < 3.0
 
 
@@ -211,7 +211,7 @@ def test_bad_axis_and_empty_input():
     for build in (plots.grad_norm_figure, plots.loss_figure, plots.accuracy_figure, plots.grad_norm_vs_loss_figure):
         fig = build(pd.DataFrame(), [])
         assert len(fig.data) == 0
-    assert plots.final_table(None).empty
+    assert analysis.final_table(None).empty
 
 
 def test_arm_colours_stable():

@@ -8,8 +8,12 @@ means taking, for each, the value it had reached within the same budget:
     ratio_at_equal_cost(a, b)       a's value / b's value within the smaller of their total costs
     ratios_to_baseline(rows, base)  that ratio at equal epochs, equal data passes and equal time
 
-Used by the engine's summary (twophase/training/summary.py), the CLI, the pages and the benchmarks.
-Pure Python; NaN and infinities are never a value.
+The second half works on a run's metrics as a pandas DataFrame (twophase/schema.py's columns) and
+its events: where each arm peaked and switched, its final figures, the smoothing of a curve.
+twophase/plots.py draws from these.
+
+Used by the engine's summary (twophase/training/run.py), the CLI, the pages, the paper's report and
+the benchmarks. NaN and infinities are never a value.
 """
 
 from __future__ import annotations
@@ -17,7 +21,24 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["COST_AXES", "value_within", "ratio_at_equal_cost", "ratios_to_baseline"]
+import numpy as np
+import pandas as pd
+
+from twophase.schema import Phase
+from twophase.training.strategies import STRATEGY_NAMES, parse_arm
+
+__all__ = ["COST_AXES", "value_within", "ratio_at_equal_cost", "ratios_to_baseline", "ratio_table", "switch_epoch",
+           "peak", "final_table", "loss_ratio", "smooth"]
+
+# Phases that are not a "second phase": the Adam phase, the initial record (epoch 0) and none.
+_NON_SWITCH_PHASES = (Phase.ADAM.value, Phase.INIT.value, "")
+
+
+def _switches(arm: str) -> bool:
+    try:
+        return parse_arm(arm).kind.switches
+    except ValueError:
+        return False
 
 #: The axes arms are compared on: field of a record -> how the README and pages name it.
 COST_AXES = {"epoch": "equal epochs", "data_passes": "equal data passes", "seconds": "equal wall time"}
@@ -79,8 +100,6 @@ def ratio_table(metrics, baseline: str = "adam", column: str = "train_loss", lab
     metrics frame): the ratio of its `column` to the baseline's at equal epochs, equal data passes
     and equal wall time, and where each was taken. labels: arm -> display name (optional).
     Empty when the baseline is not in the run."""
-    import pandas as pd
-
     columns = ["arm", "label"] + [f"{axis} {what}" for axis in COST_AXES for what in ("ratio", "at")]
     if metrics is None or len(metrics) == 0 or "arm" not in metrics.columns:
         return pd.DataFrame(columns=columns)
@@ -99,3 +118,172 @@ def ratio_table(metrics, baseline: str = "adam", column: str = "train_loss", lab
             row[f"{axis} ratio"], row[f"{axis} at"] = r.get("ratio"), r.get("at")
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+# ------------------------------------------------------------------ a run's metrics frame
+def _clean(metrics: pd.DataFrame | None) -> pd.DataFrame:
+    """A copy with numeric columns as floats and +-inf turned into NaN."""
+    if metrics is None or len(metrics) == 0:
+        return pd.DataFrame(columns=["arm", "epoch"])
+    df = metrics.copy()
+    for col in df.columns:
+        if col in ("arm", "phase"):  # text; an empty cell is "", never "nan"
+            df[col] = df[col].where(df[col].notna(), "").astype(str)
+            continue
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        df[col] = df[col].replace([np.inf, -np.inf], np.nan)
+    if "epoch" in df.columns:
+        df = df.sort_values(["arm", "epoch"], kind="stable")
+    return df
+
+
+def _arms(df: pd.DataFrame, arms: Sequence[str] | None = None) -> list[str]:
+    """Arms present in `df`, known arms first in a fixed order, optionally filtered."""
+    present = [a for a in pd.unique(df["arm"])] if "arm" in df.columns and len(df) else []
+    order = [a for a in STRATEGY_NAMES if a in present] + [a for a in present if a not in STRATEGY_NAMES]
+    if arms is not None:
+        order = [a for a in order if a in arms]
+    return order
+
+
+def _events(events: Iterable[Mapping] | None, kind: str, arm: str | None = None) -> list[Mapping]:
+    out = []
+    for ev in events or ():
+        if not isinstance(ev, Mapping) or ev.get("kind") != kind:
+            continue
+        if arm is not None and ev.get("arm") != arm:
+            continue
+        out.append(ev)
+    return out
+
+
+def _first_event(events, kind: str, arm: str) -> Mapping | None:
+    found = _events(events, kind, arm)
+    return found[0] if found else None
+
+
+def _arm_frame(df: pd.DataFrame, arm: str, events=None) -> pd.DataFrame:
+    """The rows of one arm, cut after its divergence epoch if it diverged."""
+    part = df[df["arm"] == arm]
+    div = _first_event(events, "diverged", arm)
+    if div is not None and div.get("epoch") is not None and "epoch" in part.columns:
+        part = part[part["epoch"] <= float(div["epoch"])]
+    return part
+
+
+def _value_at(part: pd.DataFrame, epoch, column: str):
+    """Value of `column` in the row of `epoch` (None when absent or not finite)."""
+    if column not in part.columns or "epoch" not in part.columns or epoch is None:
+        return None
+    rows = part[part["epoch"] == float(epoch)]
+    if rows.empty:
+        return None
+    v = rows[column].iloc[-1]
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def switch_epoch(metrics: pd.DataFrame | None, events=None, arm: str = "two-phase") -> int | None:
+    """The epoch at which `arm` switched from Adam to its second phase.
+
+    Taken from the "switch" event; without one, the last epoch whose phase is
+    "adam" before the first epoch of another phase. None if it never switched.
+    """
+    ev = _first_event(events, "switch", arm)
+    if ev is not None and ev.get("epoch") is not None:
+        return int(ev["epoch"])
+    df = _clean(metrics)
+    if "phase" not in df.columns or arm not in set(df.get("arm", ())):
+        return None
+    part = df[df["arm"] == arm]
+    later = part[~part["phase"].isin(_NON_SWITCH_PHASES)]
+    if later.empty or not _switches(arm):
+        return None
+    first_other = later["epoch"].min()
+    before = part[(part["epoch"] < first_other) & (part["phase"] == "adam")]
+    return int(before["epoch"].max()) if not before.empty else None
+
+
+def peak(metrics: pd.DataFrame | None, events=None, arm: str = "two-phase") -> tuple[int, float] | None:
+    """(epoch, gradient norm) of `arm`'s detected peak.
+
+    From the "peak" event if there is one; otherwise the largest gradient norm
+    among the arm's Adam epochs (up to the switch). None without data.
+    """
+    ev = _first_event(events, "peak", arm)
+    if ev is not None and ev.get("epoch") is not None:
+        value = ev.get("value")
+        if value is None:
+            df = _clean(metrics)
+            value = _value_at(df[df["arm"] == arm] if "arm" in df.columns else df, ev["epoch"], "grad_norm")
+        return int(ev["epoch"]), (float(value) if value is not None else float("nan"))
+    df = _clean(metrics)
+    if "grad_norm" not in df.columns or not len(df):
+        return None
+    part = df[df["arm"] == arm]
+    if "phase" in part.columns:
+        part = part[part["phase"] == "adam"]
+    part = part.dropna(subset=["grad_norm"])
+    if part.empty:
+        return None
+    row = part.loc[part["grad_norm"].idxmax()]
+    return int(row["epoch"]), float(row["grad_norm"])
+
+
+def smooth(values: pd.Series, weight: float) -> pd.Series:
+    """Exponential moving average with `weight` in [0, 1): 0 = unchanged.
+
+    NaNs are skipped (they stay NaN and do not reset the average).
+    """
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight!r}")
+    s = pd.to_numeric(values, errors="coerce").astype(float).replace([np.inf, -np.inf], np.nan)
+    if weight == 0 or s.empty:
+        return s
+    return s.ewm(alpha=1 - weight, adjust=True, ignore_na=True).mean().where(s.notna())
+
+
+def final_table(metrics: pd.DataFrame | None, events=None,
+                arm_status: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per arm with its last epoch's figures.
+
+    Columns: arm, status (from arm_status, else "diverged" when a diverged
+    event exists, else ""), epochs, phase, train_loss, train_acc, val_loss,
+    val_acc, grad_norm, data_passes, seconds, peak_epoch, switch_epoch.
+    For a diverged arm the figures are those of its last finite epoch.
+    """
+    df = _clean(metrics)
+    rows = []
+    for arm in _arms(df):
+        part = _arm_frame(df, arm, events)
+        status = (arm_status or {}).get(arm) or ("diverged" if _first_event(events, "diverged", arm) else "")
+        finite = part.dropna(subset=[c for c in ("train_loss",) if c in part.columns])
+        last = finite.iloc[-1] if not finite.empty else (part.iloc[-1] if not part.empty else None)
+        row = {"arm": arm, "status": status,
+               "epochs": int(part["epoch"].max()) if "epoch" in part.columns and part["epoch"].notna().any() else 0}
+        for col in ("phase", "train_loss", "train_acc", "val_loss", "val_acc", "grad_norm",
+                    "data_passes", "seconds"):
+            row[col] = last[col] if last is not None and col in last.index else None
+        pk = peak(df, events, arm) if _switches(arm) else None
+        row["peak_epoch"] = pk[0] if pk else None
+        row["switch_epoch"] = switch_epoch(df, events, arm) if _switches(arm) else None
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["arm", "status", "epochs", "phase", "train_loss", "train_acc",
+                                       "val_loss", "val_acc", "grad_norm", "data_passes", "seconds",
+                                       "peak_epoch", "switch_epoch"])
+
+
+def loss_ratio(metrics: pd.DataFrame | None, events=None, numerator: str = "two-phase",
+               denominator: str = "adam", column: str = "train_loss") -> float | None:
+    """Final `column` of `numerator` arm divided by that of `denominator` (None if unknown)."""
+    table = final_table(metrics, events)
+    if table.empty or column not in table.columns:
+        return None
+    vals = dict(zip(table["arm"], table[column]))
+    a, b = vals.get(numerator), vals.get(denominator)
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+        return None
+    return a / b

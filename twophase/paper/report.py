@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from twophase import runs
+from twophase.analysis import value_within
 from twophase.paper import published as paper_figures
 from twophase.paper.plan import ALGORITHMS, ALGORITHM_LABELS, Cell, CellState, Plan, TIE_TOLERANCE, cell_states, epochs_for
 
@@ -78,16 +79,11 @@ def final_figures(rows: pd.DataFrame) -> dict:
 
 
 def value_at_cost(rows: pd.DataFrame, cost: str, budget: float, column: str = "train_loss") -> float | None:
-    """`column` of the last record whose cumulative `cost` ("data_passes" or "seconds")
-    is at most `budget` (records with a non-finite value are skipped)."""
+    """`column` of the last record whose cumulative `cost` ("data_passes" or "seconds") is at most
+    `budget` (records with a non-finite value are skipped): twophase/analysis.py's value_within."""
     if rows.empty or cost not in rows.columns or column not in rows.columns:
         return None
-    c = pd.to_numeric(rows[cost], errors="coerce")
-    v = pd.to_numeric(rows[column], errors="coerce")
-    ok = (c <= budget * (1 + 1e-9) + 1e-12) & v.map(lambda x: _finite(x) is not None)
-    if not ok.any():
-        return None
-    return float(v[ok].iloc[-1])
+    return value_within(zip(rows[cost], rows[column]), budget)
 
 
 def winner(two_phase: float | None, adam: float | None, tolerance: float = TIE_TOLERANCE) -> str | None:
