@@ -123,7 +123,8 @@ def speedup_row(what, model, times, base="as is", variant="with"):
 
 
 def attention_sdpa_forward(self, x, queries=None):
-    """SelfAttention.forward with torch's fused scaled_dot_product_attention (same arithmetic)."""
+    """SelfAttention.forward with torch's fused scaled_dot_product_attention (same arithmetic).
+    Its first lines repeat twophase/models.py's SelfAttention.forward on purpose: the variant measured."""
     b, n, d = x.shape
     m = n if queries is None else queries
     if self.shared_qk:

@@ -159,17 +159,7 @@ def final_section(view: RunView) -> None:
         st.markdown("**Training loss against Adam's** (below 1: lower than Adam's). Each arm is compared with "
                     "Adam at the same epoch, after the same number of data passes, and after the same wall "
                     "time: the last point both reached.")
-        st.dataframe(
-            ratios.drop(columns=["arm"]), hide_index=True,
-            column_config={
-                "label": st.column_config.TextColumn("arm"),
-                "epoch ratio": st.column_config.NumberColumn("at equal epochs", format="%.3g"),
-                "epoch at": st.column_config.NumberColumn("epoch", format="%d"),
-                "data_passes ratio": st.column_config.NumberColumn("at equal data passes", format="%.3g"),
-                "data_passes at": st.column_config.NumberColumn("passes", format="%.1f"),
-                "seconds ratio": st.column_config.NumberColumn("at equal time", format="%.3g"),
-                "seconds at": st.column_config.NumberColumn("seconds", format="%.1f"),
-            })
+        st.dataframe(ratios.drop(columns=["arm"]), hide_index=True, column_config=common.RATIO_COLUMNS)
     st.dataframe(table, hide_index=True, column_config={"arm": None, **common.NUMBER_COLUMNS})
     cfg = view.config or {}
     published = paper.figures_for(cfg.get("model", ""), cfg.get("dataset", ""))

@@ -10,6 +10,7 @@
 - `served_app`: `streamlit run app.py` on a free localhost port, with the
   test's runs folder and the session's data folder; yields its URL.
 - `random_dataset()`: a twophase Dataset of seeded random images and labels (no files).
+- `one_torch_thread`: torch at one intra-op thread for the test (tiny tensors).
 """
 
 from __future__ import annotations
@@ -76,6 +77,17 @@ def tiny_settings() -> dict:
     """RunConfig fields of a run that trains in seconds: a small MLP on 256 MNIST images."""
     return dict(model="mlp", dataset="mnist", subset=256, val_subset=500, epochs=3, batch_size=64,
                 arms=["two-phase", "adam"], seed=0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is far faster than several on a busy 2-core machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -14,13 +14,7 @@ from twophase.errors import ConfigError
 from twophase.optim import NonlinearCG, StepInfo, golden_section, strong_wolfe
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is far faster than several on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors (conftest.py)
 
 
 # ---------------------------------------------------------------------------- helpers

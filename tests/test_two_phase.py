@@ -14,13 +14,7 @@ mse = torch.nn.functional.mse_loss
 SAMPLES, BATCH, CG_STEPS_PER_EPOCH = 256, 32, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is far faster than several on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors (conftest.py)
 
 
 def make_problem(seed: int = 0, dtype=torch.float32):

@@ -437,6 +437,18 @@ def _too_large(errors: dict[str, str], key: str, value: Any, limit: int, what: s
         errors[key] = f"must be at most {limit:,} ({what}), got {_shown(value)}"
 
 
+def _check_widths(errors: dict, full: dict, count: int) -> None:
+    """The CNNs' conv channels: `count` positive integers within MAX_PARAMETERS (stored as a tuple)."""
+    t = _int_tuple(full["widths"], count)
+    if t is None:
+        errors["widths"] = (f"must be {['', 'one', 'two', 'three'][count]} positive integers (conv channels), "
+                            f"got {_shown(full['widths'])}")
+    elif any(x > MAX_PARAMETERS for x in t):
+        _too_large(errors, "widths", max(t), MAX_PARAMETERS, "the model would not fit in memory")
+    else:
+        full["widths"] = t
+
+
 def _validate(
     name: str, input_shape: Any, num_classes: Any, seed: Any, sizes: dict[str, Any]
 ) -> tuple[tuple[int, int, int], dict[str, Any]]:
@@ -492,13 +504,7 @@ def _validate(
                     f"choose among {', '.join(map(str, _divisors(math.gcd(h, w))))}"
                 )
     elif name == "vgg5-max-relu":
-        t = _int_tuple(full["widths"], 3)
-        if t is None:
-            errors["widths"] = f"must be three positive integers (conv channels), got {_shown(full['widths'])}"
-        elif any(x > MAX_PARAMETERS for x in t):
-            _too_large(errors, "widths", max(t), MAX_PARAMETERS, "the model would not fit in memory")
-        else:
-            full["widths"] = t
+        _check_widths(errors, full, 3)
         if not _is_pos_int(full["hidden"]):
             errors["hidden"] = f"must be a positive integer, got {_shown(full['hidden'])}"
         else:
@@ -506,13 +512,7 @@ def _validate(
         if shape is not None and min(shape[1], shape[2]) < 8:
             errors["input_shape"] = f"vgg5-max-relu needs images of at least 8x8 (three 2x2 poolings), got {shape}"
     elif name == "cnn-small":
-        t = _int_tuple(full["widths"], 2)
-        if t is None:
-            errors["widths"] = f"must be two positive integers (conv channels), got {_shown(full['widths'])}"
-        elif any(x > MAX_PARAMETERS for x in t):
-            _too_large(errors, "widths", max(t), MAX_PARAMETERS, "the model would not fit in memory")
-        else:
-            full["widths"] = t
+        _check_widths(errors, full, 2)
         if shape is not None and min(shape[1], shape[2]) < 4:
             errors["input_shape"] = f"cnn-small needs images of at least 4x4 (two 2x2 poolings), got {shape}"
     elif name == "mlp":

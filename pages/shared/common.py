@@ -20,7 +20,7 @@ from twophase.config import (ARM_DESCRIPTIONS, ARMS, CG_BETAS, CG_DTYPES, GRAD_N
 from twophase.errors import ConfigError
 from twophase.jobs import JobManager
 
-__all__ = ["job_manager", "jobs", "NUMBER_COLUMNS", "settings_form", "fill_form", "form_config", "LABELS",
+__all__ = ["job_manager", "jobs", "NUMBER_COLUMNS", "RATIO_COLUMNS", "settings_form", "fill_form", "form_config", "LABELS",
            "describe_config_error", "use_paper_rule"]
 
 
@@ -52,6 +52,17 @@ NUMBER_COLUMNS = {
     "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
     "peak_epoch": st.column_config.NumberColumn("peak epoch", format="%d"),
     "switch_epoch": st.column_config.NumberColumn("switch epoch", format="%d"),
+}
+#: The columns of twophase.analysis.ratio_table (each arm against Adam at equal cost).
+RATIO_COLUMNS = {
+    "arm": None,
+    "label": st.column_config.TextColumn("arm"),
+    "epoch ratio": st.column_config.NumberColumn("at equal epochs", format="%.3g"),
+    "epoch at": st.column_config.NumberColumn("epoch", format="%d"),
+    "data_passes ratio": st.column_config.NumberColumn("at equal data passes", format="%.3g"),
+    "data_passes at": st.column_config.NumberColumn("passes", format="%.1f"),
+    "seconds ratio": st.column_config.NumberColumn("at equal time", format="%.3g"),
+    "seconds at": st.column_config.NumberColumn("seconds", format="%.1f"),
 }
 
 

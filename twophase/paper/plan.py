@@ -197,6 +197,18 @@ _ID_RE = re.compile(r"(?P<scale>[a-z]+)-e(?P<epochs>[0-9]+)-n(?P<subset>[0-9]+|a
 _UNSET = object()
 
 
+def _choice_problem(given: list, known: list, what: str) -> str | None:
+    """What is wrong with a list of names chosen from `known` (None when nothing)."""
+    if not given:
+        return f"choose at least one of: {', '.join(known)}"
+    bad = [g for g in given if g not in known]
+    if bad:
+        return f"unknown {what}(s) {', '.join(map(repr, bad))}; allowed: {', '.join(known)}"
+    if len(set(given)) != len(given):
+        return f"each {what} may appear once"
+    return None
+
+
 def make_plan(models: Iterable[str] | None = None, datasets: Iterable[str] | None = None,
               scale: str = DEFAULT_SCALE, epochs: int | None = None, subset=_UNSET, val_subset=_UNSET,
               seeds: Iterable[int] = (0,), adaptive: bool = False, data_root: str = "", device: str = "auto",
@@ -220,20 +232,10 @@ def make_plan(models: Iterable[str] | None = None, datasets: Iterable[str] | Non
     datasets = list(["mnist"] if datasets is None else datasets)
     seeds = list(seeds)
     known_models, known_datasets = list(models_mod.names()), data_mod.names()
-    if not models:
-        errors["models"] = f"choose at least one of: {', '.join(known_models)}"
-    elif [m for m in models if m not in known_models]:
-        bad = [m for m in models if m not in known_models]
-        errors["models"] = f"unknown model(s) {', '.join(map(repr, bad))}; allowed: {', '.join(known_models)}"
-    elif len(set(models)) != len(models):
-        errors["models"] = "each model may appear once"
-    if not datasets:
-        errors["datasets"] = f"choose at least one of: {', '.join(known_datasets)}"
-    elif [d for d in datasets if d not in known_datasets]:
-        bad = [d for d in datasets if d not in known_datasets]
-        errors["datasets"] = f"unknown dataset(s) {', '.join(map(repr, bad))}; allowed: {', '.join(known_datasets)}"
-    elif len(set(datasets)) != len(datasets):
-        errors["datasets"] = "each dataset may appear once"
+    for field_name, given, known in (("models", models, known_models), ("datasets", datasets, known_datasets)):
+        problem = _choice_problem(given, known, field_name[:-1])
+        if problem:
+            errors[field_name] = problem
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
         errors["seeds"] = f"must be one or more whole numbers >= 0, got {seeds!r}"
     elif len(set(seeds)) != len(seeds):
