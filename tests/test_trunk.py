@@ -192,3 +192,15 @@ def test_a_trial_is_kept_exactly_when_cg_beats_adam_per_pass(data_root, tmp_path
     assert trial["epoch"] == 2 and trial["value"] is not None
     assert trial["kept"] == (trial["value"] > 1)
     assert (arm["switch_epoch"] == 2) == trial["kept"]
+
+
+def test_the_monitoring_probe_runs_every_k_epochs_at_each_switch_and_at_the_end(data_root, tmp_path):
+    values = dict(fx.CONFIGS["adaptive-all-arms"], data_root=data_root, epochs=7, hessian_probe=True, probe_every=3,
+                  arms=["adam", "two-phase@2"])
+    run, summary = _metrics(tmp_path, values, "20260101-000000-0000c1")
+    df = run.metrics.set_index(["arm", "epoch"]).sort_index()
+    probed = {arm: sorted(int(e) for e in df.loc[arm].index[df.loc[arm, "hess_min"].notna()]) for arm in ("adam", "two-phase@2")}
+    assert probed["adam"] == [0, 2, 3, 6, 7]  # 2: the branch's switch, probed on the trunk
+    assert probed["two-phase@2"] == [0, 2, 3, 6, 7]
+    assert df.loc[("adam", 2), "hess_min"] == df.loc[("two-phase@2", 2), "hess_min"]
+    assert summary["arms"]["adam"]["probe_seconds"] > 0

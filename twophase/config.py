@@ -35,6 +35,7 @@ LIMITS = {
     "patience": (1, 100_000),
     "threads": (0, 1_024),
     "processes": (1, 1_024),
+    "probe_every": (1, 100_000),
 }
 
 
@@ -64,7 +65,8 @@ class RunConfig:
         iterations over the full training set.
     grad_norm_mode: "full" (gradient of the loss over the whole training set at
         the end of the epoch) or "batch-mean" (mean of the mini-batch norms).
-    hessian_probe: also estimate the Hessian's extreme eigenvalues every epoch.
+    hessian_probe, probe_every: also estimate the Hessian's extreme eigenvalues (monitoring, never
+        charged) at epoch 0, every probe_every epochs, at every switch and at the last epoch.
     seed, device, threads: reproducibility and hardware (threads 0 = torch's default).
     processes: number of data-parallel processes (torch.distributed); 1 trains in
         one process. The app launches torchrun with this many processes on its
@@ -101,6 +103,7 @@ class RunConfig:
     cg_c2: float = 0.2
     grad_norm_mode: str = "full"
     hessian_probe: bool = False
+    probe_every: int = 10
     seed: int = 0
     device: str = "auto"
     # 1 by default: measured on 2 cores (benchmarks/results/roofline.md), a second torch thread made a

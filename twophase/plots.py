@@ -354,6 +354,7 @@ def curvature_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
             part = _arm_frame(df, arm, events)
             if x not in part.columns:
                 continue
+            part = part[part["hess_min"].notna() & part["hess_max"].notna()]  # probed epochs only (probe_every)
             ratio = part["hess_min"] / part["hess_max"].where(part["hess_max"].abs() > 0)
             fig.add_trace(go.Scatter(
                 x=part[x], y=ratio, mode=line_mode(len(part)), name=arm_label(arm),

@@ -122,8 +122,11 @@ FORM = [
     Field("val_subset", "Validation samples", "int", advanced=True, step=500, optional=True, placeholder="all"),
     Field("threads", "CPU threads", "int", advanced=True, help="PyTorch threads for the run (0: PyTorch's default)."),
     Field("hessian_probe", "Measure curvature (Hessian probe)", "bool", advanced=True,
-          help="Each epoch, estimate the smallest and largest Hessian eigenvalues (Lanczos on 512 training "
-               "images): is the surface convex yet? Costs time; not charged to any arm."),
+          help="Estimate the smallest and largest Hessian eigenvalues (Lanczos on 512 training images): is the "
+               "surface convex yet? At epoch 0, every 'Probe every' epochs, at each switch and at the last "
+               "epoch. Costs time; not charged to any arm."),
+    Field("probe_every", "Probe every (epochs)", "int", advanced=True,
+          help="Epochs between two curvature probes (the probe costs several training epochs' time)."),
     Field("processes", "Processes", "int", advanced=True,
           help="Data-parallel processes on this machine (torchrun). 1 trains in one worker process."),
     Field("name", "Run name", "text", advanced=True, placeholder="optional"),

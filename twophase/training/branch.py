@@ -67,9 +67,9 @@ class Branch:
         spent.seconds = time.perf_counter() - start
         return spent
 
-    def measure(self):
+    def measure(self, probe: bool = False):
         """The record figures of the branch's model (reusing the last closure evaluation when the
-        parameters are still exactly that point)."""
+        parameters are still exactly that point); probe: with the monitoring Hessian probe."""
         last, self.last_pass = self.last_pass, None
         return measure(self.model, self.setup.loss_fn, self.data, chunk=self.setup.chunk, dist=self.setup.dist,
-                       probe=self.setup.probe_for(self.dtype), last=last)
+                       probe=self.setup.probe_for(self.dtype) if probe else None, last=last)

@@ -19,7 +19,8 @@ from twophase.optim import SwitchRule
 from twophase.schema import Event, EventKind, Phase, Record, Status
 from twophase.training.arm import Arm
 from twophase.training.branch import Branch
-from twophase.training.full_pass import measure
+from twophase.probe import hessian_extremes
+from twophase.training.full_pass import PROBE_ITERS, PROBE_SAMPLE, measure
 from twophase.training.setup import RunSetup
 from twophase.training.strategies import parse_arm
 from twophase.training.trunk import Trunk
@@ -112,13 +113,20 @@ class Trainer:
             if not riders:
                 continue  # not started yet (a kept trial is ahead), or every rider ended
             done = branch.train_epoch(should_stop, lambda f: [progress(a, epoch - 1 + f) for a in riders])
-            figures = branch.measure()
+            figures = branch.measure(probe=self._monitor_probe_due(epoch))
             for arm in riders:
                 arm.charge(done)
                 arm.epoch = epoch
                 record = arm.record(branch.phase, figures)
                 self.log.record(record)
-                self._settle(arm, record)
+                for event in self._decide(arm, record)[0]:
+                    self.log.event(event)
+
+    def _monitor_probe_due(self, epoch: int) -> bool:
+        """The monitoring probe (hessian_probe) runs every probe_every epochs and at the last one
+        (and, on the trunk, at every switch)."""
+        config = self.config
+        return config.hessian_probe and (epoch % config.probe_every == 0 or epoch == config.epochs)
 
     def _board(self, arm: Arm, model, epoch: int) -> None:
         """Put `arm` on the branch that starts from `model` at `epoch` with its strategy and
@@ -135,16 +143,29 @@ class Trainer:
     def _trunk_epoch(self, trunk: Trunk, riders: list[Arm], epoch: int, should_stop, progress) -> None:
         setup = self.setup
         done = trunk.train_epoch(should_stop, lambda f: [progress(a, epoch - 1 + f) for a in riders])
-        probe = self.config.hessian_probe or any(a.rule is not None and a.rule.probe_due(epoch) for a in riders)
+        for_rule = any(a.rule is not None and a.rule.probe_due(epoch) for a in riders)
+        probe = for_rule or self._monitor_probe_due(epoch)
         figures = measure(trunk.model, setup.loss_fn, setup.data, chunk=setup.chunk, dist=setup.dist,
                           probe=setup.probe_for(force=True) if probe else None)
-        switched = False
+        outcomes = []
         for arm in riders:
             arm.charge(done, trunk=True)
             arm.epoch = epoch
             record = arm.record(Phase.ADAM, figures, done.batch_norm_mean)
+            outcomes.append((arm, record, *self._decide(arm, record, figures.curvature)))
+        if self.config.hessian_probe and figures.hess_min is None and any(fires for *_, fires in outcomes):
+            # the monitoring probe at a switch: the curvature where the branches start
+            px, py, seed = setup.probe_for()
+            hess_min, hess_max, seconds = hessian_extremes(trunk.model, setup.loss_fn, px, py, seed=seed,
+                                                           sample_size=PROBE_SAMPLE, iters=PROBE_ITERS)
+            for arm, record, _, _ in outcomes:
+                record.hess_min, record.hess_max = hess_min, hess_max
+                arm.probe_seconds += seconds
+        switched = False
+        for arm, record, events, fires in outcomes:
             self.log.record(record)
-            fires = self._settle(arm, record, figures.curvature)
+            for event in events:
+                self.log.event(event)
             if fires:
                 if arm.running:  # a switch at the last epoch needs no branch
                     self._board(arm, trunk.model, epoch)
@@ -156,20 +177,18 @@ class Trainer:
         if switched:
             self.log.switched()
 
-    def _settle(self, arm: Arm, record: Record, curvature: float | None = None) -> bool:
-        """After an arm's record: divergence, the switch rule, completion. True when it switches now."""
+    def _decide(self, arm: Arm, record: Record, curvature: float | None = None) -> tuple[list[Event], bool]:
+        """After an arm's record: divergence, the switch rule, completion. Returns the events to
+        log and whether the arm switches now."""
         if arm.has_diverged(record):
             arm.status = Status.DIVERGED
-            self.log.event(Event(arm.name, EventKind.DIVERGED, arm.epoch, record.train_loss))
-            return False
+            return [Event(arm.name, EventKind.DIVERGED, arm.epoch, record.train_loss)], False
         events = arm.rule_fires(record, curvature)
-        for event in events:
-            self.log.event(event)
         if events:
             arm.phase = arm.spec.kind.second
         if arm.epoch >= self.config.epochs:
             arm.status = Status.COMPLETED
-        return bool(events)
+        return events, bool(events)
 
     def _trial(self, arm: Arm, trunk: Trunk, record: Record, should_stop) -> bool:
         """The "trial" rule's test at the end of this epoch: CG from the trunk's weights for
@@ -186,7 +205,7 @@ class Trainer:
         while len(trial) < left and passes < rule.trial_passes:
             spent = branch.train_epoch(should_stop)
             passes += sum(spent.fractions)
-            trial.append((spent, branch.measure()))
+            trial.append((spent, branch.measure(probe=self._monitor_probe_due(arm.epoch + len(trial) + 1))))
         end = trial[-1][1].train_loss
         trunk_rate = _log_rate(arm.history, rule.trial_passes)
         trial_rate = math.log(record.train_loss / end) / passes \
@@ -211,7 +230,8 @@ class Trainer:
             arm.epoch += 1
             trial_record = arm.record(branch.phase, figures)
             self.log.record(trial_record)
-            self._settle(arm, trial_record)
+            for event in self._decide(arm, trial_record)[0]:
+                self.log.event(event)
             if not arm.running:
                 break
         return True
