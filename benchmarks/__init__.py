@@ -12,6 +12,7 @@ Modules (each writes benchmarks/results/<name>.md, .csv and, where it draws one,
     switch_rule  switch epoch, final loss and cost of the switch-rule variants
     trunk        the wall time the shared Adam trunk saves (one run against one run per branch)
     switch_sweep where switching to CG pays off: switch points, rules and float64 CG from one trunk
+    presets      the Train page's presets: how long each takes and what it shows, over seeds
     trunk        wall time saved by the shared Adam trunk (two-arm runs, a switch sweep), against the expected
     app          training throughput with the Train page open in chromium against the CLI
 
@@ -19,4 +20,5 @@ Every result carries the machine it was measured on (cores, torch version, threa
 states each target next to the measured value, including misses.
 """
 
-BENCHMARKS = ("overhead", "cg_vs_scipy", "optimizers", "roofline", "switch_rule", "trunk", "switch_sweep", "app")
+BENCHMARKS = ("overhead", "cg_vs_scipy", "optimizers", "roofline", "switch_rule", "trunk", "switch_sweep", "presets",
+              "app")

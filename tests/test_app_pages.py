@@ -367,3 +367,23 @@ def test_runs_page_without_runs(runs_dir):
     at.switch_page("pages/runs.py").run()
     assert not at.exception
     assert "No runs yet" in at.info[0].value
+
+
+def test_a_preset_fills_the_form_in_one_click_and_trains_what_it_says(runs_dir):
+    from twophase.config import PRESETS
+
+    at = new_app()
+    at.selectbox(key="cfg_preset").set_value("early-vs-late")
+    at.button(key="cfg_load_preset").click().run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    fields = PRESETS["early-vs-late"]["fields"]
+    assert at.number_input(key="cfg_epochs").value == fields["epochs"]
+    assert at.number_input(key="cfg_subset").value == fields["subset"]
+    assert not at.checkbox(key="cfg_arm_two-phase").value and at.checkbox(key="cfg_arm_adam").value
+    assert at.text_input(key="cfg_switch_points").value == "paper, 60%"
+    # the form gives exactly the preset's arms (a short run here: the preset itself takes a minute)
+    at.number_input(key="cfg_epochs").set_value(4)
+    at.button(key="start").click().run()
+    run = runs.load_run(runs_dir, at.query_params["run"])
+    assert run.config["arms"] == fields["arms"]
+    at.session_state["jobs"].stop(run.run_id)

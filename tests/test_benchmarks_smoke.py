@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from benchmarks import __main__ as bench_main
-from benchmarks import app, cg_vs_scipy, common, optimizers, overhead, roofline, switch_rule, switch_sweep, trunk
+from benchmarks import (app, cg_vs_scipy, common, optimizers, overhead, presets, roofline, switch_rule, switch_sweep,
+                        trunk)
 
 
 def run(module, tmp_path: Path, *extra: str) -> tuple[str, dict]:
@@ -139,6 +140,16 @@ def test_switch_sweep(tmp_path):
     assert {"paper's rule (gradient norm)", "loss plateau", "curvature (probe)", "CG trial"} <= set(rules["rule"])
     assert "fixed 30% split" in set(rules["rule"])
     assert len(pd.read_csv(tmp_path / "switch_sweep_curves.csv"))
+
+
+def test_presets(tmp_path):
+    from twophase.config import PRESETS
+
+    md, blob = run(presets, tmp_path, "--no-png")
+    table = pd.DataFrame(blob["tables"]["main"])
+    assert set(table["preset"]) == set(PRESETS)
+    late = table[table["arm"].str.contains("60%")]
+    assert (late["switch epoch"] == 12).all()  # 60% of the tiny size's 20 epochs
 
 
 def test_trunk(tmp_path):

@@ -18,6 +18,15 @@ from twophase.training.strategies import PAPER_RULE, STRATEGIES, parse_arm
 ARMS = tuple(STRATEGIES)  # the strategies; an arm spec may add a switch, e.g. "two-phase@300"
 ARM_DESCRIPTIONS = {name: s.description for name, s in STRATEGIES.items()}
 MAX_ARMS = 16
+
+# Settings one click away on the Train page (pages/shared/common.py), each named for what it shows;
+# chosen by measurement (benchmarks/presets.py, README "When does switching pay off?").
+PRESETS = {
+    "default": dict(label="The default run (the paper's rule, 40 epochs: it switches early)", fields={}),
+    "early-vs-late": dict(
+        label="Early vs late switch: the paper's rule and a switch at 60%, 1,000 epochs (about a minute)",
+        fields=dict(model="mlp", subset=1024, epochs=1000, arms=["adam", "two-phase@paper", "two-phase@60%"])),
+}
 LOSSES = ("mse", "cross-entropy")
 CG_BETAS = ("pr+", "fr", "hz")
 LINE_SEARCHES = ("strong-wolfe", "golden")

@@ -16,7 +16,7 @@ from twophase import data as data_mod
 from twophase import models as models_mod
 from twophase import plots
 from twophase.config import (ARM_DESCRIPTIONS, ARMS, CG_BETAS, CG_DTYPES, GRAD_NORM_MODES, LIMITS, LINE_SEARCHES,
-                              LOSSES, PAPER_RULE, RunConfig)
+                              LOSSES, PAPER_RULE, PRESETS, RunConfig)
 from twophase.errors import ConfigError
 from twophase.jobs import JobManager
 
@@ -208,6 +208,12 @@ def fill_form(config: dict) -> None:
                                                         if a.startswith("two-phase@"))
 
 
+def use_preset() -> None:
+    """The 'Load preset' button: the form set to the chosen preset (RunConfig's defaults elsewhere)."""
+    name = st.session_state.get("cfg_preset", "default")
+    fill_form(RunConfig(**PRESETS[name]["fields"]).to_dict())
+
+
 def settings_form(defaults: RunConfig | None = None) -> dict:
     """Draw the run settings in the sidebar (one widget per RunConfig field the app shows); return
     their values: RunConfig fields plus "switch_points" (see form_config)."""
@@ -215,6 +221,11 @@ def settings_form(defaults: RunConfig | None = None) -> dict:
     values: dict = {}
     with st.sidebar:
         st.subheader("Run settings")
+        p1, p2 = st.columns([3, 1], vertical_alignment="bottom")
+        p1.selectbox("Preset", list(PRESETS), format_func=lambda n: PRESETS[n]["label"], key="cfg_preset",
+                     help="Settings one click away, each named for what it shows (README, 'When does "
+                          "switching pay off?').")
+        p2.button("Load", key="cfg_load_preset", on_click=use_preset, help="Set the form below to this preset.")
         basic = [f for f in FORM if not f.advanced]
         for f in basic:
             if f.name == "epochs":
