@@ -26,7 +26,6 @@ copy of every curve (every 10th epoch) are written to the results folder.
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
@@ -81,14 +80,16 @@ def config_for(model: str, subset: int, seed: int, epochs: int, threads: int):
                      name=cell_name(model, subset, seed, epochs_for(model, epochs)), tag=TAG).validate()
 
 
-def finished_cells(runs_dir: Path) -> dict:
-    """name -> run id of the completed runs of this study in runs_dir."""
+def finished_cells(runs_dir: Path, claimed: bool = False) -> dict:
+    """name -> run id of the completed runs of this study in runs_dir (claimed: also the runs another
+    process is training now, so that two processes sharing the folder never train one cell twice)."""
     from twophase import runs
 
     done = {}
     for info in runs.list_runs(str(runs_dir)) if runs_dir.exists() else []:
         cfg = info.config if isinstance(info.config, dict) else {}
-        if cfg.get("tag") == TAG and info.status == "completed":
+        live = info.status in runs.ACTIVE_STATUSES and runs.owner_alive(info.summary)
+        if cfg.get("tag") == TAG and (info.status == "completed" or (claimed and live)):
             done[cfg.get("name")] = info.run_id
     return done
 
@@ -99,8 +100,8 @@ def run_cells(cells, epochs: int, runs_dir: Path, threads: int) -> None:
     runs_dir.mkdir(parents=True, exist_ok=True)
     for model, subset, seed in cells:
         cfg = config_for(model, subset, seed, epochs, threads)
-        if cfg.name in finished_cells(runs_dir):
-            print(f"switch_sweep: {cfg.name} already done", file=sys.stderr, flush=True)
+        if cfg.name in finished_cells(runs_dir, claimed=True):
+            print(f"switch_sweep: {cfg.name} done or being trained by another process", file=sys.stderr, flush=True)
             continue
         started = time.perf_counter()
         last = [0.0]
@@ -234,7 +235,12 @@ def ratio_figure(rows: pd.DataFrame):
 
 
 def main(args) -> common.Report:
-    setting = SIZES[args.size]
+    setting = dict(SIZES[args.size])
+    models = getattr(args, "models", None)
+    if models:  # a second process on the other core takes these models (cells are never trained twice)
+        wanted = [m.strip() for m in models.split(",")]
+        setting["cells"] = sorted((c for c in setting["cells"] if c[0] in wanted),
+                                  key=lambda c: (c[2], wanted.index(c[0])))
     runs_dir = getattr(args, "runs_dir", None)
     if runs_dir is None:  # the long sizes resume from runs kept in the repository's runs/ folder
         runs_dir = DEFAULT_RUNS / args.size if args.size in ("full", "issue") else \
@@ -281,6 +287,9 @@ def parse(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--runs-dir", default=None, help=f"where the cells' runs are kept (default {DEFAULT_RUNS}/<size>)")
     p.add_argument("--report-only", action="store_true", help="no training: tables from the runs on disk")
+    p.add_argument("--models", default=None, metavar="A,B",
+                   help="train only these models' cells, seed by seed in this order (e.g. a second process "
+                        "on the other core); the report still covers every finished cell")
     return p.parse_args(argv)
 
 
