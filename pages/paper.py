@@ -141,6 +141,17 @@ def show_reproduction(reproduction_id: str, was_active: bool) -> None:
                                 "here: two-phase / Adam": st.column_config.NumberColumn(format="%.2f"),
                                 "data passes": st.column_config.NumberColumn(format="%.0f"),
                                 "wall time (s)": st.column_config.NumberColumn(format="%.0f")})
+    if paper.SCALES[plan.scale].sweep:
+        sweep = paper.sweep_table(plan, results=results)
+        st.subheader("Switch sweep: every branch from each cell's Adam trunk")
+        st.caption("Each two-phase branch's training loss over Adam's (below 1: lower than Adam's) at equal "
+                   "epochs, data passes and wall time, with the switch epoch and how long the cell took here.")
+        st.dataframe(sweep.drop(columns=["arm"]), hide_index=True, key="paper_sweep",
+                     column_config={"label": st.column_config.TextColumn("branch"),
+                                    "epoch ratio": st.column_config.NumberColumn("equal epochs", format="%.3g"),
+                                    "data_passes ratio": st.column_config.NumberColumn("equal passes", format="%.3g"),
+                                    "seconds ratio": st.column_config.NumberColumn("equal time", format="%.3g"),
+                                    "cell hours": st.column_config.NumberColumn("cell (h)", format="%.2f")})
     d1, d2, d3 = st.columns(3)
     d1.download_button("Table 1 (CSV)", table.to_csv(index=False).encode(), f"reproduce-{plan.id}-table1.csv",
                        mime="text/csv", key="paper_dl_table")

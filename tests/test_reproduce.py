@@ -223,3 +223,21 @@ def test_paper_page_starts_a_small_reproduction_with_one_click(tmp_path):
     assert config.model == "vit-mlp" and config.dataset == "mnist" and config.tag.startswith("reproduce:small-")
     assert config.epochs == round(0.7 * small.epochs) and config.switch_epoch == round(0.3 * config.epochs)
     assert config.subset == small.subset and config.arms == ["two-phase", "adam"]
+
+
+def test_the_long_scale_trains_a_switch_sweep_from_each_cells_trunk(data_root, tmp_path):
+    plan = paper.make_plan(["mlp"], scale="long", epochs=10, subset=128, val_subset=100, data_root=data_root,
+                           threads=1)
+    [cell] = plan.cells
+    assert cell.config.arms == ["two-phase", "adam", "two-phase@3", "two-phase@10%", "two-phase@60%",
+                                "two-phase@paper"]
+    assert cell.config.switch_epoch == 3 and cell.config.line_search == "golden"
+    outcome = paper.run_plan(plan, tmp_path, on_line=None)
+    assert outcome["done"] == outcome["total"] == 1
+    paths = paper.write_outputs(plan, tmp_path, tmp_path / "out")
+    sweep = pd.read_csv(paths["sweep"])
+    assert set(sweep["arm"]) == {"two-phase", "two-phase@3", "two-phase@10%", "two-phase@60%", "two-phase@paper"}
+    assert sweep.set_index("arm").loc["two-phase@60%", "switch epoch"] == 6
+    assert "Switch sweep from each cell's Adam trunk" in open(paths["markdown"]).read()
+    # run again: the cell is done, nothing is trained
+    assert paper.run_plan(plan, tmp_path, on_line=None)["ran"] == []

@@ -159,10 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "vit-nomlp-wkewq-wvwo, vgg5-max-relu)")
     rep.add_argument("--datasets", type=_list, default=None, metavar="A,B",
                      help="datasets (default: mnist; cifar10 and cifar100 need their files in the data folder)")
-    rep.add_argument("--scale", choices=["paper", "small"], default="small",
-                     help="paper: the full datasets, 1000 epochs (700 for vit-mlp), a GPU job; small (default): "
-                          "1024 training / 1000 validation images, 60 epochs (42 for vit-mlp), about 15 minutes "
-                          "per model on 2 CPU cores")
+    rep.add_argument("--scale", choices=["paper", "long", "small"], default="small",
+                     help="paper: the full datasets, 1000 epochs (700 for vit-mlp), a GPU job; long: the paper's "
+                          "budgets on 1024 training / 1000 validation images with a switch sweep (3, 10%%, 30%%, "
+                          "60%%, the paper's rule) from each cell's trunk, hours per model on 2 CPU cores; small "
+                          "(default): 1024 / 1000 images, 60 epochs (42 for vit-mlp), about 15 minutes per model")
     rep.add_argument("--epochs", type=_int, default=None, metavar="N",
                      help="base budget instead of the scale's (vit-mlp gets 70%% of it, as in the paper)")
     rep.add_argument("--subset", type=_optional_int, default=argparse.SUPPRESS, metavar="N|all",

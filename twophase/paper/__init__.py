@@ -12,10 +12,10 @@ from twophase.paper.plan import (ALGORITHM_LABELS, ALGORITHMS, PAPER_MODELS, SCA
                                  CellState, Plan, Scale, cell_states, check_datasets, make_plan,
                                  plan_from_runs, reproduction_ids, tag_for, tagged_runs)
 from twophase.paper.published import BUDGETS, figures_for, final_loss, table
-from twophase.paper.report import collect, comparison, markdown, status_table, table1, write_outputs
+from twophase.paper.report import collect, comparison, markdown, status_table, sweep_table, table1, write_outputs
 from twophase.paper.runner import run_plan
 
 __all__ = ["ALGORITHM_LABELS", "ALGORITHMS", "PAPER_MODELS", "SCALES", "TIE_TOLERANCE", "VARIANTS", "Cell", "CellState",
            "Plan", "Scale", "cell_states", "check_datasets", "make_plan", "plan_from_runs",
            "reproduction_ids", "tag_for", "tagged_runs", "BUDGETS", "figures_for", "final_loss", "table", "collect",
-           "comparison", "markdown", "status_table", "table1", "write_outputs", "run_plan"]
+           "comparison", "markdown", "status_table", "sweep_table", "table1", "write_outputs", "run_plan"]

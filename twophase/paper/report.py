@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 
 from twophase import runs
-from twophase.analysis import value_within
+from twophase.analysis import ratio_table, value_within
 from twophase.paper import published as paper_figures
-from twophase.paper.plan import ALGORITHMS, ALGORITHM_LABELS, Cell, CellState, Plan, TIE_TOLERANCE, cell_states, epochs_for
+from twophase.paper.plan import (ALGORITHM_LABELS, ALGORITHMS, SCALES, TIE_TOLERANCE, Cell, CellState, Plan, cell_states,
+                                 epochs_for)
 
 
 # --------------------------------------------------------------------------- results
@@ -267,7 +268,30 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(plan: Plan, table: pd.DataFrame, compare: pd.DataFrame) -> str:
+def sweep_table(plan: Plan, runs_dir=None, results: dict[str, CellResult] | None = None) -> pd.DataFrame:
+    """For a plan with a switch sweep (the long scale): every two-phase branch of every finished
+    cell against the cell's Adam arm, from the same trunk: its switch epoch and its training loss
+    over Adam's at equal epochs, data passes and wall time, and the cell's duration."""
+    results = results if results is not None else collect(plan, runs_dir)
+    rows = []
+    for result in results.values():
+        run = result.run
+        if run is None or result.cell.variant != "fixed":
+            continue
+        arms = (run.summary or {}).get("arms") or {}
+        ratios = ratio_table(run.metrics)
+        for _, r in ratios.iterrows():
+            figures = arms.get(r["arm"]) or {}
+            rows.append({"dataset": result.cell.dataset, "model": result.cell.model, "seed": result.cell.seed,
+                         "arm": r["arm"], "label": figures.get("label") or r["arm"],
+                         "switch epoch": figures.get("switch_epoch"),
+                         **{c: r[c] for c in ratios.columns if c.endswith(" ratio")},
+                         "cell hours": (run.summary or {}).get("duration_s", math.nan) / 3600})
+    return pd.DataFrame(rows, columns=["dataset", "model", "seed", "arm", "label", "switch epoch", "epoch ratio",
+                                       "data_passes ratio", "seconds ratio", "cell hours"])
+
+
+def markdown(plan: Plan, table: pd.DataFrame, compare: pd.DataFrame, sweep: pd.DataFrame | None = None) -> str:
     """The two tables as Markdown (README-ready), with what each column means."""
     out = [f"### Reproduction `{plan.id}`", "",
            f"{plan.describe()[0].upper()}{plan.describe()[1:]}. The paper: full datasets, 1000 epochs "
@@ -314,6 +338,14 @@ def markdown(plan: Plan, table: pd.DataFrame, compare: pd.DataFrame) -> str:
             f"within {TIE_TOLERANCE:.0%}: tie). Equal data passes / wall time: both arms' training loss at the "
             "last epoch within the smaller of the two arms' totals (a forward and backward pass over the training "
             "set counts 1, a forward pass 1/3).", "", _md_table(header, rows), ""]
+    if sweep is not None and len(sweep):
+        header = ["dataset", "model", "seed", "branch", "switch epoch", "/ Adam, equal epochs", "equal passes",
+                  "equal time", "cell (h)"]
+        rows = [[r["dataset"], r["model"], str(r["seed"]), r["label"], _num(r["switch epoch"], ".0f"),
+                 _num(r["epoch ratio"]), _num(r["data_passes ratio"]), _num(r["seconds ratio"]),
+                 _num(r["cell hours"], ".2f")] for _, r in sweep.iterrows()]
+        out += ["Switch sweep from each cell's Adam trunk: every two-phase branch's training loss over Adam's "
+                "(below 1: lower than Adam's).", "", _md_table(header, rows), ""]
     return "\n".join(out)
 
 
@@ -324,6 +356,7 @@ def write_outputs(plan: Plan, runs_dir=None, out_dir=None) -> dict[str, str]:
     table = table1(plan, results=results)
     compare = comparison(plan, results=results)
     cells = status_table(plan, results=results)
+    sweep = sweep_table(plan, results=results) if SCALES[plan.scale].sweep else None
     out = Path(out_dir) if out_dir else Path(runs.default_runs_dir() if runs_dir is None else runs_dir) / "reproductions" / plan.id
     out.mkdir(parents=True, exist_ok=True)
     paths = {"table1": out / "table1.csv", "comparison": out / "comparison.csv", "cells": out / "cells.csv",
@@ -331,7 +364,10 @@ def write_outputs(plan: Plan, runs_dir=None, out_dir=None) -> dict[str, str]:
     table.to_csv(paths["table1"], index=False)
     compare.to_csv(paths["comparison"], index=False)
     cells.to_csv(paths["cells"], index=False)
-    text = markdown(plan, table, compare) + "\n"
+    if sweep is not None:
+        paths["sweep"] = out / "sweep.csv"
+        sweep.to_csv(paths["sweep"], index=False)
+    text = markdown(plan, table, compare, sweep) + "\n"
     tmp = paths["markdown"].with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, paths["markdown"])
