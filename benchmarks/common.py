@@ -226,15 +226,18 @@ def save_png(fig, path: Path, width: int = 1000, height: int = 500) -> str | Non
         import kaleido  # noqa: F401
     except ImportError:
         return "kaleido is not installed (pip install kaleido; it draws with the system's chromium)"
-    try:
-        import plotly.graph_objects as go
+    import plotly.graph_objects as go
 
-        fig = go.Figure(fig)
-        fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1.0, yanchor="top"),
-                          margin=dict(r=230))
-        fig.write_image(str(path), width=width, height=height)
-    except Exception as exc:  # kaleido raises several kinds when chromium is missing or fails
-        return f"kaleido could not draw it: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    fig = go.Figure(fig)
+    fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1.0, yanchor="top"),
+                      margin=dict(r=230))
+    for attempt in range(3):  # on a loaded machine kaleido's page is sometimes not ready in time ("kaleido_scopes")
+        try:
+            fig.write_image(str(path), width=width, height=height)
+            break
+        except Exception as exc:  # kaleido raises several kinds when chromium is missing or fails
+            if attempt == 2:
+                return f"kaleido could not draw it: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     if not path.exists() or path.stat().st_size == 0:
         return "kaleido wrote nothing"
     return None
