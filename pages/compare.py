@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 
 import pandas as pd
 import streamlit as st
@@ -81,7 +80,7 @@ show_paper = c5.toggle("Paper's final values", value=False, key="cmp_paper",
 smoothing = c6.slider("Smoothing", min_value=0.0, max_value=0.95, value=0.0, step=0.05, key="cmp_smoothing",
                       help="Exponential moving average for noisy curves (0 = raw).")
 
-curves, references, frames = [], [], []
+curves, references = [], []
 for run in chosen:
     label = short_label(run)
     metrics = run.metrics
@@ -89,11 +88,11 @@ for run in chosen:
         part = metrics[metrics["arm"] == arm] if len(metrics) else metrics
         if len(part):
             curves.append((label, arm, part))
-            frames.append(part.assign(run_id=run.run_id))
     if show_paper:
         cfg = run.config or {}
-        for _, row in paper.figures_for(cfg.get("model", ""), cfg.get("dataset", "")).iterrows():
-            if row["algorithm"] in arms:
+        published_rows = paper.figures_for(cfg.get("model", ""), cfg.get("dataset", ""))
+        for _, row in published_rows.iterrows():  # the paper has losses and accuracies, no gradient norms
+            if row["algorithm"] in arms and metric in published_rows.columns:
                 references.append((f"paper {row['model']}/{row['dataset']} {row['algorithm']}", row["algorithm"],
                                    row[metric]))
 references = list(dict.fromkeys(references))
@@ -142,15 +141,12 @@ else:
     st.dataframe(published, hide_index=True)
 
 st.subheader("Download")
-if frames:
-    selection = pd.concat(frames, ignore_index=True)
-    parquet = io.BytesIO()
-    selection.astype({c: "string" for c in selection.columns if selection[c].dtype == object}).to_parquet(
-        parquet, index=False)
+selection = runs.runs_frame(chosen, arms)  # each row with its run and settings
+if len(selection):
     d1, d2, d3 = st.columns(3)
-    d1.download_button("Metrics (CSV)", selection.to_csv(index=False).encode(), "twophase-metrics.csv",
+    d1.download_button("Metrics (CSV)", runs.frame_bytes(selection, "csv"), "twophase-metrics.csv",
                        "text/csv", key="dl_csv", icon=":material/download:")
-    d2.download_button("Metrics (Parquet)", parquet.getvalue(), "twophase-metrics.parquet",
+    d2.download_button("Metrics (Parquet)", runs.frame_bytes(selection, "parquet"), "twophase-metrics.parquet",
                        "application/vnd.apache.parquet", key="dl_parquet", icon=":material/download:")
     d3.download_button("Run folders (zip)", runs.zip_runs(jobs.runs_dir, [r.run_id for r in chosen]),
                        "twophase-runs.zip", "application/zip", key="dl_zip", icon=":material/folder_zip:")

@@ -336,6 +336,26 @@ def test_compare_page_shows_config_differences_and_paper_figures(finished_runs):
     at.toggle(key="cmp_paper").set_value(True).run()
     spec = plotly_specs(at)[0]
     assert any(s.get("y0") == 0.0008 for s in spec["layout"].get("shapes", []))
+    # defect: with the paper's lines on, a metric the paper has no figure for (the gradient norm)
+    # once filled the page with KeyError: 'grad_norm'; now it simply draws no paper line
+    at.selectbox(key="cmp_metric").set_value("grad_norm").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not plotly_specs(at)[0]["layout"].get("shapes")
+
+
+def test_compare_downloads_carry_each_runs_settings(finished_runs):
+    import io
+
+    import pandas as pd
+
+    (src,) = [p for p in finished_runs.iterdir()]
+    run = runs.load_run(str(finished_runs), src.name)
+    both = runs.runs_frame([run, run], arms=["adam"])  # what the Compare page's CSV and Parquet hold
+    assert set(both["arm"]) == {"adam"} and len(both) == 2 * len(run.metrics[run.metrics["arm"] == "adam"])
+    back = pd.read_csv(io.BytesIO(runs.frame_bytes(both, "csv")))
+    assert {"run_id", "config_model", "config_seed", "config_arms"} <= set(back.columns)
+    assert set(back["config_model"]) == {"mlp"} and set(back["run_id"]) == {src.name}
+    assert pd.read_parquet(io.BytesIO(runs.frame_bytes(both, "parquet")))["config_name"].iloc[0] == "tiny"
 
 
 def test_runs_page_lists_opens_and_deletes(finished_runs):

@@ -17,7 +17,7 @@ Pure stdlib plus pandas (imported lazily, only by the readers) and pyarrow for p
 Never imports streamlit or torch.
 """
 
-from twophase.runs.export import EXPORT_FORMATS, export_bytes, export_run, zip_runs
+from twophase.runs.export import EXPORT_FORMATS, export_bytes, export_run, frame_bytes, runs_frame, zip_runs
 from twophase.runs.ids import (CONFIG_FILE, EVENTS_FILE, METRICS_FILE, RUN_ID_PATTERN, SUMMARY_FILE, check_run_id,
                                default_runs_dir, is_valid_run_id, new_run_id, run_path)
 from twophase.runs.maintenance import clean_leftovers, delete_run, mark_ended, mark_interrupted
@@ -27,7 +27,7 @@ from twophase.runs.writer import RunWriter, package_versions
 from twophase.schema import ACTIVE_STATUSES, FINAL_STATUSES, METRIC_COLUMNS, PROBE_COLUMNS, STATUSES, STRING_COLUMNS
 
 __all__ = ["RunWriter", "Run", "RunInfo", "list_runs", "load_run", "mark_interrupted", "mark_ended",
-           "clean_leftovers", "delete_run", "export_bytes", "export_run", "zip_runs", "new_run_id",
+           "clean_leftovers", "delete_run", "export_bytes", "export_run", "frame_bytes", "runs_frame", "zip_runs", "new_run_id",
            "is_valid_run_id", "check_run_id", "run_path", "default_runs_dir", "owner_alive", "package_versions",
            "RUN_ID_PATTERN", "EXPORT_FORMATS", "CONFIG_FILE", "METRICS_FILE", "EVENTS_FILE", "SUMMARY_FILE",
            "METRIC_COLUMNS", "PROBE_COLUMNS", "STRING_COLUMNS", "STATUSES", "ACTIVE_STATUSES", "FINAL_STATUSES"]

@@ -38,20 +38,8 @@ def export_bytes(runs_dir: str | os.PathLike | None, run_id: str, fmt: str) -> b
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"fmt {fmt!r} is not an export format; allowed: {', '.join(EXPORT_FORMATS)}")
     run = load_run(runs_dir, run_id)
-    if fmt == "csv":
-        return run.metrics.to_csv(index=False, lineterminator="\n").encode("utf-8")
-    if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as exc:  # pragma: no cover - pyarrow is in requirements.txt
-            raise RuntimeError("parquet export needs pyarrow: pip install pyarrow") from exc
-        buf = io.BytesIO()
-        df = run.metrics.copy()
-        for c in df.columns:
-            if df[c].dtype == object:
-                df[c] = df[c].astype("string")
-        df.to_parquet(buf, index=False, engine="pyarrow")
-        return buf.getvalue()
+    if fmt in ("csv", "parquet"):
+        return frame_bytes(run.metrics, fmt)
     doc = {
         "run_id": run.run_id,
         "config": run.config,
@@ -61,6 +49,45 @@ def export_bytes(runs_dir: str | os.PathLike | None, run_id: str, fmt: str) -> b
         "warnings": run.warnings,
     }
     return (dumps(doc, "export", indent=2) + "\n").encode("utf-8")
+
+
+#: The config fields beside each row of a multi-run table (what each curve is).
+RUN_COLUMNS = ("name", "model", "dataset", "subset", "epochs", "seed", "lr", "tolerance", "switch_epoch", "arms")
+
+
+def runs_frame(runs: Iterable, arms: Iterable[str] | None = None) -> "pd.DataFrame":
+    """The metrics of several runs (twophase.runs.Run) in one table: each row with its run_id and
+    the run's settings (config_<field> for RUN_COLUMNS); arms: keep only these arms."""
+    import pandas as pd
+
+    keep = None if arms is None else set(arms)
+    frames = []
+    for run in runs:
+        metrics = run.metrics
+        if keep is not None and len(metrics) and "arm" in metrics.columns:
+            metrics = metrics[metrics["arm"].isin(keep)]
+        cfg = run.config or {}
+        frames.append(metrics.assign(run_id=run.run_id, **{f"config_{k}": str(cfg.get(k)) for k in RUN_COLUMNS}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def frame_bytes(df: "pd.DataFrame", fmt: str) -> bytes:
+    """A metrics table (one run's, or several runs' side by side) as CSV or Parquet bytes."""
+    if fmt == "csv":
+        return df.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    if fmt != "parquet":
+        raise ValueError(f"fmt {fmt!r} is not a table format; allowed: csv, parquet")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - pyarrow is in requirements.txt
+        raise RuntimeError("parquet export needs pyarrow: pip install pyarrow") from exc
+    buf = io.BytesIO()
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].astype("string")
+    df.to_parquet(buf, index=False, engine="pyarrow")
+    return buf.getvalue()
 
 
 def export_run(

@@ -46,7 +46,7 @@ class Branch:
         self.last_pass = None  # the closure's last evaluation with backward (reused by the record)
         self.last_status = ""  # the optimizer's last step status (NonlinearCG's StepInfo)
 
-    def train_epoch(self, should_stop, on_batch=None) -> EpochCost:
+    def train_epoch(self, should_stop, on_step=None) -> EpochCost:
         """One epoch of the full-batch phase; returns its cost. Raises StopRequested."""
         start = time.perf_counter()
         spent = EpochCost()
@@ -62,8 +62,8 @@ class Branch:
             self.last_pass = getattr(closure, "last", None)  # a wrapped closure has none
             info = getattr(self.optimizer, "last_step", None)
             self.last_status = getattr(info, "status", "") if info is not None else ""
-            if on_batch is not None:
-                on_batch((i + 1) / steps)
+            if on_step is not None:
+                on_step((i + 1) / steps)
         spent.seconds = time.perf_counter() - start
         return spent
 

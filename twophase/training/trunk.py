@@ -50,7 +50,7 @@ class Trunk:
         self.epoch = 0
         self.riders: list = []  # the arms (twophase.training.arm.Arm) on the trunk now
 
-    def train_epoch(self, should_stop, on_batch=None) -> TrunkEpoch:
+    def train_epoch(self, should_stop, on_step=None) -> TrunkEpoch:
         """One epoch of mini-batch Adam in the seeded batch order. Raises StopRequested."""
         config, data, dist = self.config, self.setup.data, self.setup.dist
         start = time.perf_counter()
@@ -80,8 +80,8 @@ class Trunk:
                 norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
             self.optimizer.step()
             out.charge(idx.shape[0] / n)
-            if on_batch is not None:
-                on_batch((i + 1) / num_batches)
+            if on_step is not None:
+                on_step((i + 1) / num_batches)
         if dist is not None:  # the last mini-batch's loss over all processes
             loss = dist.sum_(loss.detach().clone())
         if not torch.isfinite(loss.detach()):
