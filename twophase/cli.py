@@ -8,6 +8,7 @@ values; no traceback for a user mistake.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -270,10 +271,34 @@ def _processes(config: RunConfig, world: int) -> RunConfig:
     return config
 
 
-def cmd_run(args) -> int:
-    from twophase import distributed
+@contextlib.contextmanager
+def stop_on_signals(message: str | None):
+    """A stop flag for a run in this process: the first Ctrl-C or SIGTERM sets it (the run ends
+    `stopped` after the current mini-batch or CG iteration, everything logged kept); a second one
+    aborts at once (KeyboardInterrupt: the run still ends `stopped`, the CLI exits 130). message:
+    what to print on the first signal (None: nothing, e.g. on ranks other than 0)."""
+    stop = threading.Event()
 
+    def on_signal(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        if message:
+            print(f"\n{message} (Ctrl-C again to abort)...", file=sys.stderr, flush=True)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cmd_run(args) -> int:
     from twophase import data as data_mod
+    from twophase import distributed
 
     config = _processes(config_from_args(args), distributed.world_size_from_env())
     runs_dir = _runs_dir(args)
@@ -282,18 +307,6 @@ def cmd_run(args) -> int:
     dist = distributed.init_from_env(config.device)  # None for one process
     main_rank = dist is None or dist.is_main
     quiet = args.quiet or not main_rank  # under torchrun, rank 0 speaks for all
-    stop = threading.Event()
-
-    def on_sigint(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        if main_rank:
-            print("\nstopping after the current mini-batch (Ctrl-C again to abort)...", file=sys.stderr, flush=True)
-
-    handled = [signal.SIGINT] + ([signal.SIGTERM] if dist is not None else [])  # torchrun passes SIGTERM on
-    previous = {s: signal.signal(s, on_sigint) for s in handled} \
-        if threading.current_thread() is threading.main_thread() else {}
     from twophase.training.run import run_experiment
 
     out = sys.stdout
@@ -310,12 +323,9 @@ def cmd_run(args) -> int:
         where = f", {dist.world} processes ({dist.backend})" if dist is not None else ""
         print(f"run {run_id}: {config.model} on {config.dataset}, arms {', '.join(config.arms)}, "
               f"{config.epochs} epochs{where} -> {os.path.join(runs_dir, run_id)}", flush=True)
-    try:
+    with stop_on_signals("stopping after the current mini-batch" if main_rank else None) as stop:
         summary = run_experiment(config, runs_dir, run_id, should_stop=stop.is_set, on_record=on_record,
                                  on_event=on_event, dist=dist)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if summary["status"] != "failed":
         distributed.close(dist)
     else:  # the reason belongs on stderr, also with --quiet (it is in summary.json too)
@@ -451,22 +461,9 @@ def cmd_reproduce(args) -> int:
         for state in paper.cell_states(plan, runs_dir):
             print(f"  {state.status:<6} {state.cell.label}" + (f"  [run {state.run_id}]" if state.run_id else ""))
         return 0
-    stop = threading.Event()
-
-    def on_sigint(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping after the current mini-batch; the cells done so far are kept "
-              "(Ctrl-C again to abort)...", file=sys.stderr, flush=True)
-
-    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
-    try:
+    with stop_on_signals("stopping after the current mini-batch; the cells done so far are kept") as stop:
         outcome = paper.run_plan(plan, runs_dir, on_line=None if args.quiet else
-                                     (lambda line: print(line, flush=True)), should_stop=stop.is_set)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+                                 (lambda line: print(line, flush=True)), should_stop=stop.is_set)
     paths = paper.write_outputs(plan, runs_dir, args.out)
     if not args.quiet:
         print(open(paths["markdown"], encoding="utf-8").read())

@@ -158,6 +158,7 @@ def run_experiment(
                                  columns=metric_columns(config.hessian_probe), status="running")
     log = RunLog(config, writer, on_record, on_event, on_status)
     trainer = None
+    aborted = False
 
     def progress(arm: Arm, epochs_done: float) -> None:
         if on_progress is not None:
@@ -184,6 +185,9 @@ def run_experiment(
         status = overall_status([a.status for a in trainer.arms])
     except StopRequested:
         status = Status.STOPPED.value
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, write the end, then let the caller exit
+        status, log.error = Status.STOPPED.value, "aborted (a second Ctrl-C) during an epoch; every epoch before it is kept"
+        aborted = True
     except TwophaseError as exc:  # a user-facing problem (missing dataset, no CUDA ...)
         status, log.error = Status.FAILED.value, str(exc)
     except Exception as exc:  # a bug or a machine problem: keep the traceback in the summary
@@ -207,4 +211,6 @@ def run_experiment(
         final["status"] = Status.FAILED.value
         final["error"] = f"could not write summary.json: {exc}"
     log.status(final["status"])
+    if aborted:
+        raise KeyboardInterrupt
     return final
