@@ -37,10 +37,13 @@ def trace_names(fig: dict) -> list[str]:
     return [t.get("name") for t in fig["data"]]
 
 
-def test_learn_page_loads_with_its_three_sections():
+def test_learn_page_loads_with_its_four_sections():
     at = load()
     headers = [h.value for h in at.header]
-    assert len(headers) == 3 and headers[0].startswith("1") and headers[2].startswith("3")
+    assert len(headers) == 4 and headers[0].startswith("1") and headers[2].startswith("3")
+    assert headers[3].startswith("4") and "peak comes early" in headers[3]
+    assert any("-0.08" in md.value and "epoch 300" in md.value for md in at.markdown)
+    assert len(at.get("image")) == 1  # the long run's curvature (assets/curvature_long_run.png)
     figs = charts(at)
     assert len(figs) == 3
     one, surface, curves = figs
