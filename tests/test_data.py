@@ -273,12 +273,11 @@ def test_cifar_files_with_wrong_checksums_are_refused(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
-def test_missing_cifar_gives_the_folder_the_files_and_how_to_get_them_fast(tmp_path, name):
+def test_missing_cifar_gives_the_folder_the_files_and_how_to_get_them(tmp_path, name):
     cls = CIFAR[name][0]
-    start = time.perf_counter()
     with pytest.raises(DatasetUnavailable) as info:
         data.load(name, tmp_path)
-    assert time.perf_counter() - start < 2.0
+    assert not (tmp_path / "twophase-cache").exists()  # nothing was decoded or cached
     message = str(info.value)
     assert os.path.join(str(tmp_path), cls.base_folder) in message
     for filename, _ in cls.train_list + cls.test_list:

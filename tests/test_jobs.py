@@ -46,9 +46,12 @@ def test_bad_config_is_refused_and_nothing_is_written(data_root, tmp_path):
 def test_second_run_queues_until_the_first_ends_and_stopping_a_queued_run(data_root, tmp_path):
     jobs = JobManager(str(tmp_path), max_concurrent=1)
     first = jobs.submit(tiny(data_root, epochs=400, subset=1024, batch_size=16, switch_epoch=None))
+    deadline = time.time() + 60  # the first holds the one slot before the others are submitted
+    while jobs.status(first) != "running":
+        assert time.time() < deadline and jobs.status(first) == "queued", jobs.status(first)
+        time.sleep(0.05)
     second = jobs.submit(tiny(data_root))
     third = jobs.submit(tiny(data_root))
-    time.sleep(0.5)
     assert jobs.status(second) == "queued" and jobs.status(third) == "queued"
     assert jobs.stop(third)
     assert jobs.stop(first)
