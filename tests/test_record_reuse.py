@@ -96,9 +96,9 @@ def test_reuse_changes_no_figure_of_a_run():
     with_reuse, without = OneArm(), OneArm()
     real_measure = without.arm.branch.measure
 
-    def fresh_measure():  # this arm always evaluates afresh
+    def fresh_measure(**kwargs):  # this arm always evaluates afresh
         without.arm.branch.last_pass = None
-        return real_measure()
+        return real_measure(**kwargs)
 
     without.arm.branch.measure = fresh_measure
     for _ in range(3):
