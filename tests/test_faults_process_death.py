@@ -93,8 +93,8 @@ def test_server_killed_mid_run_leaves_an_interrupted_run_with_every_completed_ep
     seen = read_line_then_kill(proc)
     assert proc.returncode == -signal.SIGKILL
     run_id = seen["run_id"]
-    before = runs.list_runs(runs_dir)
-    assert [i.status for i in before] == ["running"]  # the dead process could not say otherwise
+    assert [i.status for i in runs.list_runs(runs_dir, raw=True)] == ["running"]  # the dead process could not say otherwise
+    assert [i.status for i in runs.list_runs(runs_dir)] == ["interrupted"]  # but a reader sees its process is gone
 
     JobManager(str(runs_dir))  # the restarted server
     [info] = runs.list_runs(runs_dir)

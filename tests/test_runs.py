@@ -485,7 +485,11 @@ def test_mark_interrupted_after_sigkill(tmp_path):
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
-    assert list_runs(tmp_path)[0].status == "running"  # nobody has looked yet
+    # a reader sees at once that its process is gone; the file itself changes when it is marked
+    seen = list_runs(tmp_path)[0]
+    assert seen.status == "interrupted" and "no longer running" in seen.summary["interrupted_reason"]
+    assert load_run(tmp_path, run_id).status == "interrupted"
+    assert list_runs(tmp_path, raw=True)[0].status == "running"
     assert mark_interrupted(tmp_path) == [run_id]
     assert mark_interrupted(tmp_path) == []  # only once
     info = list_runs(tmp_path)[0]

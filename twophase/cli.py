@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from twophase import runs
 from twophase.config import RunConfig
@@ -219,14 +220,18 @@ def event_line(event: dict) -> str:
 def config_from_args(args) -> RunConfig:
     values = {}
     if getattr(args, "config", None):
+        from twophase.runs.files import MAX_JSON_BYTES, UnreadableFile, parse_json, read_bounded
+
         try:
-            with open(args.config) as fh:
-                loaded = json.load(fh)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError({"config": f"could not read {args.config}: {exc}"})
+            text = read_bounded(args.config, MAX_JSON_BYTES).decode("utf-8")
+        except (OSError, UnreadableFile, UnicodeDecodeError) as exc:
+            raise ConfigError({"--config": f"could not read {args.config}: {exc}"}) from None
+        loaded, problem = parse_json(text, args.config)
+        if problem:
+            raise ConfigError({"--config": problem})
         if not isinstance(loaded, dict):
-            raise ConfigError({"config": f"{args.config} must hold a JSON object of config fields, "
-                                         f"got {type(loaded).__name__}"})
+            raise ConfigError({"--config": f"{args.config} must hold a JSON object of config fields, "
+                                           f"got {type(loaded).__name__}"})
         values.update(loaded)
     for f in dataclasses.fields(RunConfig):
         if hasattr(args, f.name):
@@ -437,6 +442,15 @@ def cmd_show(args) -> int:
 def cmd_export(args) -> int:
     run_id = _load(args).run_id  # a bad or missing run is named before anything is written
     dest = args.output or f"{run_id}.{args.format}"
+    if dest == "-":  # standard output, for a pipe
+        sys.stdout.buffer.write(runs.export_bytes(_runs_dir(args), run_id, args.format))
+        sys.stdout.flush()
+        return 0
+    target = Path(dest).expanduser()
+    if (target.exists() or target.is_symlink()) and not target.is_dir() and not target.is_file() \
+            or target.is_symlink():
+        raise ConfigError({"--output": f"{dest} is not a regular file (a device, a FIFO or a link); name a "
+                                       "file to write, or - for standard output"})
     try:
         runs.export_run(_runs_dir(args), run_id, args.format, dest)
     except FileNotFoundError as exc:  # the folder of -o does not exist

@@ -101,9 +101,15 @@ def arm_color(arm: str) -> str:
     return _EXTRA_COLORS[sum(map(ord, str(arm))) % len(_EXTRA_COLORS)]
 
 
+def text(value) -> str:
+    """`value` as plain text in a Plotly label: the tags Plotly would render (<b>, <br>, links) are
+    escaped, so a run's or an arm's name from a file is shown as written."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def arm_label(arm: str, switched_at: int | None = None) -> str:
-    """Human name of `arm` for legends and tables ("Adam", "two-phase (switch at 300)")."""
-    return strategy_label(str(arm), switched_at)
+    """Human name of `arm` for legends and tables ("Adam", "two-phase (switch at 300)"), as plain text."""
+    return text(strategy_label(str(arm), switched_at))
 
 
 def _check_x(x: str) -> None:
@@ -431,7 +437,7 @@ def compare_figure(curves: Sequence[tuple[str, str, pd.DataFrame]], y: str = "tr
         dash = run_dash.setdefault(label, _DASHES[len(run_dash) % len(_DASHES)])
         yv = smooth(df[y], smoothing) if smoothing else df[y]
         fig.add_trace(go.Scatter(
-            x=df[x], y=yv, mode="lines", name=f"{label} · {arm_label(arm)}",
+            x=df[x], y=yv, mode="lines", name=f"{text(label)} · {arm_label(arm)}",
             line=dict(color=arm_color(arm), dash=dash, width=2),
             meta={"role": y, "arm": arm, "run": label},
         ))
@@ -439,7 +445,7 @@ def compare_figure(curves: Sequence[tuple[str, str, pd.DataFrame]], y: str = "tr
         if value is None or not math.isfinite(float(value)) or (log_y and float(value) <= 0):
             continue
         fig.add_hline(y=float(value), line_dash="dot", line_color=arm_color(arm), line_width=1,
-                      annotation_text=f"{label}: {float(value):g}", annotation_position="bottom right",
+                      annotation_text=f"{text(label)}: {float(value):g}", annotation_position="bottom right",
                       annotation_font_color=arm_color(arm))
     _base_layout(fig, METRIC_LABELS.get(y, y).capitalize(), x, METRIC_LABELS.get(y, y))
     if log_y:

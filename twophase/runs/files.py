@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import os
+import stat
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -123,18 +124,71 @@ def csv_cell(value: Any) -> str:
 
 
 
+#: The most a run's JSON file (config.json, summary.json, a --config file) may hold.
+MAX_JSON_BYTES = 16 * 2 ** 20
+#: The most metrics.csv may hold (1,000 epochs of 16 arms is about 3 MB).
+MAX_METRICS_BYTES = 512 * 2 ** 20
+
+
+class UnreadableFile(ValueError):
+    """A file that is refused before it is read: a link, not a regular file, or too large."""
+
+
+def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of the regular file `path`, refusing (UnreadableFile) a symbolic link (a run
+    folder's file pointing elsewhere, e.g. at /etc/passwd), anything but a regular file (a device
+    such as /dev/zero, a FIFO) and more than `limit` bytes. FileNotFoundError when it is missing."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UnreadableFile(f"{os.fspath(path)} is a symbolic link; it is not followed") from None
+        raise exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFile(f"{os.fspath(path)} is not a regular file")
+        if info.st_size > limit:
+            raise UnreadableFile(f"{os.fspath(path)} holds {info.st_size} bytes, more than the {limit} allowed")
+        chunks, size = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:  # grew while it was read
+                raise UnreadableFile(f"{os.fspath(path)} holds more than the {limit} bytes allowed")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def parse_json(text: str, name: str):
+    """(value, None) for JSON text, else (None, what is wrong), naming `name`; nesting too deep
+    for the parser is refused, never a RecursionError."""
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return None, f"{name} is nested too deeply to be read"
+    except ValueError as exc:
+        return None, f"{name} is not valid JSON ({str(exc)[:200]})"
+
+
 def read_json_object(path: Path) -> tuple[dict | None, str | None]:
     """(dict, None) for a readable JSON object file, else (None, what is wrong)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_JSON_BYTES).decode("utf-8")
     except FileNotFoundError:
         return None, f"{path.name} is missing"
+    except UnreadableFile as exc:
+        return None, f"{path.name} cannot be read: {str(exc).replace(os.fspath(path), 'it')}"
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"{path.name} cannot be read ({exc.__class__.__name__}: {exc})"
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        return None, f"{path.name} is not valid JSON ({exc})"
+    value, problem = parse_json(text, path.name)
+    if problem:
+        return None, problem
     if not isinstance(value, dict):
         return None, f"{path.name} does not hold a JSON object"
     return value, None

@@ -55,7 +55,7 @@ def mark_interrupted(
     my_start = process_start(me)
     changed = []
     try:
-        infos = list_runs(root)
+        infos = list_runs(root, raw=True)
     except OSError:  # not a folder, or unreadable: nothing to mark; the listing reports it
         return changed
     for info in infos:

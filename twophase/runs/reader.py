@@ -7,7 +7,6 @@ and ``load_run`` in ``Run.warnings``, and whatever can be read is read.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -15,10 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twophase.runs.files import read_json_object
+from twophase.runs.files import MAX_METRICS_BYTES, UnreadableFile, read_bounded, read_json_object
+from twophase.runs.owner import owner_alive
 from twophase.runs.ids import (CONFIG_FILE, EVENTS_FILE, METRICS_FILE, SUMMARY_FILE, is_valid_run_id,
                                resolve_runs_dir, run_path)
-from twophase.schema import ACTIVE_STATUSES, KEY_COLUMNS, METRIC_COLUMNS, PROBE_COLUMNS, STATUSES, STRING_COLUMNS
+from twophase.schema import (ACTIVE_STATUSES, ARM_SUMMARY_FIGURES, KEY_COLUMNS, METRIC_COLUMNS, PROBE_COLUMNS,
+                             STATUSES, STRING_COLUMNS, finite_or_none)
+
+#: A metrics.csv field longer than this is damage (the writer's longest is an arm spec).
+MAX_FIELD_CHARS = 128 * 1024
+#: What a reader says of a run left running or queued by a process that no longer runs.
+ORPHANED = "its process ({pid} on {host}) is no longer running; what it logged is kept (seen by a reader)"
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -91,6 +97,8 @@ PARTIAL_METRICS = "metrics.csv ends with a partial line"
 
 def _check_metrics_file(path: Path) -> str | None:
     """Cheap health check of metrics.csv (header and last byte); None when fine."""
+    if os.path.islink(path):
+        return "metrics.csv is a symbolic link; it is not followed"
     try:
         with open(path, "rb") as f:
             head = f.readline(65536)
@@ -115,6 +123,13 @@ def _check_metrics_file(path: Path) -> str | None:
         return f"metrics.csv has no {' or '.join(missing)} column in its header line"
     if last != b"\n":
         return PARTIAL_METRICS + " (the last row was cut off; it is left out when loading)"
+    try:  # a damaged line in the middle (a bare CR, an overlong field): one pass over the bytes
+        data = read_bounded(path, MAX_METRICS_BYTES)
+    except (OSError, UnreadableFile) as exc:
+        return f"metrics.csv cannot be read ({exc})"
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if b"\r" in line.rstrip(b"\r") or len(line) > MAX_FIELD_CHARS:
+            return f"metrics.csv line {number} is damaged; it is left out when loading"
     return None
 
 
@@ -127,14 +142,16 @@ def _sort_key(info_or_pair: tuple[str, dict | None]) -> tuple[str, str, str]:
     return run_id[:15], created, run_id
 
 
-def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunInfo]:
+def list_runs(runs_dir: str | os.PathLike | None = None, raw: bool = False) -> list[RunInfo]:
     """All runs under ``runs_dir`` (None: ``default_runs_dir()``), newest first.
 
     Entries whose name is not a run id (stray files, hidden temp folders, other
     folders) are ignored. A folder named like a run but damaged (missing or invalid
     config.json / summary.json, unknown status, a metrics.csv without header or with a
     cut-off last line, not a folder at all) is listed with ``damaged`` saying what is
-    wrong; this never raises for the content of the runs. Returns [] when ``runs_dir``
+    wrong; this never raises for the content of the runs. A run left running or queued by a
+    process that no longer runs is listed as ``interrupted`` (``raw``: as its summary.json says,
+    for mark_interrupted). Returns [] when ``runs_dir``
     does not exist; raises NotADirectoryError when it is a file.
     """
     root = resolve_runs_dir(runs_dir)
@@ -160,6 +177,8 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunInfo]:
             if p:
                 problems.append(p)
             summary, p = read_json_object(path / SUMMARY_FILE)
+            if not raw:  # a run whose process died reads as interrupted (raw: as its file says)
+                summary = orphan_view(summary)
             status, p = _check_summary(summary, p)
             if p:
                 problems.append(p)
@@ -180,30 +199,25 @@ def _read_metrics(path: Path, warnings: list[str]) -> "pd.DataFrame":
     import pandas as pd
 
     try:
-        with open(path, "r", encoding="utf-8", errors="replace", newline="") as f:
-            text = f.read()
+        text = read_bounded(path, MAX_METRICS_BYTES).decode("utf-8", errors="replace")
     except FileNotFoundError:
         warnings.append("metrics.csv is missing")
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in METRIC_COLUMNS})
-    except OSError as exc:
+    except (OSError, UnreadableFile) as exc:
         warnings.append(f"metrics.csv cannot be read ({exc.__class__.__name__}: {exc})")
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in METRIC_COLUMNS})
     partial = bool(text) and not text.endswith("\n")
-    try:
-        rows = list(csv.reader(io.StringIO(text)))
-    except csv.Error as exc:
-        warnings.append(f"metrics.csv cannot be parsed ({exc})")
-        rows = []
+    rows = _csv_lines(text, warnings)
     if partial and rows:
         rows.pop()
         warnings.append(PARTIAL_METRICS + " (a row cut off by a crash); it was left out")
-    if not rows or not any(cell.strip() for cell in rows[0]):
+    if not rows or rows[0][0] != 1 or not any(cell.strip() for cell in rows[0][1]):
         warnings.append("metrics.csv has no header line")
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in METRIC_COLUMNS})
-    header = rows[0]
+    header = rows[0][1]
     keys = [header.index(c) for c in KEY_COLUMNS if c in header]
     body = []
-    for number, row in enumerate(rows[1:], start=2):
+    for number, row in rows[1:]:
         if not row:
             continue
         if len(row) != len(header):
@@ -239,6 +253,32 @@ def _read_metrics(path: Path, warnings: list[str]) -> "pd.DataFrame":
         for name in missing:
             columns[name] = pd.Series([None] * len(body), dtype=object if name in STRING_COLUMNS else "float64")
     return pd.DataFrame(columns, columns=list(header) + missing)
+
+
+def _csv_lines(text: str, warnings: list[str]) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every line of metrics.csv that parses; a damaged line (a bare
+    carriage return inside a field, a field over MAX_FIELD_CHARS, a broken quote) is left out and
+    named, never the lines around it."""
+    out = []
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        problem = None
+        if "\r" in line.rstrip("\r"):
+            problem = "a carriage return inside a field"
+        elif len(line) > MAX_FIELD_CHARS:
+            problem = f"more than {MAX_FIELD_CHARS} characters"
+        else:
+            try:
+                cells = next(csv.reader([line.rstrip("\r")]), [])
+            except csv.Error as exc:
+                problem = str(exc)
+        if problem:
+            warnings.append(f"metrics.csv line {number} is damaged ({problem}); it was left out")
+            continue
+        out.append((number, cells))
+    return out
 
 
 def _placed(column: str, cell: str) -> bool:
@@ -325,4 +365,42 @@ def load_run(runs_dir: str | os.PathLike | None, run_id: str) -> Run:
         # A reader can catch a row that a live writer is appending (a write that crosses a page
         # boundary becomes visible in two steps): the cut row is left out, and it is no damage.
         warnings = [w for w in warnings if not w.startswith(PARTIAL_METRICS)]
+    summary = orphan_view(summary)
+    if isinstance(summary, dict) and summary.get("status") == "interrupted":
+        summary = _figures_from_metrics(summary, metrics)
     return Run(run_id, config, metrics, events, summary, warnings, path)
+
+
+def orphan_view(summary: dict | None) -> dict | None:
+    """A summary left running or queued by a process that no longer runs, as a reader shows it:
+    `interrupted`, with the reason (a copy; the file is changed by mark_interrupted)."""
+    if not isinstance(summary, dict) or summary.get("status") not in ACTIVE_STATUSES or owner_alive(summary):
+        return summary
+    reason = ORPHANED.format(pid=summary.get("pid"), host=summary.get("hostname"))
+    arms = summary.get("arms")
+    if isinstance(arms, dict):
+        arms = {k: ({**v, "status": "interrupted"} if isinstance(v, dict) and v.get("status") in ACTIVE_STATUSES
+                    else v) for k, v in arms.items()}
+    return {**summary, "status": "interrupted", "interrupted_reason": reason, "arms": arms}
+
+
+def _figures_from_metrics(summary: dict, metrics) -> dict:
+    """An interrupted run's per-arm epochs and last figures from metrics.csv where the summary is
+    older (it is written at the start, at switches and at the end; a killed run has more rows)."""
+    arms = summary.get("arms")
+    if not isinstance(arms, dict) or not len(metrics) or "arm" not in metrics.columns:
+        return summary
+    out = {}
+    for arm, figures in arms.items():
+        part = metrics[metrics["arm"] == arm]
+        if not isinstance(figures, dict) or part.empty or "epoch" not in part.columns:
+            out[arm] = figures
+            continue
+        last = part.sort_values("epoch").iloc[-1]
+        epochs = finite_or_none(last["epoch"])
+        if epochs is None or (isinstance(figures.get("epochs"), int) and figures["epochs"] >= epochs):
+            out[arm] = figures
+            continue
+        fresh = {k: finite_or_none(last[k]) for k in ARM_SUMMARY_FIGURES if k in last.index}
+        out[arm] = {**figures, **fresh, "epochs": int(epochs), "figures_from": "metrics.csv"}
+    return {**summary, "arms": out}
