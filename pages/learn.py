@@ -286,8 +286,9 @@ st.markdown(
     "smallest and largest eigenvalues estimated every 10 epochs (Lanczos on 512 training images; "
     "`python -m benchmarks.curvature --size long`). The gradient norm peaks at epoch 2 and the paper's "
     "rule switches at epoch 3, but the surface there is clearly not convex: hess_min / hess_max is "
-    "about -0.08 along Adam's path. It comes closest to convex around epoch 300 (about -2e-5) and "
-    "stays within about -0.02 of it afterwards, while Adam's noise keeps it from settling. That is "
+    "about -0.08 along Adam's path. It comes closest to convex around epoch 300 (about -2e-5); later "
+    "probes along Adam's path are mostly near 0 but dip to -0.3 and below at several epochs after 600 "
+    "(Adam's steps do not settle, and the probe sees a 512-image sample). That is "
     "why a switch at epoch 3 makes CG trail Adam per data pass, while a switch at 30-60% of such a run "
     "usually puts it slightly ahead (README, \"When does switching pay off?\"). Where the float32 CG "
     "branch stalls late in the run the probe finds large negative curvature: a saddle, not a minimum.")
