@@ -51,3 +51,12 @@ def test_model_that_cannot_be_built_is_refused():
     with pytest.raises(ConfigError) as info:
         RunConfig(model="vit-mlp", model_sizes={"embed_dim": 30, "heads": 4}).validate()
     assert "model_sizes" in info.value.errors
+
+
+def test_a_config_written_before_a_rename_still_reads():
+    from twophase.config import RunConfig
+
+    old = RunConfig().to_dict()
+    old["cg_iters_per_epoch"] = old.pop("full_batch_iters")
+    old["cg_iters_per_epoch"] = 3
+    assert RunConfig.from_dict(old).full_batch_iters == 3

@@ -110,7 +110,7 @@ def test_nan_loss_inside_cg_line_searches_makes_the_search_back_off(data_root, t
 
     monkeypatch.setattr(branch_mod, "make_closure", closure_factory)
     monkeypatch.setattr(NonlinearCG, "step", step)
-    summary = run_experiment(tiny(data_root, epochs=3, cg_iters_per_epoch=2), str(tmp_path), "20260101-000000-0000a1")
+    summary = run_experiment(tiny(data_root, epochs=3, full_batch_iters=2), str(tmp_path), "20260101-000000-0000a1")
 
     assert set(steps) == {"two-phase", "cg"} and len(poisoned) == 2 and all(poisoned.values())
     for arm, infos in steps.items():

@@ -28,6 +28,7 @@ ALIASES = {
     "cg_dtype": ["--dtype"],
     "cg_beta": ["--beta"],
     "tolerance": ["--tol"],
+    "full_batch_iters": ["--cg-iters-per-epoch"],  # its name before it also counted L-BFGS iterations
 }
 NONE_WORDS = ("none", "all", "")
 

@@ -18,6 +18,8 @@ from twophase.training.strategies import PAPER_RULE, STRATEGIES, parse_arm
 ARMS = tuple(STRATEGIES)  # the strategies; an arm spec may add a switch, e.g. "two-phase@300"
 ARM_DESCRIPTIONS = {name: s.description for name, s in STRATEGIES.items()}
 MAX_ARMS = 16
+#: Fields renamed since runs were first written (old name -> new name); from_dict reads both.
+RENAMED = {"cg_iters_per_epoch": "full_batch_iters"}
 
 # Settings one click away on the Train page (pages/shared/common.py), each named for what it shows;
 # chosen by measurement (benchmarks/presets.py, README "When does switching pay off?").
@@ -38,7 +40,7 @@ DEVICES = ("auto", "cpu", "cuda")
 LIMITS = {
     "epochs": (1, 100_000),
     "batch_size": (1, 1_000_000),
-    "cg_iters_per_epoch": (1, 10_000),
+    "full_batch_iters": (1, 10_000),
     "cg_max_ls": (2, 1_000),
     "min_epochs": (0, 100_000),
     "patience": (1, 100_000),
@@ -69,8 +71,8 @@ class RunConfig:
     lr, beta1, beta2, eps, weight_decay: Adam's settings (also the Adam phase).
     tolerance, min_epochs, patience, smoothing, switch_epoch: the switch rule
         (defaults: the paper's rule; switch_epoch fixes the split instead).
-    cg_beta, line_search, cg_dtype, cg_iters_per_epoch, cg_max_ls, cg_c2:
-        the conjugate-gradient phase; one CG "epoch" is cg_iters_per_epoch
+    cg_beta, line_search, cg_dtype, full_batch_iters, cg_max_ls, cg_c2:
+        the full-batch phase (CG, or L-BFGS for adam-lbfgs); one epoch of it is full_batch_iters
         iterations over the full training set.
     grad_norm_mode: "full" (gradient of the loss over the whole training set at
         the end of the epoch) or "batch-mean" (mean of the mini-batch norms).
@@ -107,7 +109,7 @@ class RunConfig:
     cg_beta: str = "pr+"
     line_search: str = "strong-wolfe"
     cg_dtype: str = "float32"
-    cg_iters_per_epoch: int = 1
+    full_batch_iters: int = 1
     cg_max_ls: int = 25
     cg_c2: float = 0.2
     grad_norm_mode: str = "full"
@@ -135,6 +137,7 @@ class RunConfig:
         """Build from a dict. Unknown keys are errors, never silently dropped."""
         if not isinstance(d, dict):
             raise ConfigError({"config": f"must be a mapping of field names to values, got {type(d).__name__}"})
+        d = {RENAMED.get(k, k) if isinstance(k, str) else k: v for k, v in d.items()}  # runs of older versions
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known, key=lambda k: (type(k).__name__, str(k)[:200] if isinstance(k, str) else ""))
         if unknown:

@@ -114,7 +114,7 @@ FORM = [
     Field("cg_dtype", "CG vectors' precision", "choice", advanced=True, choices=CG_DTYPES,
           help="float64 keeps CG's own vectors in double precision; the loss is still evaluated in float32. "
                "For CG on a float64 model and data, add a branch such as two-phase@30%:float64."),
-    Field("cg_iters_per_epoch", "Full-batch iterations per epoch", "int", advanced=True,
+    Field("full_batch_iters", "Full-batch iterations per epoch", "int", advanced=True,
           help="CG (or L-BFGS) iterations over the whole training set that make one epoch of the second phase."),
     Field("grad_norm_mode", "Gradient norm", "choice", advanced=True, choices=GRAD_NORM_MODES,
           help="full: the gradient over the whole training set at the end of the epoch; batch-mean: the mean "

@@ -59,7 +59,7 @@ PAPER_DATASETS: tuple[str, ...] = tuple(dict.fromkeys(published.table()["dataset
 ADAM_FRACTION = 0.3
 #: RunConfig settings every cell shares (the paper's protocol).
 PROTOCOL: dict = dict(loss="mse", batch_size=512, lr=1e-3, tolerance=0.9, line_search="golden", cg_beta="pr+",
-                      cg_iters_per_epoch=1, grad_norm_mode="full")
+                      full_batch_iters=1, grad_norm_mode="full")
 #: Config fields that do not change what a cell computes (ignored when looking for finished cells).
 MACHINE_FIELDS = ("name", "data_root", "device", "threads")
 #: Run statuses that count as a finished cell ("diverged": an arm diverged; that is a result too).
@@ -314,6 +314,9 @@ class CellState:
 
 
 def _protocol_view(config: dict) -> dict:
+    from twophase.config import RENAMED
+
+    config = {RENAMED.get(k, k): v for k, v in config.items()}
     return {k: v for k, v in config.items() if k not in MACHINE_FIELDS}
 
 

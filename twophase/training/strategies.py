@@ -63,9 +63,9 @@ def _cg(params, config):
 def _lbfgs(params, config):
     import torch
 
-    # one step() runs cg_iters_per_epoch L-BFGS iterations (it re-evaluates at its start)
-    return torch.optim.LBFGS(params, lr=1.0, max_iter=config.cg_iters_per_epoch,
-                             max_eval=config.cg_iters_per_epoch * config.cg_max_ls,
+    # one step() runs full_batch_iters L-BFGS iterations (it re-evaluates at its start)
+    return torch.optim.LBFGS(params, lr=1.0, max_iter=config.full_batch_iters,
+                             max_eval=config.full_batch_iters * config.cg_max_ls,
                              history_size=10, line_search_fn="strong_wolfe")
 
 
@@ -102,12 +102,12 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("two-phase", "two-phase", "Adam until the gradient norm has peaked, then nonlinear CG (the method)",
              first=Phase.ADAM, second=Phase.CG, make_optimizer=_cg,
-             steps_per_epoch=lambda config: config.cg_iters_per_epoch),
+             steps_per_epoch=lambda config: config.full_batch_iters),
     Strategy("adam", "Adam", "Adam for every epoch (the baseline)", first=Phase.ADAM),
     Strategy("adam-lbfgs", "Adam, then L-BFGS", "Adam, then torch.optim.LBFGS (strong Wolfe) at the same "
              "switch rule", first=Phase.ADAM, second=Phase.LBFGS, make_optimizer=_lbfgs),
     Strategy("cg", "CG only", "nonlinear CG from the first epoch", first=Phase.CG, make_optimizer=_cg,
-             steps_per_epoch=lambda config: config.cg_iters_per_epoch),
+             steps_per_epoch=lambda config: config.full_batch_iters),
 )}
 STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)
 
