@@ -24,6 +24,8 @@ from twophase.jobs import RunView
 FINAL = frozenset(runs.FINAL_STATUSES)
 POLL_SECONDS = 2.0  # status and progress bars, while a run is active
 CHART_SECONDS = 5.0  # the charts, while a run is active (benchmarks/app.py measures what drawing them costs)
+FAST_CHART_SECONDS = 1.0  # ... while it has logged fewer than FAST_CHART_RECORDS records (the default run)
+FAST_CHART_RECORDS = 200
 
 jobs = common.jobs()
 
@@ -41,6 +43,29 @@ def arm_names(config: dict, progress: dict) -> list[str]:
     return list(progress)
 
 
+def rule_text(cfg: dict) -> str:
+    """What decides the two-phase arm's switch, in words."""
+    if cfg.get("switch_epoch") is not None:
+        return f"fixed switch after epoch {cfg['switch_epoch']}"
+    branches = [a for a in cfg.get("arms") or [] if isinstance(a, str) and "@" in a]
+    text = f"tolerance {cfg.get('tolerance', '?')}"
+    return text + (f" · {len(branches)} branch{'es' if len(branches) != 1 else ''} with switches of their own"
+                   if branches else "")
+
+
+def rising_losses(metrics: pd.DataFrame) -> list[tuple[str, float, float]]:
+    """(arm, loss at epoch 0, loss at epoch 3) for arms whose training loss rose over their first
+    three epochs: a learning rate too high, most likely."""
+    out = []
+    if not len(metrics) or not {"arm", "epoch", "train_loss"} <= set(metrics.columns):
+        return out
+    for arm, part in metrics.groupby("arm", sort=False):
+        rows = part.set_index("epoch")["train_loss"]
+        if 0 in rows.index and 3 in rows.index and rows[3] > rows[0] * 1.05:
+            out.append((arm, float(rows[0]), float(rows[3])))
+    return out
+
+
 def status_badge(status: str) -> str:
     return f'<span class="tp-status tp-status-{status}">{status}</span>'
 
@@ -55,14 +80,26 @@ def show_status(run_id: str, was_live: bool) -> None:
     cfg = view.config or {}
     status = view.status
     head, stop_col = st.columns([5, 1])
-    model, dataset, tolerance = (html.escape(str(cfg.get(k, "?"))) for k in ("model", "dataset", "tolerance"))
+    model, dataset = (html.escape(str(cfg.get(k, "?"))) for k in ("model", "dataset"))
     head.markdown(f'Status: {status_badge(status)} &nbsp; run <code>{run_id}</code> · {model} '
-                  f'on {dataset} · tolerance {tolerance}',  # escaped: config.json is a file anyone may edit
+                  f'on {dataset} · {html.escape(rule_text(cfg))}',  # escaped: config.json is a file anyone may edit
                   unsafe_allow_html=True)
     if status not in FINAL and view.live:
         if stop_col.button("Stop", key="stop", icon=":material/stop_circle:"):
             jobs.stop(run_id)
             st.toast("Stopping: the run ends after the current mini-batch or CG iteration.")
+    elif isinstance(view.config, dict) and view.config:
+        stop_col.button("Re-run", key="rerun_settings", icon=":material/replay:", on_click=common.fill_form,
+                        args=(view.config,), help="Fill the settings with this run's, to start it again or change it.")
+    if status == "queued":
+        others = [r for r in jobs.active() if r != run_id and jobs.status(r) == "running"]
+        st.info("Waiting for a training slot: one run trains at a time on this machine"
+                + (f", and run `{others[0]}` is training now" if others else "")
+                + ". This one starts when it ends.", icon=":material/hourglass_top:")
+    for arm, start, later in rising_losses(view.metrics):
+        st.warning(f"The training loss of {plots.arm_label(arm)} rose over its first epochs ({start:.3g} at "
+                   f"epoch 0, {later:.3g} at epoch 3): the learning rate may be too high for this model.",
+                   icon=":material/trending_up:")
     if view.warnings:
         st.warning("Some of this run's files are damaged; what could be read is shown: " + "; ".join(view.warnings),
                    icon=":material/warning:")
@@ -92,54 +129,56 @@ def show_status(run_id: str, was_live: bool) -> None:
         st.rerun()  # a full rerun re-creates the fragments without run_every: polling stops
 
 
-def chart_figures(view: RunView, x: str, log_y: bool) -> dict:
+def chart_figures(view: RunView, x: str, log_y: bool, smoothing: float = 0.0) -> dict:
     """The run's figures, built again only when something they show has changed (a slow model logs
     an epoch every few minutes; building four figures takes about 0.2 s of the server's CPU)."""
-    key = (view.run_id, view.status, len(view.metrics), len(view.events), x, log_y)
+    key = (view.run_id, view.status, len(view.metrics), len(view.events), x, log_y, smoothing)
     cached = st.session_state.get("_chart_figures")
     if cached is not None and cached[0] == key:
         return cached[1]
     cfg, metrics = view.config or {}, view.metrics
     rule = cfg.get("switch_epoch") is None  # a fixed switch epoch makes the threshold irrelevant
     figures = {
-        "grad_norm": plots.grad_norm_figure(metrics, view.events, x=x,
-                                            tolerance=cfg.get("tolerance") if rule else None, show_threshold=rule),
-        "loss": plots.loss_figure(metrics, view.events, x=x, log_y=log_y),
-        "accuracy": plots.accuracy_figure(metrics, view.events, x=x),
+        "grad_norm": plots.grad_norm_figure(metrics, view.events, x=x, tolerance=cfg.get("tolerance") if rule else None,
+                                            show_threshold=rule, smoothing=smoothing),
+        "loss": plots.loss_figure(metrics, view.events, x=x, log_y=log_y, smoothing=smoothing),
+        "accuracy": plots.accuracy_figure(metrics, view.events, x=x, smoothing=smoothing),
         "grad_vs_loss": plots.grad_norm_vs_loss_figure(metrics, view.events),
     }
     if plots.has_curvature(metrics):
         figures["curvature"] = plots.curvature_figure(metrics, view.events, x=x)
+    for name, fig in figures.items():  # zoom, pan and legend choices survive every redraw of this chart
+        plots.keep_view(fig, f"{view.run_id}:{name}:{x}")
     st.session_state["_chart_figures"] = (key, figures)
     return figures
 
 
-def show_charts(run_id: str, was_live: bool, x: str, log_y: bool) -> None:
-    """The four charts (a fragment: every CHART_SECONDS while live; drawing them is the page's main cost)."""
+def show_charts(run_id: str, was_live: bool, x: str, log_y: bool, smoothing: float, wide: bool,
+                every: float) -> None:
+    """The charts (a fragment: every `every` seconds while live; drawing them is the page's main cost)."""
     view = jobs.get_run(run_id)
     if view is None:
         return
     metrics = view.metrics
     if len(metrics) == 0:
-        st.info("Loading the data and building the model…" if view.status in ("queued", "running")
-                else "No epochs logged.")
+        st.info("Loading the data and building the model…" if view.status == "running" else
+                "Waiting for its turn (see above)." if view.status == "queued" else "No epochs logged.")
         return
     if was_live:
-        st.caption(f"While the run trains the charts are redrawn every {CHART_SECONDS:g} s and the progress "
-                   f"every {POLL_SECONDS:g} s: redrawing takes CPU that training shares.")
-    figures = chart_figures(view, x, log_y)
-    r1 = st.columns(2)
-    r1[0].plotly_chart(figures["grad_norm"], key="chart_grad_norm")
-    r1[1].plotly_chart(figures["loss"], key="chart_loss")
-    r2 = st.columns(2)
-    r2[0].plotly_chart(figures["accuracy"], key="chart_accuracy")
-    r2[1].plotly_chart(figures["grad_vs_loss"], key="chart_grad_vs_loss")
-    if "curvature" in figures:  # the Hessian probe was on: curvature under the gradient norm
-        r3 = st.columns(2)
-        r3[0].plotly_chart(figures["curvature"], key="chart_curvature")
-        r3[1].caption("Smallest over largest Hessian eigenvalue (Lanczos on a fixed sample of 512 "
-                      "training images). Below zero the surface still curves down somewhere: non-convex. "
-                      "Compare where it crosses zero with the switch line.")
+        st.caption(f"While the run trains the charts are redrawn every {every:g} s and the progress every "
+                   f"{POLL_SECONDS:g} s (redrawing takes CPU that training shares). Zoom, pan and the legend's "
+                   "choices are kept across redraws; double-click a chart to reset it.")
+    figures = chart_figures(view, x, log_y, smoothing)
+    order = ["grad_norm", "loss", "accuracy", "grad_vs_loss"] + (["curvature"] if "curvature" in figures else [])
+    columns = 1 if wide else 2
+    for start in range(0, len(order), columns):
+        row = st.columns(columns)
+        for col, name in zip(row, order[start:start + columns]):
+            col.plotly_chart(figures[name], key=f"chart_{name}")
+    if "curvature" in figures:
+        st.caption("Curvature: smallest over largest Hessian eigenvalue (Lanczos on a fixed sample of 512 "
+                   "training images). Below zero the surface still curves down somewhere: non-convex. Compare "
+                   "where it crosses zero with the switch line.")
 
 
 def arm_labels(view: RunView) -> dict:
@@ -169,12 +208,42 @@ def final_section(view: RunView) -> None:
             st.dataframe(published, hide_index=True)
 
 
+def landing() -> None:
+    """Before a run is chosen: what pressing Start does, and the last finished run, drawn."""
+    st.markdown(
+        "**What happens when you press Start.** The server trains, from the same initial weights and with "
+        "the same mini-batches: *Adam* alone, and *two-phase*, which is the same Adam run until the gradient "
+        "norm has peaked and fallen below tolerance x its maximum, then conjugate gradient on the whole "
+        "training set. Watch the gradient norm (with the rule's threshold and the switch), the loss and the "
+        "accuracy grow live; switch the x-axis to **data passes** to compare the arms per unit of work. "
+        "The default run switches early (the paper's rule fires at epoch 2-3 here); the preset "
+        "**Early vs late switch** in the sidebar shows the late regime, where switching pays off.")
+    try:
+        done = [i for i in runs.list_runs(jobs.runs_dir) if i.status == "completed"]
+    except OSError:
+        done = []
+    if not done:
+        st.caption("No finished run yet: the charts of your first run appear here afterwards.")
+        return
+    last = jobs.get_run(done[0].run_id)
+    if last is None or not len(last.metrics):
+        return
+    name = html.escape(str((last.config or {}).get("name") or last.run_id))
+    st.markdown(f"**The last finished run** ({name}; open it from the Runs page):")
+    figures = chart_figures(last, "epoch", True)
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(figures["grad_norm"], key="landing_grad_norm")
+    c2.plotly_chart(figures["loss"], key="landing_loss")
+
+
 # --------------------------------------------------------------------- page
 st.title("Two-phase training, live")
 st.caption("Adam while the loss surface is non-convex; conjugate gradient once the gradient norm has peaked "
            "and fallen below tolerance x its maximum. Both arms start from the same initial weights.")
 
+common.settings_from_url()  # a shared link's settings fill the form (once per session)
 values = common.settings_form()
+common.settings_to_url(values)  # ... and the address carries the form's settings, to share
 
 run_id = st.query_params.get("run")
 if run_id is not None and not runs.is_valid_run_id(run_id):
@@ -208,15 +277,22 @@ if start_col.button("Start", type="primary", key="start", icon=":material/play_a
         run_id = new_id
 elif run_id is None:
     message_col.caption("Press Start to train the arms chosen in the sidebar.")
+    landing()
 
 if run_id is not None:
-    xc, yc = st.columns([3, 1], vertical_alignment="bottom")
+    xc, sc, yc, wc = st.columns([4, 2, 1, 1], vertical_alignment="bottom")
     x_axis = xc.radio("x-axis", list(plots.X_AXES), format_func=plots.X_AXES.get, horizontal=True, key="x_axis",
                       help="Cost axes: a CG epoch costs several loss evaluations; compare per data pass or per second.")
+    smoothing = sc.slider("Smoothing", min_value=0.0, max_value=0.95, value=0.0, step=0.05, key="smoothing",
+                          help="Exponential moving average of the curves, the raw curve faint behind (0 = raw).")
     log_y = yc.toggle("Log-scale loss", value=True, key="log_y")
+    wide = wc.toggle("Wide", value=False, key="wide_charts", help="One chart per row, the page's full width.")
     first = jobs.get_run(run_id)
     live = first is not None and first.status in runs.ACTIVE_STATUSES  # not "damaged": nothing to follow
+    # a short run is redrawn every second, so it is seen growing; a long one every CHART_SECONDS
+    every = FAST_CHART_SECONDS if first is not None and len(first.metrics) < FAST_CHART_RECORDS else CHART_SECONDS
     st.fragment(run_every=POLL_SECONDS if live else None)(show_status)(run_id, live)
-    st.fragment(run_every=CHART_SECONDS if live else None)(show_charts)(run_id, live, x_axis, log_y)
+    st.fragment(run_every=every if live else None)(show_charts)(run_id, live, x=x_axis, log_y=log_y,
+                                                                smoothing=smoothing, wide=wide, every=every)
     if first is not None and first.status in FINAL and len(first.metrics):
         final_section(first)

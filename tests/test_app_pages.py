@@ -167,7 +167,9 @@ def test_train_page_runs_a_tiny_config_to_completed_with_charts(runs_dir):
     grad = chart(at, "Gradient norm")
     roles = [(t.get("meta") or {}).get("role") for t in grad["data"]]
     assert roles.count("grad_norm") == 2
-    assert "switch" in roles and "peak" in roles and "threshold" not in roles  # fixed switch: no threshold
+    # a fixed switch: the marker says so; no threshold and no reference norm, since no norm decided it
+    assert "switch" in roles and "peak" not in roles and "threshold" not in roles
+    assert any("fixed" in (t.get("name") or "") for t in grad["data"] if (t.get("meta") or {}).get("role") == "switch")
     assert any(s.get("x0") == 2 and s.get("x0") == s.get("x1") for s in grad["layout"].get("shapes", []))
     assert chart(at, "Loss")["layout"]["yaxis"]["type"] == "log"
     assert chart(at, "Gradient norm against loss")["layout"]["xaxis"]["autorange"] == "reversed"

@@ -137,12 +137,33 @@ def _base_layout(fig: go.Figure, title: str, x: str, y_title: str) -> go.Figure:
         title=dict(text=title, x=0.0, xanchor="left"),
         xaxis_title=X_AXES.get(x, x),
         yaxis_title=y_title,
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
-        margin=dict(l=60, r=20, t=70, b=50),
+        # below the plotting area: the legend never covers a curve, the toolbar never covers the legend
+        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0),
+        margin=dict(l=60, r=20, t=50, b=40),
+        height=480,
         hovermode="x unified",
         template="plotly_white",
     )
     return fig
+
+
+def keep_view(fig: go.Figure, key: str) -> go.Figure:
+    """Keep the user's zoom, pan and hidden legend entries when the figure is drawn again with new
+    data (Plotly's uirevision): the same `key` (e.g. the run and the chart) keeps them."""
+    fig.update_layout(uirevision=key)
+    return fig
+
+
+def _add_line(fig: go.Figure, x, y, smoothing: float, name: str, line: dict, mode: str, meta: dict, **extra) -> None:
+    """A curve; with smoothing > 0 an exponential moving average of it, the raw curve faint behind
+    (as TensorBoard draws it)."""
+    if smoothing:
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{name} (raw)", line=dict(line, width=1),
+                                 opacity=0.25, showlegend=False, hoverinfo="skip",
+                                 legendgroup=extra.get("legendgroup"), meta={**meta, "raw": True}))
+        y = smooth(y, smoothing)
+        mode = "lines"
+    fig.add_trace(go.Scatter(x=x, y=y, mode=mode, name=name, line=line, meta=meta, **extra))
 
 
 def _add_switch_lines(fig: go.Figure, df: pd.DataFrame, events, x: str, label: bool = True) -> None:
@@ -198,7 +219,8 @@ def _add_divergence_markers(fig: go.Figure, df: pd.DataFrame, events, x: str, y:
 # ------------------------------------------------------------------ figures
 def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch",
                      tolerance: float | None = None, log_y: bool = False,
-                     arms: Sequence[str] | None = None, show_threshold: bool = True) -> go.Figure:
+                     arms: Sequence[str] | None = None, show_threshold: bool = True,
+                     smoothing: float = 0.0) -> go.Figure:
     """Gradient norm per epoch for every arm, with the switch rule drawn in.
 
     metrics: per-epoch records (see module doc). events: the run's events.
@@ -207,7 +229,9 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
     tolerance is None; no threshold line when neither is known).
     log_y: logarithmic gradient-norm axis. arms: restrict to these arms.
     show_threshold: draw the threshold line (off for a run with a fixed
-    switch epoch, where the threshold decides nothing).
+    switch epoch, where the threshold decides nothing). An arm that switched
+    at a fixed epoch (its switch event has no threshold) gets neither the
+    threshold nor the reference marker. smoothing: see _add_line.
 
     Traces carry meta={"role": ..., "arm": ...}; roles: "grad_norm",
     "running_max", "threshold", "peak", "switch", "diverged".
@@ -220,14 +244,23 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
         if "grad_norm" not in part.columns or x not in part.columns:
             continue
         color = arm_color(arm)
-        fig.add_trace(go.Scatter(
-            x=part[x], y=part["grad_norm"], mode=line_mode(len(part)), name=f"{arm_label(arm)}",
-            line=dict(color=color, width=2), marker=dict(size=4),
-            legendgroup=arm, meta={"role": "grad_norm", "arm": arm},
-        ))
+        _add_line(fig, part[x], part["grad_norm"], smoothing, arm_label(arm), dict(color=color, width=2),
+                  line_mode(len(part)), {"role": "grad_norm", "arm": arm}, marker=dict(size=4), legendgroup=arm)
         if not switches(arm):
             continue
         sw = switch_epoch(df, events, arm)
+        event = _first_event(events, "switch", arm)
+        if event is not None and event.get("threshold") is None:
+            # a fixed switch epoch: no norm decided it, so neither a threshold nor a reference is drawn
+            sx = float(sw) if x == "epoch" else _value_at(part, sw, x)
+            sy = _value_at(part, sw, "grad_norm")
+            if sx is not None and sy is not None:
+                fig.add_trace(go.Scatter(
+                    x=[sx], y=[sy], mode="markers", name=f"switch ({arm_label(arm)}): epoch {sw}, fixed",
+                    marker=dict(symbol="diamond", size=12, color="white", line=dict(color=color, width=2)),
+                    legendgroup=arm, meta={"role": "switch", "arm": arm, "epoch": sw},
+                    hovertext=f"fixed switch after epoch {sw}", hoverinfo="text"))
+            continue
         upto = part if sw is None else part[part["epoch"] <= sw]
         if "phase" in upto.columns:  # the switch rule starts counting at epoch 1
             upto = upto[upto["phase"] != "init"]
@@ -236,8 +269,8 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
         else:
             running_max = upto["grad_norm"].cummax()
         fig.add_trace(go.Scatter(
-            x=upto[x], y=running_max, mode="lines", name=f"running max ({arm_label(arm)})",
-            line=dict(color=color, width=1, dash="dot"), legendgroup=arm,
+            x=upto[x], y=running_max, mode="lines", name=f"running max ({arm_label(arm)})", line_shape="hv",
+            line=dict(color=color, width=2.5, dash="dot"), legendgroup=arm,
             meta={"role": "running_max", "arm": arm},
         ))
         tol = tolerance if show_threshold else None
@@ -250,8 +283,8 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
         if tol is not None:
             fig.add_trace(go.Scatter(
                 x=upto[x], y=running_max * float(tol), mode="lines",
-                name=f"threshold {float(tol):g} x max ({arm_label(arm)})",
-                line=dict(color=color, width=1, dash="dash"), opacity=0.6, legendgroup=arm,
+                name=f"threshold {float(tol):g} x max ({arm_label(arm)})", line_shape="hv",
+                line=dict(color="#555", width=2, dash="dash"), opacity=0.9, legendgroup=arm,
                 meta={"role": "threshold", "arm": arm},
             ))
         pk = peak(df, events, arm)
@@ -260,9 +293,13 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
             py_ = pk[1] if not math.isnan(pk[1]) else _value_at(part, pk[0], "grad_norm")
             if px_ is not None and py_ is not None:
                 fig.add_trace(go.Scatter(
-                    x=[px_], y=[py_], mode="markers", name=f"peak ({arm_label(arm)}): epoch {pk[0]}",
+                    x=[px_], y=[py_], mode="markers",
+                    name=f"largest norm before the switch ({arm_label(arm)}): epoch {pk[0]}",
                     marker=dict(symbol="star", size=15, color=color, line=dict(color="black", width=1)),
-                    legendgroup=arm, meta={"role": "peak", "arm": arm, "epoch": pk[0]},
+                    legendgroup=arm, meta={"role": "peak", "arm": arm, "epoch": pk[0]}, hoverinfo="text",
+                    hovertext=(f"the largest gradient norm the rule had seen when it fired (epoch {pk[0]}): it "
+                               f"switched once a norm fell to tolerance x this value. Not necessarily the "
+                               f"curve's highest point: a later one (in the CG phase) is not watched."),
                 ))
         if sw is not None:
             sx = float(sw) if x == "epoch" else _value_at(part, sw, x)
@@ -285,7 +322,8 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
     return fig
 
 
-def _add_train_val_traces(fig: go.Figure, df: pd.DataFrame, events, x: str, arms, columns) -> None:
+def _add_train_val_traces(fig: go.Figure, df: pd.DataFrame, events, x: str, arms, columns,
+                          smoothing: float = 0.0) -> None:
     """One line per arm and column: train_* solid and wider, val_* dashed; columns without values skipped."""
     for arm in _arms(df, arms):
         part = _arm_frame(df, arm, events)
@@ -295,16 +333,14 @@ def _add_train_val_traces(fig: go.Figure, df: pd.DataFrame, events, x: str, arms
             if col not in part.columns or not part[col].notna().any():
                 continue
             what = "train" if col.startswith("train") else "val"
-            fig.add_trace(go.Scatter(
-                x=part[x], y=part[col], mode="lines", name=f"{arm_label(arm)} {what}",
-                line=dict(color=arm_color(arm), width=2 if what == "train" else 1.5,
-                          dash="solid" if what == "train" else "dash"),
-                legendgroup=arm, meta={"role": col, "arm": arm},
-            ))
+            _add_line(fig, part[x], part[col], smoothing, f"{arm_label(arm)} {what}",
+                      dict(color=arm_color(arm), width=2 if what == "train" else 1.5,
+                           dash="solid" if what == "train" else "dash"), "lines", {"role": col, "arm": arm},
+                      legendgroup=arm)
 
 
 def loss_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch", log_y: bool = True,
-                validation: bool = True, arms: Sequence[str] | None = None) -> go.Figure:
+                validation: bool = True, arms: Sequence[str] | None = None, smoothing: float = 0.0) -> go.Figure:
     """Training loss (solid) and validation loss (dashed) per arm.
 
     log_y: logarithmic loss axis (the default). validation: also draw val_loss.
@@ -312,7 +348,8 @@ def loss_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch", log
     _check_x(x)
     df = _clean(metrics)
     fig = go.Figure()
-    _add_train_val_traces(fig, df, events, x, arms, ("train_loss", "val_loss") if validation else ("train_loss",))
+    _add_train_val_traces(fig, df, events, x, arms, ("train_loss", "val_loss") if validation else ("train_loss",),
+                          smoothing)
     shown = df[df["arm"].isin(_arms(df, arms))] if len(df) else df
     _add_switch_lines(fig, shown, events, x, label=False)
     _add_divergence_markers(fig, shown, events, x, "train_loss")
@@ -324,12 +361,12 @@ def loss_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch", log
 
 
 def accuracy_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch",
-                    arms: Sequence[str] | None = None) -> go.Figure:
+                    arms: Sequence[str] | None = None, smoothing: float = 0.0) -> go.Figure:
     """Training accuracy (solid) and validation accuracy (dashed) per arm, 0..1."""
     _check_x(x)
     df = _clean(metrics)
     fig = go.Figure()
-    _add_train_val_traces(fig, df, events, x, arms, ("train_acc", "val_acc"))
+    _add_train_val_traces(fig, df, events, x, arms, ("train_acc", "val_acc"), smoothing)
     shown = df[df["arm"].isin(_arms(df, arms))] if len(df) else df
     _add_switch_lines(fig, shown, events, x, label=False)
     _base_layout(fig, "Accuracy", x, "accuracy")

@@ -20,7 +20,7 @@ from twophase.config import (ARM_DESCRIPTIONS, ARMS, CG_BETAS, CG_DTYPES, GRAD_N
 from twophase.errors import ConfigError
 from twophase.jobs import JobManager
 
-__all__ = ["job_manager", "jobs", "NUMBER_COLUMNS", "RATIO_COLUMNS", "settings_form", "fill_form", "form_config", "LABELS",
+__all__ = ["job_manager", "jobs", "NUMBER_COLUMNS", "RATIO_COLUMNS", "settings_to_url", "settings_from_url", "settings_form", "fill_form", "form_config", "LABELS",
            "describe_config_error", "use_paper_rule"]
 
 
@@ -195,17 +195,77 @@ def use_paper_rule() -> None:
 
 
 def fill_form(config: dict) -> None:
-    """Set the form's widgets to `config`'s values (a run's config.json: re-run with these settings).
-    Fields the form does not show, or values it cannot show, are left as they are."""
+    """Set the form's widgets to `config`'s values (a run's config.json: re-run with these settings;
+    the settings of a shared link). Fields the form does not show, or values it cannot show, are left
+    as they are."""
     for f in FORM:
-        if f.name in config and (f.kind != "choice" or config[f.name] in f.choices):
+        if f.name in config and _shows(f, config[f.name]):
             st.session_state[_key(f.name)] = config[f.name]
     arms = config.get("arms") if isinstance(config.get("arms"), list) else None
     if arms is not None:
         for name in ARMS:
             st.session_state[f"cfg_arm_{name}"] = name in arms
         st.session_state["cfg_switch_points"] = ", ".join(a.split("@", 1)[1] for a in arms
-                                                        if a.startswith("two-phase@"))
+                                                        if isinstance(a, str) and a.startswith("two-phase@"))
+    if isinstance(config.get("switch_points"), str):
+        st.session_state["cfg_switch_points"] = config["switch_points"][:500]
+
+
+def _shows(f: Field, value) -> bool:
+    """Whether the widget of `f` can show `value` (a value from a file or a link may be anything)."""
+    if f.kind == "choice":
+        return value in f.choices
+    if f.kind == "bool":
+        return isinstance(value, bool)
+    if f.kind == "text":
+        return isinstance(value, str) and len(value) <= 200
+    if value is None:
+        return f.optional
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return False
+    lo, hi = LIMITS.get(f.name, (f.lo, f.hi))
+    return (lo is None or value >= lo) and (hi is None or value <= hi) and (f.kind != "int" or float(value).is_integer())
+
+
+URL_KEY = "cfg"  # the query parameter holding the form's settings that differ from the defaults
+
+
+def settings_to_url(values: dict) -> None:
+    """Put the form's settings that differ from RunConfig's defaults in the address (?cfg=...), so
+    that a link reproduces them (the run id, when one is shown, stays beside it)."""
+    import json
+
+    defaults = RunConfig()
+    diff = {}
+    for name, value in values.items():
+        if name == "switch_points":
+            if str(value or "").strip():
+                diff[name] = str(value)
+        elif value != getattr(defaults, name, None):
+            diff[name] = value
+    text = json.dumps(diff, separators=(",", ":"), sort_keys=True) if diff else ""
+    if text and st.query_params.get(URL_KEY) != text:
+        st.query_params[URL_KEY] = text
+    elif not text and URL_KEY in st.query_params:
+        del st.query_params[URL_KEY]
+
+
+def settings_from_url() -> None:
+    """The first time a session shows the form: fill it from the address's settings (?cfg=...)."""
+    import json
+
+    if st.session_state.get("_cfg_from_url") or URL_KEY not in st.query_params:
+        st.session_state["_cfg_from_url"] = True
+        return
+    st.session_state["_cfg_from_url"] = True
+    try:
+        given = json.loads(st.query_params[URL_KEY])
+    except ValueError:
+        given = None
+    if not isinstance(given, dict):
+        st.warning("The settings in this link could not be read; the defaults are shown.")
+        return
+    fill_form(given)
 
 
 def use_preset() -> None:

@@ -1,0 +1,134 @@
+"""The dashboard as researchers and teachers use it (AppTest): shared settings, re-run, the charts'
+view kept across redraws, legends out of the way, honest status lines and warnings, the landing page.
+
+Each test names the defect of the dashboard issue it covers (numbers as in the issue).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from twophase import analysis, runs
+from twophase.runs import RunWriter
+
+from test_app_pages import chart, new_app, plotly_specs, status_of
+
+
+def test_the_address_carries_the_settings_and_a_link_reproduces_them(runs_dir):
+    from streamlit.testing.v1 import AppTest
+
+    at = new_app()
+    at.number_input(key="cfg_epochs").set_value(7)
+    at.slider(key="cfg_tolerance").set_value(0.8)
+    at.text_input(key="cfg_switch_points").set_value("3, 50%")
+    at.run()
+    shared = json.loads(at.query_params["cfg"])
+    assert shared == {"epochs": 7, "switch_points": "3, 50%", "tolerance": 0.8}
+    # a new visitor with that link gets the same settings in the form
+    other = AppTest.from_file(new_app_path(), default_timeout=60)
+    other.query_params["cfg"] = at.query_params["cfg"]
+    other.run()
+    assert not other.exception
+    assert other.number_input(key="cfg_epochs").value == 7
+    assert other.slider(key="cfg_tolerance").value == pytest.approx(0.8)
+    assert other.text_input(key="cfg_switch_points").value == "3, 50%"
+    # a damaged link falls back to the defaults, saying so
+    bad = AppTest.from_file(new_app_path(), default_timeout=60)
+    bad.query_params["cfg"] = "{not json"
+    bad.run()
+    assert not bad.exception and any("could not be read" in w.value for w in bad.warning)
+
+
+def new_app_path() -> str:
+    from test_app_pages import APP
+
+    return APP
+
+
+def test_12_rerun_fills_the_settings_from_a_finished_run(finished_runs):
+    (run_dir,) = list(finished_runs.iterdir())
+    at = new_app()
+    at.query_params["run"] = run_dir.name
+    at.run()
+    config = runs.load_run(str(finished_runs), run_dir.name).config
+    assert at.number_input(key="cfg_epochs").value == 40  # the defaults until asked
+    at.button(key="rerun_settings").click().run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert at.number_input(key="cfg_epochs").value == config["epochs"]
+    assert at.number_input(key="cfg_subset").value == config["subset"]
+    assert at.number_input(key="cfg_switch_epoch").value == config["switch_epoch"]
+
+
+def test_6_14_charts_keep_their_view_across_redraws_and_legends_sit_below(finished_runs):
+    (run_dir,) = list(finished_runs.iterdir())
+    at = new_app()
+    at.query_params["run"] = run_dir.name
+    at.run()
+    for spec in plotly_specs(at):
+        layout = spec["layout"]
+        assert layout["uirevision"].startswith(run_dir.name)  # zoom, pan, hidden entries are kept
+        assert layout["legend"]["y"] < 0 and layout["legend"]["yanchor"] == "top"  # below the plotting area
+    # the wide layout: one chart per row; smoothing draws the raw curve faint behind
+    at.toggle(key="wide_charts").set_value(True)
+    at.slider(key="smoothing").set_value(0.6).run()
+    loss = chart(at, "Loss")
+    raw = [t for t in loss["data"] if (t.get("meta") or {}).get("raw")]
+    assert raw and all(t.get("opacity", 1) < 0.5 and t.get("showlegend") is False for t in raw)
+
+
+def test_13_the_status_line_says_what_decides_the_switch(finished_runs):
+    (run_dir,) = list(finished_runs.iterdir())
+    at = new_app()
+    at.query_params["run"] = run_dir.name
+    at.run()
+    line = next(md.value for md in at.markdown if "tp-status-" in md.value)
+    assert "fixed switch after epoch 2" in line and "tolerance" not in line
+
+
+def test_10_a_loss_that_rises_over_the_first_epochs_is_warned_about(runs_dir):
+    w = RunWriter(str(runs_dir), "20260101-000000-0000f0", {"model": "mlp", "dataset": "mnist", "epochs": 4,
+                                                          "arms": ["adam"], "tolerance": 0.9})
+    for epoch, loss in enumerate([0.09, 0.2, 0.5, 0.9, 0.9]):
+        w.append({"arm": "adam", "epoch": epoch, "phase": "adam" if epoch else "init", "train_loss": loss})
+    w.update_summary(status="completed", arms={"adam": {"status": "completed", "epochs": 4}})
+    at = new_app()
+    at.query_params["run"] = "20260101-000000-0000f0"
+    at.run()
+    assert any("rose over its first epochs" in x.value and "learning rate" in x.value for x in at.warning)
+
+
+def test_2_the_ratio_compares_arms_at_the_same_epoch_after_a_stop():
+    # stopped mid-epoch: two-phase reached epoch 5, Adam epoch 4
+    rows = [{"arm": a, "epoch": e, "data_passes": float(e), "seconds": float(e), "train_loss": 1.0 / (e + 1)}
+            for a, last in (("two-phase", 5), ("adam", 4)) for e in range(last + 1)]
+    table = analysis.ratio_table(pd.DataFrame(rows))
+    assert list(table["epoch at"]) == [4] and table["epoch ratio"][0] == pytest.approx(1.0)
+
+
+def test_11_a_queued_run_says_it_waits_for_the_running_one(runs_dir, data_root):
+    from twophase.config import RunConfig
+
+    at = new_app()
+    jobs = at.session_state["jobs"]
+    first = jobs.submit(RunConfig(model="mlp", data_root=data_root, subset=512, val_subset=256, epochs=100000,
+                                  batch_size=16, threads=1))
+    try:
+        second = jobs.submit(RunConfig(model="mlp", data_root=data_root, subset=256, val_subset=256, epochs=2,
+                                       threads=1))
+        at.query_params["run"] = second
+        at.run()
+        assert status_of(at) == "queued"
+        assert any("Waiting for a training slot" in i.value for i in at.info)
+    finally:
+        jobs.stop(first)
+        jobs.wait(first, 60)
+
+
+def test_landing_page_says_what_happens_and_draws_the_last_finished_run(finished_runs):
+    at = new_app()
+    assert any("What happens when you press Start" in md.value for md in at.markdown)
+    assert any("last finished run" in md.value for md in at.markdown)
+    assert {s["layout"]["title"]["text"] for s in plotly_specs(at)} == {"Gradient norm", "Loss"}
