@@ -14,8 +14,31 @@ FINAL = frozenset(runs.FINAL_STATUSES)
 REFRESH_SECONDS = 2.0
 
 
-def runs_table(infos, live: dict) -> pd.DataFrame:
-    """One row per run: status, what it trains, the switch and the final losses."""
+def progress_of(info, live_progress: dict) -> float | None:
+    """Epochs done over epochs planned, 0..1 (the live job's progress while this server trains it)."""
+    if info.run_id in live_progress and live_progress[info.run_id]:
+        return min(1.0, max(live_progress[info.run_id].values()))
+    cfg, summary = info.config or {}, info.summary or {}
+    arms = summary.get("arms") if isinstance(summary.get("arms"), dict) else {}
+    epochs = cfg.get("epochs")
+    done = [a.get("epochs") for a in arms.values() if isinstance(a, dict) and isinstance(a.get("epochs"), int)]
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0 or not done:
+        return None
+    return min(1.0, max(done) / epochs)
+
+
+def matches(info, text: str) -> bool:
+    """Whether `text` (any case) is in the run's id, name, tag, model, dataset or arms."""
+    if not text:
+        return True
+    cfg = info.config or {}
+    haystack = " ".join(str(v) for v in (info.run_id, cfg.get("name"), cfg.get("tag"), cfg.get("model"),
+                                         cfg.get("dataset"), cfg.get("arms"))).lower()
+    return text.lower() in haystack
+
+
+def runs_table(infos, live: dict, live_progress: dict | None = None) -> pd.DataFrame:
+    """One row per run: status, progress, what it trains, the switch and the final losses."""
     rows = []
     for info in infos:
         cfg, summary = info.config or {}, info.summary or {}
@@ -25,6 +48,7 @@ def runs_table(infos, live: dict) -> pd.DataFrame:
         rows.append({
             "run": info.run_id,
             "status": status,
+            "progress": progress_of(info, live_progress or {}),
             "name": str(cfg.get("name") or ""),
             "model": cfg.get("model"),
             "dataset": cfg.get("dataset"),
@@ -41,38 +65,49 @@ def runs_table(infos, live: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def listing() -> tuple[list, dict]:
+def listing() -> tuple[list, dict, dict]:
+    """The runs on disk (filtered by the search and status boxes), the live jobs' statuses and progress."""
     try:
         infos = runs.list_runs(jobs.runs_dir)
     except OSError as err:  # the runs folder is a file, or cannot be read
         st.error(f"The runs folder cannot be read: {err}")
         st.stop()
-    live = {s.run_id: s.status for s in jobs.list()}
-    return infos, live
+    snaps = jobs.list()
+    live = {s.run_id: s.status for s in snaps}
+    text = st.session_state.get("runs_search", "")
+    statuses = st.session_state.get("runs_statuses") or []
+    infos = [i for i in infos if matches(i, text) and (not statuses or live.get(i.run_id, i.status) in statuses)]
+    return infos, live, {s.run_id: s.progress for s in snaps}
 
 
-def show_table(was_active: bool) -> None:
-    infos, live = listing()
+def show_table(was_active: bool, shown: tuple) -> None:
+    infos, live, progress = listing()
     if not infos:
-        st.info("No runs yet. Start one on the Train page.")
+        st.info("No runs match." if st.session_state.get("runs_search") or st.session_state.get("runs_statuses")
+                else "No runs yet. Start one on the Train page.")
         return
     st.dataframe(
-        runs_table(infos, live), hide_index=True,
+        runs_table(infos, live, progress), hide_index=True,
         column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
             "two-phase loss": st.column_config.NumberColumn(format="%.4g"),
             "Adam loss": st.column_config.NumberColumn(format="%.4g"),
             "duration (s)": st.column_config.NumberColumn(format="%.0f"),
         })
-    active = any(live.get(i.run_id, i.status) not in FINAL for i in infos)
-    if was_active and not active:
-        st.rerun()  # the last active run ended: redraw the page without the timer
+    now = tuple((i.run_id, live.get(i.run_id, i.status)) for i in infos)
+    if now != shown:
+        st.rerun()  # a status changed: redraw the whole page, so the selector below says the same
 
 
 st.title("Runs")
 st.caption(f"Runs folder: `{jobs.runs_dir}`")
-infos, live = listing()
+f1, f2 = st.columns([3, 2])
+f1.text_input("Search", key="runs_search", placeholder="name, tag, model, dataset, arm or run id")
+f2.multiselect("Status", list(runs.STATUSES) + ["damaged"], key="runs_statuses", placeholder="any status")
+infos, live, _ = listing()
 active = any(live.get(i.run_id, i.status) not in FINAL for i in infos)
-st.fragment(run_every=REFRESH_SECONDS if active else None)(show_table)(active)
+shown = tuple((i.run_id, live.get(i.run_id, i.status)) for i in infos)
+st.fragment(run_every=REFRESH_SECONDS if active else None)(show_table)(active, shown)
 if not infos:
     st.stop()
 

@@ -132,3 +132,34 @@ def test_landing_page_says_what_happens_and_draws_the_last_finished_run(finished
     assert any("What happens when you press Start" in md.value for md in at.markdown)
     assert any("last finished run" in md.value for md in at.markdown)
     assert {s["layout"]["title"]["text"] for s in plotly_specs(at)} == {"Gradient norm", "Loss"}
+
+
+def test_16_runs_can_be_found_by_text_and_status_and_show_their_progress(finished_runs):
+    (src,) = list(finished_runs.iterdir())
+    other = finished_runs / "20200101-000000-abcdef"
+    import shutil
+
+    shutil.copytree(src, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg.update(name="the other one", model="cnn-small")
+    (other / "config.json").write_text(json.dumps(cfg))
+    summary = json.loads((other / "summary.json").read_text())
+    summary["status"] = "stopped"
+    summary["arms"] = {a: {**v, "epochs": 1, "status": "stopped"} for a, v in summary["arms"].items()}
+    (other / "summary.json").write_text(json.dumps(summary))
+    at = new_app()
+    at.switch_page("pages/runs.py").run()
+
+    def table():
+        return next(df.value for df in at.dataframe if "progress" in df.value.columns)
+
+    full = table().set_index("run")
+    assert full.loc[src.name, "progress"] == pytest.approx(1.0)
+    assert full.loc[other.name, "progress"] == pytest.approx(1 / cfg["epochs"])
+    at.text_input(key="runs_search").set_value("CNN").run()
+    assert list(table()["run"]) == [other.name]
+    at.text_input(key="runs_search").set_value("").run()
+    at.multiselect(key="runs_statuses").set_value(["completed"]).run()
+    assert list(table()["run"]) == [src.name]
+    # the selector below lists what the table lists, with the same status
+    assert at.selectbox(key="runs_selected").options == [f"{src.name} “tiny” · mlp on mnist · completed"]
