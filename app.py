@@ -19,7 +19,9 @@ from twophase.errors import TwophaseError
 
 HERE = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="twophase: Adam, then conjugate gradient", page_icon=":material/show_chart:", layout="wide")
+# The icon is a file of the project: an emoji or material icon would be fetched from a font host, which fails offline.
+st.set_page_config(page_title="twophase: Adam, then conjugate gradient", page_icon=str(HERE / "assets" / "favicon.png"),
+                   layout="wide")
 st.html(HERE / "assets" / "style.css")
 
 

@@ -166,8 +166,8 @@ def show_charts(run_id: str, was_live: bool, x: str, log_y: bool, smoothing: flo
         return
     if was_live:
         st.caption(f"While the run trains the charts are redrawn every {every:g} s and the progress every "
-                   f"{POLL_SECONDS:g} s (redrawing takes CPU that training shares). Zoom, pan and the legend's "
-                   "choices are kept across redraws; double-click a chart to reset it.")
+                   f"{POLL_SECONDS:g} s (redrawing takes CPU that training shares). A redraw resets a zoom: "
+                   "turn on **Pause charts** to zoom and inspect while the run goes on.")
     figures = chart_figures(view, x, log_y, smoothing)
     order = ["grad_norm", "loss", "accuracy", "grad_vs_loss"] + (["curvature"] if "curvature" in figures else [])
     columns = 1 if wide else 2
@@ -280,19 +280,22 @@ elif run_id is None:
     landing()
 
 if run_id is not None:
-    xc, sc, yc, wc = st.columns([4, 2, 1, 1], vertical_alignment="bottom")
+    xc, sc, yc, wc, pc = st.columns([4, 2, 1, 1, 1], vertical_alignment="bottom")
     x_axis = xc.radio("x-axis", list(plots.X_AXES), format_func=plots.X_AXES.get, horizontal=True, key="x_axis",
                       help="Cost axes: a CG epoch costs several loss evaluations; compare per data pass or per second.")
     smoothing = sc.slider("Smoothing", min_value=0.0, max_value=0.95, value=0.0, step=0.05, key="smoothing",
                           help="Exponential moving average of the curves, the raw curve faint behind (0 = raw).")
     log_y = yc.toggle("Log-scale loss", value=True, key="log_y")
     wide = wc.toggle("Wide", value=False, key="wide_charts", help="One chart per row, the page's full width.")
+    paused = pc.toggle("Pause charts", value=False, key="pause_charts",
+                       help="Stop redrawing the charts (training and the progress bars go on), to zoom, pan and "
+                            "hover undisturbed; turn it off to catch up.")
     first = jobs.get_run(run_id)
     live = first is not None and first.status in runs.ACTIVE_STATUSES  # not "damaged": nothing to follow
     # a short run is redrawn every second, so it is seen growing; a long one every CHART_SECONDS
     every = FAST_CHART_SECONDS if first is not None and len(first.metrics) < FAST_CHART_RECORDS else CHART_SECONDS
     st.fragment(run_every=POLL_SECONDS if live else None)(show_status)(run_id, live)
-    st.fragment(run_every=every if live else None)(show_charts)(run_id, live, x=x_axis, log_y=log_y,
+    st.fragment(run_every=every if live and not paused else None)(show_charts)(run_id, live, x=x_axis, log_y=log_y,
                                                                 smoothing=smoothing, wide=wide, every=every)
     if first is not None and first.status in FINAL and len(first.metrics):
         final_section(first)

@@ -163,3 +163,11 @@ def test_16_runs_can_be_found_by_text_and_status_and_show_their_progress(finishe
     assert list(table()["run"]) == [src.name]
     # the selector below lists what the table lists, with the same status
     assert at.selectbox(key="runs_selected").options == [f"{src.name} “tiny” · mlp on mnist · completed"]
+
+
+def test_9_datasets_that_are_not_installed_say_so_in_the_list(runs_dir):
+    at = new_app()
+    shown = at.selectbox(key="cfg_dataset").options  # the labels the list shows
+    assert shown[0] == "mnist"
+    assert any(o.startswith("cifar10 ") and "not installed" in o for o in shown)
+    assert any(o.startswith("cifar100 ") and "not installed" in o for o in shown)

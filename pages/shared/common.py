@@ -148,6 +148,16 @@ def parameter_count(model: str, dataset: str) -> int | None:
         return None
 
 
+@st.cache_data(show_spinner=False, ttl=60)
+def dataset_missing(name: str, root: str) -> bool:
+    """Whether dataset `name`'s files are not in the data folder (checked once a minute)."""
+    try:
+        data_mod.require(name, root or None)
+    except Exception:  # DatasetUnavailable, or files that cannot be read: not usable here
+        return True
+    return False
+
+
 def _key(name: str) -> str:
     return f"cfg_{name}"
 
@@ -159,6 +169,11 @@ def _widget(f: Field, default, where, values: dict):
     if f.kind == "choice":
         choices = list(f.choices)
         fmt = {}
+        if f.name == "dataset":
+            def fmt_dataset(name: str) -> str:
+                return f"{name} (not installed: Start says where its files go)" \
+                    if dataset_missing(name, data_mod.default_root()) else name
+            fmt = dict(format_func=fmt_dataset)
         if f.name == "model":
             def fmt_model(name: str) -> str:
                 n = parameter_count(name, values.get("dataset", "mnist"))

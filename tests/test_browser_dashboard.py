@@ -1,0 +1,117 @@
+"""The dashboard in a real browser (Debian's chromium, Playwright): what only a browser shows.
+
+- A run is seen growing while it trains (its gradient-norm curve gains points between looks).
+- With "Pause charts" a zoom stays while the run goes on (Streamlit 1.67 redraws a chart from
+  scratch, so a live redraw would reset it).
+- The page loads nothing from outside this machine (the favicon once came from a font host).
+- A link with ?cfg= reproduces the settings; a dataset that is not installed is refused up front.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from urllib.parse import quote
+
+import pytest
+
+from twophase import runs
+
+from test_browser import CHROMIUM, CHROMIUM_ARGS, FIGURES_JS, fill_number  # noqa: F401  (fixture helpers)
+
+pytestmark = pytest.mark.browser
+
+GRAD_POINTS_JS = """
+() => { const gd = Array.from(document.querySelectorAll('.js-plotly-plot'))
+          .filter(g => ((g.layout.title || {}).text || '').replace(/<[^>]*>/g, '') === 'Gradient norm').pop();
+        if (!gd) return null;
+        const t = (gd._fullData || []).find(t => (t.meta || {}).role === 'grad_norm');
+        return t && t.x ? t.x.length : null; }
+"""
+GRAD_RANGE_JS = """
+() => { const gd = Array.from(document.querySelectorAll('.js-plotly-plot'))
+          .filter(g => ((g.layout.title || {}).text || '').replace(/<[^>]*>/g, '') === 'Gradient norm').pop();
+        if (!gd) return null;
+        const t = (gd._fullData || []).find(t => (t.meta || {}).role === 'grad_norm');
+        return [gd._fullLayout.xaxis.range[0], gd._fullLayout.xaxis.range[1], t && t.x ? t.x.length : null]; }
+"""
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_a_run_grows_live_keeps_its_zoom_and_nothing_is_fetched_from_outside(served_app, browser, runs_dir, tmp_path):
+    page = browser.new_page(viewport={"width": 1500, "height": 1800})
+    page.set_default_timeout(60_000)
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not re.match(r"^(https?|wss?)://127\.0\.0\.1", r.url)
+            and not r.url.startswith(("data:", "blob:")) else None)
+    # a run long enough to be watched (and stopped): mlp, 512 images, 3,000 epochs, one thread
+    settings = {"epochs": 3000, "subset": 512, "threads": 1}
+    page.goto(f"{served_app}/?cfg={quote(json.dumps(settings))}")
+    page.get_by_text("Run settings").wait_for()
+    page.get_by_role("button", name=re.compile("Start")).click()
+    page.wait_for_function(f"({GRAD_POINTS_JS})() >= 12", timeout=120_000)  # past the switch (epoch 2-6)
+    first = page.evaluate(GRAD_POINTS_JS)
+    page.get_by_text("Pause charts", exact=True).first.click()
+    last, steady = None, 0
+    while steady < 3:  # paused: the chart stops changing (the toggle's rerun drew it a last time)
+        page.wait_for_timeout(1000)
+        now = page.evaluate(GRAD_POINTS_JS)
+        steady = steady + 1 if now == last and now is not None else 0
+        last = now
+    zoomed = None
+    for _ in range(5):  # a box zoom with the mouse over the left part of the gradient-norm chart
+        drag = page.locator(".js-plotly-plot").filter(has_text="Gradient norm").first.locator(".nsewdrag").first  # not "... against loss"
+        drag.scroll_into_view_if_needed()
+        box = drag.bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * 0.05, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.25, y, steps=6)
+        page.mouse.up()
+        page.wait_for_timeout(500)
+        zoomed = page.evaluate(GRAD_RANGE_JS)
+        if zoomed[1] < 0.5 * zoomed[2]:
+            break
+    assert zoomed[1] < 0.5 * zoomed[2], zoomed  # zoomed in
+    run_dir = runs_dir / page.url.split("run=")[1].split("&")[0]
+    rows = len((run_dir / "metrics.csv").read_text().splitlines())
+    deadline = time.time() + 60
+    while len((run_dir / "metrics.csv").read_text().splitlines()) < rows + 20:  # the run goes on
+        assert time.time() < deadline
+        time.sleep(0.2)
+    page.wait_for_timeout(2500)
+    assert page.evaluate(GRAD_RANGE_JS)[:2] == pytest.approx(zoomed[:2])  # the zoom stayed
+    page.get_by_text("Pause charts", exact=True).first.click()  # catch up: the chart grows again
+    page.wait_for_function(f"({GRAD_POINTS_JS})() > {zoomed[2]} + 10", timeout=60_000)
+    run_id = page.url.split("run=")[1].split("&")[0]
+    page.get_by_role("button", name="Stop").click()
+    page.locator(".tp-status-stopped").wait_for(timeout=60_000)
+    cfg = runs.load_run(str(runs_dir), run_id).config
+    assert (cfg["epochs"], cfg["subset"], cfg["threads"]) == (3000, 512, 1)  # the link's settings were used
+    assert outside == [], outside[:5]
+
+
+def test_a_dataset_that_is_not_installed_is_refused_before_anything_starts(served_app, browser, runs_dir):
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.set_default_timeout(60_000)
+    page.goto(served_app)
+    page.get_by_text("Run settings").wait_for()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").click()
+    page.get_by_role("option", name=re.compile(r"^cifar10( |$)")).click()
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name=re.compile("Start")).click()
+    page.get_by_text(re.compile("CIFAR-10")).first.wait_for()
+    assert "run=" not in page.url
+    assert runs.list_runs(str(runs_dir)) == []
