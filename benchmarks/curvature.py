@@ -12,11 +12,13 @@ Usage: python -m benchmarks.curvature [--size small|full|long]
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 from plotly.subplots import make_subplots
 
+from benchmarks import common
 from twophase import analysis, plots, runs
 from twophase.config import RunConfig
 from twophase.training.run import run_experiment
@@ -68,7 +70,9 @@ def main(argv=None) -> dict:
                       legend=dict(orientation="h", y=1.08, x=1, xanchor="right"))
     fig.update_xaxes(title_text="epoch", row=2, col=1)
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_image(str(png))
+    problem = common.save_png(fig, png, width=fig.layout.width or 900, height=fig.layout.height or 650)
+    if problem:
+        print(f"curvature: the figure was not drawn: {problem}", file=sys.stderr)
 
     tp = df[df["arm"] == "two-phase"].copy()
     tp["ratio"] = tp["hess_min"] / tp["hess_max"]

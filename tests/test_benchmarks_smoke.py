@@ -13,20 +13,20 @@ import pytest
 import torch
 
 from benchmarks import __main__ as bench_main
-from benchmarks import (app, cg_vs_scipy, common, optimizers, overhead, presets, roofline, switch_rule, switch_sweep,
-                        trunk)
+from benchmarks import (app, cg_vs_scipy, common, gpu, optimizers, overhead, presets, roofline, switch_rule,
+                        switch_sweep, trunk)
 
 
-def run(module, tmp_path: Path, *extra: str) -> tuple[str, dict]:
+def run(module, tmp_path: Path, *extra: str, size: str = "tiny") -> tuple[str, dict]:
     threads = torch.get_num_threads()
-    code = common.run_main(module.main, "smoke", ["--size", "tiny", "--out", str(tmp_path), *extra])
+    code = common.run_main(module.main, "smoke", ["--size", size, "--out", str(tmp_path), *extra])
     assert code == 0
     assert torch.get_num_threads() == threads  # the benchmark gives the caller its threads back
     name = module.__name__.split(".")[-1]
     md = (tmp_path / f"{name}.md").read_text()
     blob = json.loads((tmp_path / f"{name}.json").read_text())
     assert md.startswith("### ")
-    assert "--size tiny" in md and "Machine: " in md and "torch thread(s)" in md
+    assert f"--size {size}" in md and "Machine: " in md and "torch thread(s)" in md
     assert {"cores", "torch", "threads", "cpu", "load_avg_1min"} <= set(blob["machine"])
     assert blob["machine"]["torch"] == torch.__version__
     for t in blob["targets"]:
@@ -140,6 +140,24 @@ def test_switch_sweep(tmp_path):
     assert {"paper's rule (gradient norm)", "loss plateau", "curvature (probe)", "CG trial"} <= set(rules["rule"])
     assert "fixed 30% split" in set(rules["rule"])
     assert len(pd.read_csv(tmp_path / "switch_sweep_curves.csv"))
+
+
+def test_gpu_script_runs_its_steps_on_the_cpu_at_tiny_size(tmp_path):
+    md, blob = run(gpu, tmp_path, "--no-png")
+    table = pd.DataFrame(blob["tables"]["main"])
+    assert {"default run", "vit-mlp, CG branches"} == set(table["step"])
+    assert set(table["device"]) == {"cpu"}
+    assert blob["meta"]["checks"]["tf32"]["ok"] is True
+    assert "skipped" in blob["meta"]["checks"]["two processes"] or "status" in blob["meta"]["checks"]["two processes"]
+
+
+def test_gpu_script_without_a_gpu_says_it_has_not_run(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the full-size run is a real one")
+    md, blob = run(gpu, tmp_path, "--no-png", size="full")
+    assert "Not run on a GPU" in md
 
 
 def test_presets(tmp_path):

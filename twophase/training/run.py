@@ -56,6 +56,7 @@ class RunLog:
         self.started = time.time()
         self.error: str | None = None
         self.arms: list[Arm] = []  # the trainer's, once it exists
+        self.device: str | None = None
 
     def record(self, record: Record) -> None:
         row = record.to_row()
@@ -81,7 +82,8 @@ class RunLog:
     def summary(self, status: str) -> dict:
         return {
             "status": str(status), "run_id": self.writer.run_id, "model": self.config.model,
-            "dataset": self.config.dataset, "arms": arm_summaries(self.arms), "events": list(self.events),
+            "dataset": self.config.dataset, "device": self.device, "arms": arm_summaries(self.arms),
+            "events": list(self.events),
             "error": self.error,
             "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
             "ended": _now() if status in FINAL_STATUSES else None,
@@ -167,7 +169,7 @@ def run_experiment(
     try:
         setup = prepare(config, dist, full_pass_chunk)
         trainer = Trainer(config, setup, log, share_trunk)
-        log.arms = trainer.arms
+        log.arms, log.device = trainer.arms, setup.device
         writer.update_summary(
             status="running", device=setup.device, arm_names=[a.name for a in trainer.arms],
             parameters=models_mod.count_parameters(setup.initial), train_samples=setup.train_samples,
