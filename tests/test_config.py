@@ -60,3 +60,25 @@ def test_a_config_written_before_a_rename_still_reads():
     old["cg_iters_per_epoch"] = old.pop("full_batch_iters")
     old["cg_iters_per_epoch"] = 3
     assert RunConfig.from_dict(old).full_batch_iters == 3
+
+
+def test_threads_auto_takes_the_free_cores_and_leaves_one_for_the_page_in_the_app(monkeypatch):
+    import pytest
+
+    from twophase import settings
+    from twophase.config import RunConfig
+    from twophase.errors import ConfigError
+
+    assert RunConfig().threads == "auto"
+    RunConfig(threads="auto").validate()
+    RunConfig(threads=3).validate()
+    with pytest.raises(ConfigError) as info:
+        RunConfig(threads="fast").validate()
+    assert "'auto'" in info.value.errors["threads"]
+    monkeypatch.setattr(settings.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(settings.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert settings.threads_for("auto")[0] == 2  # the CLI: both free cores
+    assert settings.threads_for("auto", for_app=True)[0] == 1  # the app: one left for the page
+    monkeypatch.setattr(settings.os, "getloadavg", lambda: (1.9, 0.0, 0.0))
+    assert settings.threads_for("auto")[0] == 1  # a busy core is not taken
+    assert settings.threads_for(4) == (4, "4 (set)")

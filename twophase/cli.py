@@ -80,8 +80,14 @@ def _sizes(text: str) -> dict:
     return out
 
 
+def _threads(text: str):
+    return "auto" if text.strip().lower() == "auto" else _int(text)
+
+
 def _converter(f: dataclasses.Field):
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if f.name == "threads":
+        return _threads, "auto|N", default
     if f.name in ("subset", "val_subset", "switch_epoch"):
         return _optional_int, "N|none", default
     if f.name == "arms":

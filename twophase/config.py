@@ -78,7 +78,8 @@ class RunConfig:
         the end of the epoch) or "batch-mean" (mean of the mini-batch norms).
     hessian_probe, probe_every: also estimate the Hessian's extreme eigenvalues (monitoring, never
         charged) at epoch 0, every probe_every epochs, at every switch and at the last epoch.
-    seed, device, threads: reproducibility and hardware (threads 0 = torch's default).
+    seed, device, threads: reproducibility and hardware (threads: "auto", a number, or 0 = torch's default;
+        results are bit for bit the same only at the same thread count).
     processes: number of data-parallel processes (torch.distributed); 1 trains in
         one process. The app launches torchrun with this many processes on its
         machine; under torchrun it is the total number of processes, all machines
@@ -117,9 +118,10 @@ class RunConfig:
     probe_every: int = 10
     seed: int = 0
     device: str = "auto"
-    # 1 by default: measured on 2 cores (benchmarks/results/roofline.md), a second torch thread made a
-    # training epoch 1.6x to 12x slower while the server and a browser share the cores. 0 = torch's default.
-    threads: int = 1
+    # "auto" by default: the number of free cores when the run starts (twophase/settings.py
+    # threads_for), one left for the page in the app on a small machine; a fixed guess was wrong on
+    # someone's machine either way (benchmarks/results/roofline.md). 0 = torch's default.
+    threads: int | str = "auto"
     processes: int = 1
     name: str = ""
     tag: str = ""
@@ -237,6 +239,11 @@ class RunConfig:
                 self.arms = [s.name for s in specs]  # one spelling per arm (the id in metrics.csv)
 
         for name, (lo, hi) in LIMITS.items():
+            if name == "threads" and self.threads == "auto":
+                continue
+            if name == "threads" and isinstance(self.threads, str):
+                errors[name] = f"must be 'auto' or a whole number from {lo} to {hi}, got {self.threads!r}"
+                continue
             integer(name, lo, hi)
         integer("seed", 0, 2**63 - 1)
         integer("switch_epoch", 1, 100_000, optional=True)

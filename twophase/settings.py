@@ -20,7 +20,8 @@ from pathlib import Path
 
 from twophase.errors import TwophaseError
 
-__all__ = ["VARIABLES", "runs_dir", "data_root", "jobs_mode", "dist_timeout", "environment", "JOB_MODES"]
+__all__ = ["VARIABLES", "runs_dir", "data_root", "jobs_mode", "dist_timeout", "environment", "JOB_MODES", "free_cores",
+           "threads_for"]
 
 JOB_MODES = ("process", "thread")
 VARIABLES = {
@@ -66,6 +67,31 @@ def dist_timeout() -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise TwophaseError(f"TWOPHASE_DIST_TIMEOUT must be a positive number of seconds, got {text!r}")
     return value
+
+
+def free_cores() -> tuple[int, int]:
+    """(cores this process may use, of those the ones not busy now by the 1-minute load average)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return cores, max(1, min(cores, round(cores - load)))
+
+
+def threads_for(threads, for_app: bool = False) -> tuple[int, str]:
+    """The torch thread count for a run's `threads` setting, and why. "auto": the free cores now; in
+    the app, one fewer on a machine of four cores or less (the page and the browser need one). A
+    number is kept (0: torch's default)."""
+    if threads != "auto":
+        return int(threads), f"{threads} (set)"
+    cores, free = free_cores()
+    chosen = free - 1 if for_app and cores <= 4 and free > 1 else free
+    where = "the app, one core left for the page" if for_app and chosen < free else "free cores"
+    return max(1, chosen), f"auto: {max(1, chosen)} of {cores} cores ({where}, load {cores - free:g} busy)"
 
 
 def environment() -> dict[str, str]:

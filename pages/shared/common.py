@@ -120,7 +120,9 @@ FORM = [
           help="full: the gradient over the whole training set at the end of the epoch; batch-mean: the mean "
                "of the mini-batch norms."),
     Field("val_subset", "Validation samples", "int", advanced=True, step=500, optional=True, placeholder="all"),
-    Field("threads", "CPU threads", "int", advanced=True, help="PyTorch threads for the run (0: PyTorch's default)."),
+    Field("threads", "CPU threads", "int", advanced=True, optional=True, placeholder="auto",
+          help="PyTorch threads for the run. Empty: auto, the cores free when it starts, one left for this "
+               "page on a small machine. 0: PyTorch's default."),
     Field("hessian_probe", "Measure curvature (Hessian probe)", "bool", advanced=True,
           help="Estimate the smallest and largest Hessian eigenvalues (Lanczos on 512 training images): is the "
                "surface convex yet? At epoch 0, every 'Probe every' epochs, at each switch and at the last "
@@ -193,6 +195,8 @@ def _widget(f: Field, default, where, values: dict):
         return where.text_input(f.label, placeholder=f.placeholder, **kw) if key in st.session_state else \
             where.text_input(f.label, value=default, placeholder=f.placeholder, **kw)
     if f.kind == "int":
+        if default == "auto":
+            default = None
         lo, hi = LIMITS.get(f.name, (f.lo if f.lo is not None else 1, None))
         args = dict(min_value=int(lo), step=int(f.step or 1), placeholder=f.placeholder)
         if hi is not None:
@@ -215,7 +219,7 @@ def fill_form(config: dict) -> None:
     as they are."""
     for f in FORM:
         if f.name in config and _shows(f, config[f.name]):
-            st.session_state[_key(f.name)] = config[f.name]
+            st.session_state[_key(f.name)] = None if config[f.name] == "auto" else config[f.name]
     arms = config.get("arms") if isinstance(config.get("arms"), list) else None
     if arms is not None:
         for name in ARMS:
@@ -234,7 +238,7 @@ def _shows(f: Field, value) -> bool:
         return isinstance(value, bool)
     if f.kind == "text":
         return isinstance(value, str) and len(value) <= 200
-    if value is None:
+    if value is None or value == "auto":
         return f.optional
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         return False
@@ -253,6 +257,8 @@ def settings_to_url(values: dict) -> None:
     defaults = RunConfig()
     diff = {}
     for name, value in values.items():
+        if name == "threads" and value is None:  # the empty box means auto
+            value = "auto"
         if name == "switch_points":
             if str(value or "").strip():
                 diff[name] = str(value)
@@ -353,6 +359,8 @@ def form_config(values: dict) -> RunConfig:
             raise ConfigError({"switch_points": f"{exc}; write epochs (300), percentages (30%) or 'paper', "
                                                 "separated by commas"}) from None
         values["arms"] = list(values["arms"]) + [b for b in branches if b not in values["arms"]]
+    if values.get("threads") is None:  # the empty CPU threads box
+        values["threads"] = "auto"
     for name, value in list(values.items()):  # number_input gives floats for whole numbers in some versions
         f = FIELDS.get(name)
         if f is not None and f.kind == "int" and isinstance(value, float) and value.is_integer():

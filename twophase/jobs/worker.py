@@ -52,7 +52,7 @@ def serve(stdin=None, stdout=None) -> int:
                      name="twophase-worker-control").start()
     writer = runs.RunWriter.attach(runs_dir, run_id)
     summary = run_experiment(
-        config, runs_dir, run_id, writer=writer, should_stop=stop.is_set,
+        config, runs_dir, run_id, writer=writer, should_stop=stop.is_set, for_app=True,
         on_record=lambda r: feed.send("record", record=dict(r)),
         on_event=lambda e: feed.send("event", event=dict(e)),
         on_progress=feed.progress,

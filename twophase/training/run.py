@@ -134,6 +134,7 @@ def run_experiment(
     dist: "distributed.Dist | None" = None,
     full_pass_chunk: int | None = None,
     share_trunk: bool = True,
+    for_app: bool = False,
 ) -> dict:
     """Train every arm of `config`, write the run, and return its summary dict.
 
@@ -147,6 +148,7 @@ def run_experiment(
     full_pass_chunk: the chunk size of full-set passes instead of the model's (summation order only).
     share_trunk: False gives every arm its own Adam trunk (same records, the Adam prefix
         computed once per arm; for benchmarks and the equivalence tests).
+    for_app: the run trains for the app (its threads "auto" leave a core for the page).
     """
     config.validate()
     runs_dir = runs_dir or runs.default_runs_dir()
@@ -167,13 +169,14 @@ def run_experiment(
             on_progress(arm.name, epochs_done / config.epochs)
 
     try:
-        setup = prepare(config, dist, full_pass_chunk)
+        setup = prepare(config, dist, full_pass_chunk, for_app=for_app)
         trainer = Trainer(config, setup, log, share_trunk)
         log.arms, log.device = trainer.arms, setup.device
         writer.update_summary(
             status="running", device=setup.device, arm_names=[a.name for a in trainer.arms],
             parameters=models_mod.count_parameters(setup.initial), train_samples=setup.train_samples,
-            val_samples=setup.val_samples, torch_threads=torch.get_num_threads(), platform=platform.platform(),
+            val_samples=setup.val_samples, torch_threads=torch.get_num_threads(), threads_choice=setup.threads_choice,
+            platform=platform.platform(),
             shared_trunk=share_trunk, **({"processes": dist.world, "backend": dist.backend} if dist else {}))
         log.status("running")
         trainer.start()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from twophase import data as data_mod
-from twophase import distributed, losses
+from twophase import distributed, losses, settings
 from twophase import models as models_mod
 from twophase.errors import TwophaseError
 from twophase.probe import sample_indices
@@ -70,6 +70,7 @@ class RunSetup:
     train_samples: int
     val_samples: int
     probe_sample: tuple | None = None
+    threads_choice: str = ""  # how the torch thread count was chosen (settings.threads_for)
     _promoted: dict = field(default_factory=dict)
 
     def data_as(self, dtype: torch.dtype | None):
@@ -97,15 +98,19 @@ class RunSetup:
         return x, y, self.config.seed
 
 
-def prepare(config, dist=None, full_pass_chunk: int | None = None) -> RunSetup:
+def prepare(config, dist=None, full_pass_chunk: int | None = None, for_app: bool = False) -> RunSetup:
     """Set threads and seeds, load the data, build the initial model (config: a validated RunConfig).
 
     dist: None, or this process's Dist. full_pass_chunk: the full-set passes' chunk size instead
     of the model's (models.runtime); it changes only the summation order of those sums.
     Raises TwophaseError (DatasetUnavailable, a missing GPU) for problems the user can fix.
     """
-    # threads 0 means torch's own default, restored even after a run that asked for fewer.
-    torch.set_num_threads(config.threads or DEFAULT_THREADS)
+    # threads 0 means torch's own default, restored even after a run that asked for fewer; "auto" the
+    # free cores (settings.threads_for; for_app: the app's worker, which leaves one for the page)
+    threads, why = settings.threads_for(config.threads, for_app)
+    if dist is not None and config.threads == "auto":  # several processes share the cores
+        threads = max(1, threads // dist.world)
+    torch.set_num_threads(threads or DEFAULT_THREADS)
     device = resolve_device(config.device) if dist is None else dist.device
     torch.manual_seed(config.seed)
     if dist is not None and dist.local_rank != 0:
@@ -123,8 +128,10 @@ def prepare(config, dist=None, full_pass_chunk: int | None = None) -> RunSetup:
         data = distributed.shard_dataset(data, dist)
     initial = models_mod.build(config.model, data.input_shape, data.num_classes, seed=config.seed,
                                **config.model_sizes).to(device)
-    return setup_for(config, data, initial, dist=dist, full_pass_chunk=full_pass_chunk, device=device,
-                     train_samples=train_samples, val_samples=val_samples, probe_sample=probe_sample)
+    setup = setup_for(config, data, initial, dist=dist, full_pass_chunk=full_pass_chunk, device=device,
+                      train_samples=train_samples, val_samples=val_samples, probe_sample=probe_sample)
+    setup.threads_choice = why
+    return setup
 
 
 def setup_for(config, data, initial, dist=None, full_pass_chunk: int | None = None, layout: bool = True,
