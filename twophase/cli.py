@@ -21,6 +21,7 @@ from pathlib import Path
 from twophase import runs
 from twophase.config import RunConfig
 from twophase.errors import ConfigError, TwophaseError
+from twophase.schema import RunSummary
 
 # Flags that read better than the field name (field -> extra spellings).
 ALIASES = {
@@ -360,19 +361,12 @@ def summary_table(summary: dict) -> str:
     passes and wall time. Tolerates a summary.json with the wrong types (shows what it can)."""
     from twophase.training.strategies import arm_label
 
-    summary = summary if isinstance(summary, dict) else {}
-    error = summary.get("error")
-    lines = [f"status: {summary.get('status', 'unknown')}" + (f" ({error})" if error else "")]
-    arms = summary.get("arms")
-    arms = {str(k): v for k, v in arms.items() if isinstance(v, dict)} if isinstance(arms, dict) else {}
-    if not arms:
+    read = RunSummary.from_dict(summary)
+    lines = [f"status: {read.status}" + (f" ({read.error})" if read.error else "")]
+    if not read.arms:
         return lines[0]
-
-    def label(name, figures):
-        text = figures.get("label")
-        return text if isinstance(text, str) and text else arm_label(name)
-
-    labels = {name: label(name, figures) for name, figures in arms.items()}
+    arms = {name: arm.to_dict() for name, arm in read.arms.items()}
+    labels = {name: arm.label or arm_label(name) for name, arm in read.arms.items()}
     width = max(12, *(len(t) for t in labels.values())) + 2
     cells = {key: [] for key, _, _ in SUMMARY_COLUMNS}
     for name, figures in arms.items():

@@ -9,6 +9,7 @@ take what they know and ignore the rest (`Record.from_row`, `Event.from_dict`).
     Phase    init (epoch 0, before any update), adam, cg, lbfgs
     Record   one row of metrics.csv: one arm after one epoch
     Event    one line of events.jsonl: a peak, a switch, a divergence
+    ArmSummary, RunSummary   summary.json: the run's status and each arm's last figures
 
 Statuses and phases are `StrEnum`s: each member is its own text ("adam" == Phase.ADAM), so
 plain strings read from a file compare equal to them and JSON writes them as text.
@@ -25,7 +26,7 @@ from typing import Any, Mapping
 __all__ = [
     "Status", "Phase", "EventKind", "STATUSES", "ACTIVE_STATUSES", "FINAL_STATUSES", "PHASES",
     "METRIC_COLUMNS", "PROBE_COLUMNS", "STRING_COLUMNS", "KEY_COLUMNS", "metric_columns",
-    "Record", "Event", "ARM_SUMMARY_FIGURES", "finite_or_none",
+    "Record", "Event", "ArmSummary", "RunSummary", "ARM_SUMMARY_FIGURES", "finite_or_none",
 ]
 
 
@@ -130,11 +131,19 @@ class Record:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Record":
-        """A Record from a dict of columns (a metrics.csv row, a worker's message); unknown
-        keys are ignored, missing numbers are NaN."""
+        """A Record from a dict of columns (a metrics.csv row as numbers or as text, a worker's
+        message); unknown keys are ignored, missing or unreadable numbers are NaN (-1 for the
+        whole-number columns)."""
         values = {}
         for f in fields(cls):
             value = row.get(f.name)
+            if isinstance(value, str) and f.name not in STRING_COLUMNS:  # csv.DictReader's text
+                try:
+                    value = float(value) if value.strip() else None
+                except ValueError:
+                    value = None
+                if isinstance(value, float) and value.is_integer() and f.name in ("epoch", "loss_evals"):
+                    value = int(value)
             if f.name in STRING_COLUMNS:
                 values[f.name] = "" if value is None else str(value)
             elif f.name in ("epoch", "loss_evals"):
@@ -172,7 +181,8 @@ class Event:
         epoch = finite_or_none(d.get("epoch"))
         return cls(arm=str(d.get("arm", "")), kind=str(d.get("kind", "")),
                    epoch=int(epoch) if epoch is not None else -1,
-                   value=finite_or_none(d.get("value")), threshold=finite_or_none(d.get("threshold")))
+                   value=finite_or_none(d.get("value")), threshold=finite_or_none(d.get("threshold")),
+                   kept=d.get("kept") if isinstance(d.get("kept"), bool) else None)
 
 
 #: The figures of an arm's last record that its summary repeats (summary.json "arms").
@@ -216,3 +226,78 @@ class ArmSummary:
         if self.vs_adam:
             out["vs_adam"] = self.vs_adam
         return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ArmSummary":
+        """An ArmSummary from summary.json's entry for one arm (an older or damaged file: missing
+        or mistyped values become None or defaults, unknown keys are ignored)."""
+        d = d if isinstance(d, Mapping) else {}
+        epochs = finite_or_none(d.get("epochs"))
+        figures = {k: finite_or_none(d.get(k)) for k in ARM_SUMMARY_FIGURES} if any(
+            k in d for k in ARM_SUMMARY_FIGURES) else None
+        switch = {k: d.get(k) for k in SWITCH_KEYS if k in d} or None
+        shared = finite_or_none(d.get("shared_epochs"))
+        return cls(status=str(d.get("status", "")), epochs=int(epochs) if epochs is not None else 0,
+                   phase=str(d.get("phase", "")), label=d.get("label") if isinstance(d.get("label"), str) else "",
+                   figures=figures, switch=switch, shared_epochs=int(shared) if shared is not None else None,
+                   probe_seconds=finite_or_none(d.get("probe_seconds")),
+                   vs_adam=d.get("vs_adam") if isinstance(d.get("vs_adam"), dict) else None)
+
+
+#: An arm's switch keys in summary.json (arms with a switch rule).
+SWITCH_KEYS: tuple[str, ...] = ("switch_epoch", "peak_epoch", "peak_grad_norm", "threshold", "signal", "reads",
+                                "trials")
+
+
+@dataclass
+class RunSummary:
+    """summary.json: where a run stands and each arm's last figures.
+
+    status: a Status. arms: arm name -> ArmSummary. events: every Event so far (as dicts).
+    error: why it failed or stopped early (None when it did not). started, ended: UTC, ISO.
+    extra: everything else the file holds (the owner's pid, versions, the device, parameters,
+    threads_choice ...), kept as read so that a rewrite loses nothing.
+    """
+
+    status: str
+    run_id: str = ""
+    model: str = ""
+    dataset: str = ""
+    device: str | None = None
+    arms: dict[str, ArmSummary] | None = None
+    events: list[dict] | None = None
+    error: str | None = None
+    started: str | None = None
+    ended: str | None = None
+    duration_s: float | None = None
+    extra: dict | None = None
+
+    KNOWN = ("status", "run_id", "model", "dataset", "device", "arms", "events", "error", "started", "ended",
+             "duration_s")
+
+    def to_dict(self) -> dict:
+        out = dict(self.extra or {})
+        out.update(status=str(self.status), run_id=self.run_id, model=self.model, dataset=self.dataset,
+                   device=self.device, arms={name: a.to_dict() for name, a in (self.arms or {}).items()},
+                   events=list(self.events or []), error=self.error, started=self.started, ended=self.ended,
+                   duration_s=self.duration_s)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "RunSummary":
+        """A RunSummary from summary.json as read (an older or damaged file: what cannot be read
+        becomes a default; an unknown status stays as written, see twophase/runs/reader.py)."""
+        d = d if isinstance(d, Mapping) else {}
+        arms = d.get("arms") if isinstance(d.get("arms"), Mapping) else {}
+        events = d.get("events") if isinstance(d.get("events"), list) else []
+
+        def text(key):
+            v = d.get(key)
+            return v if isinstance(v, str) else None
+
+        return cls(status=str(d.get("status", "unknown")), run_id=text("run_id") or "", model=text("model") or "",
+                   dataset=text("dataset") or "", device=text("device"),
+                   arms={str(k): ArmSummary.from_dict(v) for k, v in arms.items() if isinstance(v, Mapping)},
+                   events=[e for e in events if isinstance(e, dict)], error=text("error"), started=text("started"),
+                   ended=text("ended"), duration_s=finite_or_none(d.get("duration_s")),
+                   extra={k: v for k, v in d.items() if k not in cls.KNOWN})

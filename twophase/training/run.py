@@ -30,7 +30,7 @@ from twophase import runs
 from twophase.analysis import ratios_to_baseline
 from twophase.config import RunConfig
 from twophase.errors import TwophaseError
-from twophase.schema import FINAL_STATUSES, ArmSummary, Event, Phase, Record, Status, metric_columns
+from twophase.schema import FINAL_STATUSES, ArmSummary, Event, Phase, Record, RunSummary, Status, metric_columns
 from twophase.training.arm import Arm
 from twophase.training.setup import prepare
 from twophase.training.strategies import arm_label
@@ -80,18 +80,15 @@ class RunLog:
             self.on_status(status)
 
     def summary(self, status: str) -> dict:
-        return {
-            "status": str(status), "run_id": self.writer.run_id, "model": self.config.model,
-            "dataset": self.config.dataset, "device": self.device, "arms": arm_summaries(self.arms),
-            "events": list(self.events),
-            "error": self.error,
-            "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
-            "ended": _now() if status in FINAL_STATUSES else None,
-            "duration_s": round(time.time() - self.started, 3),
-        }
+        return RunSummary(
+            status=str(status), run_id=self.writer.run_id, model=self.config.model, dataset=self.config.dataset,
+            device=self.device, arms=arm_summaries(self.arms), events=list(self.events), error=self.error,
+            started=datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
+            ended=_now() if status in FINAL_STATUSES else None,
+            duration_s=round(time.time() - self.started, 3)).to_dict()
 
 
-def arm_summaries(arms: list[Arm]) -> dict:
+def arm_summaries(arms: list[Arm]) -> dict[str, ArmSummary]:
     """summary.json's "arms": each arm's status, last figures, switch and ratios to Adam."""
     adam = next((a for a in arms if a.name == "adam"), None)
     out = {}
@@ -117,7 +114,7 @@ def arm_summaries(arms: list[Arm]) -> dict:
             label=arm_label(arm.name, rule.switch_epoch if rule is not None else None),
             figures=arm.last.to_row() if arm.last is not None else None, switch=switch,
             shared_epochs=arm.shared_epochs if arm.spec.kind.first == Phase.ADAM else 0,
-            probe_seconds=arm.probe_seconds, vs_adam=vs_adam).to_dict()
+            probe_seconds=arm.probe_seconds, vs_adam=vs_adam)
     return out
 
 
