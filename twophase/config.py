@@ -47,6 +47,7 @@ LIMITS = {
     "threads": (0, 1_024),
     "processes": (1, 1_024),
     "probe_every": (1, 100_000),
+    "checkpoint_every": (0, 100_000),
 }
 
 
@@ -84,6 +85,9 @@ class RunConfig:
         one process. The app launches torchrun with this many processes on its
         machine; under torchrun it is the total number of processes, all machines
         together. Each process holds 1/processes of the data (see twophase/distributed.py).
+    checkpoint_every: write the state to resume from every this many epochs (0: only when the
+        run is stopped or fails; a Stop always keeps the last whole epoch, a kill loses the epochs
+        since the last one written). See twophase/training/checkpoint.py.
     name, tag: free text to find the run again; tag groups runs (e.g. a reproduction).
     """
 
@@ -123,6 +127,7 @@ class RunConfig:
     # someone's machine either way (benchmarks/results/roofline.md). 0 = torch's default.
     threads: int | str = "auto"
     processes: int = 1
+    checkpoint_every: int = 10
     name: str = ""
     tag: str = ""
 

@@ -4,12 +4,13 @@
     <runs_dir>/<run_id>/metrics.csv    one row per arm per epoch (twophase/schema.py), appended and fsynced
     <runs_dir>/<run_id>/events.jsonl   one JSON object per line: peak, switch, trial, diverged
     <runs_dir>/<run_id>/summary.json   status, owner process, times, versions, per-arm figures (atomic)
+    <runs_dir>/<run_id>/checkpoint.pt, checkpoint.json   the state to resume from (twophase/training/checkpoint.py)
 
     ids.py          run ids, run_path, the default runs folder
     files.py        strict JSON, metrics.csv cells, atomic writes with fsync
     owner.py        which process owns a run and whether it still runs
     writer.py       RunWriter: create a run folder, append records and events, rewrite the summary
-    reader.py       list_runs, load_run: tolerant readers that say what was damaged
+    reader.py       list_runs, load_run, checkpoint_info: tolerant readers that say what was damaged
     maintenance.py  mark_interrupted, mark_ended, clean_leftovers, delete_run
     export.py       export_bytes, export_run (csv, parquet, json), zip_runs
 
@@ -18,16 +19,16 @@ Never imports streamlit or torch.
 """
 
 from twophase.runs.export import EXPORT_FORMATS, export_bytes, export_run, frame_bytes, runs_frame, zip_runs
-from twophase.runs.ids import (CONFIG_FILE, EVENTS_FILE, METRICS_FILE, RUN_ID_PATTERN, SUMMARY_FILE, check_run_id,
+from twophase.runs.ids import (CHECKPOINT_FILE, CHECKPOINT_INFO_FILE, CONFIG_FILE, EVENTS_FILE, METRICS_FILE, RUN_ID_PATTERN, SUMMARY_FILE, check_run_id,
                                default_runs_dir, is_valid_run_id, new_run_id, run_path)
 from twophase.runs.maintenance import clean_leftovers, delete_run, mark_ended, mark_interrupted
 from twophase.runs.owner import owner_alive
-from twophase.runs.reader import Run, RunInfo, list_runs, load_run
+from twophase.runs.reader import Run, RunInfo, checkpoint_info, list_runs, load_run
 from twophase.runs.writer import RunWriter, package_versions
 from twophase.schema import ACTIVE_STATUSES, FINAL_STATUSES, METRIC_COLUMNS, PROBE_COLUMNS, STATUSES, STRING_COLUMNS
 
-__all__ = ["RunWriter", "Run", "RunInfo", "list_runs", "load_run", "mark_interrupted", "mark_ended",
+__all__ = ["RunWriter", "Run", "RunInfo", "list_runs", "load_run", "checkpoint_info", "mark_interrupted", "mark_ended",
            "clean_leftovers", "delete_run", "export_bytes", "export_run", "frame_bytes", "runs_frame", "zip_runs", "new_run_id",
            "is_valid_run_id", "check_run_id", "run_path", "default_runs_dir", "owner_alive", "package_versions",
-           "RUN_ID_PATTERN", "EXPORT_FORMATS", "CONFIG_FILE", "METRICS_FILE", "EVENTS_FILE", "SUMMARY_FILE",
+           "RUN_ID_PATTERN", "EXPORT_FORMATS", "CHECKPOINT_FILE", "CHECKPOINT_INFO_FILE", "CONFIG_FILE", "METRICS_FILE", "EVENTS_FILE", "SUMMARY_FILE",
            "METRIC_COLUMNS", "PROBE_COLUMNS", "STRING_COLUMNS", "STATUSES", "ACTIVE_STATUSES", "FINAL_STATUSES"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from twophase.runs.files import atomic_write_bytes, dumps, jsonable
-from twophase.runs.ids import run_path
+from twophase.runs.ids import CHECKPOINT_FILE, CHECKPOINT_INFO_FILE, run_path
 from twophase.runs.reader import load_run
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,11 +116,12 @@ def export_run(
     return target
 
 
-def zip_runs(runs_dir: str | os.PathLike | None, run_ids: Iterable[str]) -> bytes:
-    """A zip archive (bytes) holding the whole folders of the given runs.
+def zip_runs(runs_dir: str | os.PathLike | None, run_ids: Iterable[str], checkpoints: bool = False) -> bytes:
+    """A zip archive (bytes) holding the folders of the given runs.
 
     Each file is stored as ``<run_id>/<file name>``; hidden temp files and symlinks are
-    left out. Every id is checked first (ValueError/TypeError for an invalid one,
+    left out, and so are the checkpoints (checkpoint.pt, checkpoint.json: megabytes of state
+    to resume from, not results) unless ``checkpoints`` is true. Every id is checked first (ValueError/TypeError for an invalid one,
     FileNotFoundError for a missing run); duplicates are stored once. ValueError when
     ``run_ids`` is empty.
     """
@@ -143,6 +144,8 @@ def zip_runs(runs_dir: str | os.PathLike | None, run_ids: Iterable[str]) -> byte
                 for name in sorted(filenames):
                     full = Path(dirpath) / name
                     if name.startswith(".") or full.is_symlink() or not full.is_file():
+                        continue
+                    if not checkpoints and dirpath == str(path) and name in (CHECKPOINT_FILE, CHECKPOINT_INFO_FILE):
                         continue
                     rel = full.relative_to(path).as_posix()
                     zf.write(full, f"{run_id}/{rel}")

@@ -26,6 +26,8 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 EVENTS_FILE = "events.jsonl"
 SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"     # the trainer's state after a whole epoch (twophase/training/checkpoint.py)
+CHECKPOINT_INFO_FILE = "checkpoint.json"  # what it holds: epoch, rows and events written by then
 
 
 def default_runs_dir() -> Path:

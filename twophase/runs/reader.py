@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from twophase.runs.files import MAX_METRICS_BYTES, UnreadableFile, read_bounded, read_json_object
 from twophase.runs.owner import owner_alive
-from twophase.runs.ids import (CONFIG_FILE, EVENTS_FILE, METRICS_FILE, SUMMARY_FILE, is_valid_run_id,
+from twophase.runs.ids import (CHECKPOINT_FILE, CHECKPOINT_INFO_FILE, CONFIG_FILE, EVENTS_FILE, METRICS_FILE, SUMMARY_FILE, is_valid_run_id,
                                resolve_runs_dir, run_path)
 from twophase.schema import (ACTIVE_STATUSES, ARM_SUMMARY_FIGURES, KEY_COLUMNS, METRIC_COLUMNS, PROBE_COLUMNS,
                              STATUSES, STRING_COLUMNS, finite_or_none)
@@ -404,3 +404,16 @@ def _figures_from_metrics(summary: dict, metrics) -> dict:
         fresh = {k: finite_or_none(last[k]) for k in ARM_SUMMARY_FIGURES if k in last.index}
         out[arm] = {**figures, **fresh, "epochs": int(epochs), "figures_from": "metrics.csv"}
     return {**summary, "arms": out}
+
+
+def checkpoint_info(path) -> dict | None:
+    """A run folder's checkpoint.json: the epoch it resumes after, the metrics rows and events it
+    keeps, when it was saved, each arm's epoch and status (twophase/training/checkpoint.py).
+    None when there is no checkpoint or it cannot be read."""
+    info, problem = read_json_object(Path(path) / CHECKPOINT_INFO_FILE)
+    if info is None or problem or not os.path.exists(Path(path) / CHECKPOINT_FILE):
+        return None
+    if not all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool) and info[k] >= 0
+               for k in ("epoch", "rows", "events")):
+        return None
+    return info

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from twophase.runs.files import atomic_write_text, csv_cell, dumps, fsync_dir, now_iso, read_json_object
+from twophase.runs.files import atomic_write_bytes, atomic_write_text, csv_cell, dumps, fsync_dir, now_iso, read_json_object
 from twophase.runs.ids import (CONFIG_FILE, EVENTS_FILE, METRICS_FILE, SUMMARY_FILE, check_run_id,
                                resolve_runs_dir, run_path)
 from twophase.runs.owner import hostname, process_start
@@ -241,6 +241,30 @@ class RunWriter:
         line = dumps(dict(event), "event") + "\n"
         with self._lock:
             self._append_text(self.path / EVENTS_FILE, line)
+
+    def rewind(self, rows: int, events: int) -> list[dict]:
+        """Keep the first `rows` rows of metrics.csv and the first `events` lines of events.jsonl,
+        dropping what was written after them (each file rewritten atomically); returns the kept
+        events. A resumed run rewinds to its checkpoint, then writes those epochs again.
+
+        Raises ValueError when a file holds fewer whole rows or events than asked to keep."""
+        with self._lock:
+            kept_lines = {}
+            for name, keep, skip in ((METRICS_FILE, rows, 1), (EVENTS_FILE, events, 0)):
+                lines = (self.path / name).read_bytes().split(b"\n")[:-1]  # whole lines (a cut last one is dropped)
+                if len(lines) < keep + skip:
+                    raise ValueError(f"run {self.run_id}: {name} holds {len(lines) - skip} whole lines, "
+                                     f"fewer than the checkpoint's {keep}")
+                kept_lines[name] = lines[:keep + skip]
+            for name, lines in kept_lines.items():  # both files checked first: a refusal changes neither
+                atomic_write_bytes(self.path / name, b"".join(line + b"\n" for line in lines))
+            kept = []
+            for line in kept_lines[EVENTS_FILE]:
+                try:
+                    kept.append(json.loads(line))
+                except ValueError:
+                    pass  # a line the readers also skip
+            return kept
 
     @property
     def summary(self) -> dict[str, Any]:

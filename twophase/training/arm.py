@@ -58,6 +58,30 @@ class Arm:
     def running(self) -> bool:
         return self.status == Status.RUNNING
 
+    # ------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict:
+        """Everything the arm has counted and decided, as plain data (its branch is the trainer's)."""
+        return {"name": self.name, "status": str(self.status), "phase": str(self.phase), "epoch": self.epoch,
+                "cost": [self.cost.data_passes, self.cost.loss_evals, self.cost.seconds],
+                "grad_norm_max": self.grad_norm_max, "initial_loss": self.initial_loss,
+                "probe_seconds": self.probe_seconds, "shared_epochs": self.shared_epochs,
+                "last": self.last.to_row() if self.last is not None else None,
+                "history": [list(h) for h in self.history],
+                "rule": self.rule.state_dict() if self.rule is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["name"] != self.name:
+            raise ValueError(f"checkpoint arm {state['name']!r} is not arm {self.name!r}")
+        self.status, self.phase, self.epoch = Status(state["status"]), Phase(state["phase"]), int(state["epoch"])
+        passes, evals, seconds = state["cost"]
+        self.cost = Cost(float(passes), int(evals), float(seconds))
+        self.grad_norm_max, self.initial_loss = float(state["grad_norm_max"]), float(state["initial_loss"])
+        self.probe_seconds, self.shared_epochs = float(state["probe_seconds"]), int(state["shared_epochs"])
+        self.last = Record.from_row(state["last"]) if state["last"] is not None else None
+        self.history = [tuple(h) for h in state["history"]]
+        if self.rule is not None:
+            self.rule.load_state_dict(state["rule"])
+
     # ------------------------------------------------------------------ cost
     def charge(self, epoch, trunk: bool = False) -> None:
         """Charge one epoch of the trunk or its branch (an EpochCost) as if it had trained it alone."""

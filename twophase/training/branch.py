@@ -20,7 +20,7 @@ import torch
 from twophase.distributed import no_tf32
 from twophase.training.cost import EpochCost
 from twophase.training.full_pass import make_closure, measure, trainable
-from twophase.training.trunk import StopRequested
+from twophase.training.trunk import StopRequested, _copied
 
 __all__ = ["Branch"]
 
@@ -66,6 +66,16 @@ class Branch:
                 on_step((i + 1) / steps)
         spent.seconds = time.perf_counter() - start
         return spent
+
+    def state_dict(self) -> dict:
+        """The model and the optimizer's state as copies, and what the branch is (a checkpoint)."""
+        return {"strategy": self.strategy.name, "precision": self.precision, "start_epoch": self.start_epoch,
+                "trial": self.trial, "model": _copied(self.model.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
     def measure(self, probe: bool = False):
         """The record figures of the branch's model (reusing the last closure evaluation when the

@@ -32,6 +32,7 @@ from twophase.config import RunConfig
 from twophase.errors import TwophaseError
 from twophase.schema import FINAL_STATUSES, ArmSummary, Event, Phase, Record, RunSummary, Status, metric_columns
 from twophase.training.arm import Arm
+from twophase.training.checkpoint import RESUMABLE, Checkpointer, ResumeError, load_state
 from twophase.training.setup import prepare
 from twophase.training.strategies import arm_label
 from twophase.training.trainer import Trainer, overall_status
@@ -39,7 +40,7 @@ from twophase.training.trunk import StopRequested
 
 __all__ = ["run_experiment", "arm_summaries"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _now() -> str:
@@ -53,7 +54,10 @@ class RunLog:
         self.config, self.writer = config, writer
         self.on_record, self.on_event, self.on_status = on_record, on_event, on_status
         self.events: list[dict] = []
+        self.rows = 0  # metrics rows written (a checkpoint keeps the count; a resume rewinds to it)
         self.started = time.time()
+        self.first_started: str | None = None  # a resumed run's first start
+        self.earlier_s = 0.0  # a resumed run's duration before this start
         self.error: str | None = None
         self.arms: list[Arm] = []  # the trainer's, once it exists
         self.device: str | None = None
@@ -61,6 +65,7 @@ class RunLog:
     def record(self, record: Record) -> None:
         row = record.to_row()
         self.writer.append(row)
+        self.rows += 1
         if self.on_record is not None:
             self.on_record(row)
 
@@ -83,9 +88,29 @@ class RunLog:
         return RunSummary(
             status=str(status), run_id=self.writer.run_id, model=self.config.model, dataset=self.config.dataset,
             device=self.device, arms=arm_summaries(self.arms), events=list(self.events), error=self.error,
-            started=datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
+            started=self.first_started or datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
             ended=_now() if status in FINAL_STATUSES else None,
-            duration_s=round(time.time() - self.started, 3)).to_dict()
+            duration_s=round(self.earlier_s + time.time() - self.started, 3)).to_dict()
+
+
+def continue_from_checkpoint(trainer: Trainer, log: RunLog, writer, state: dict, earlier: dict) -> int:
+    """Load a checkpoint's `state` into `trainer`, rewind the run's files to it; returns its epoch.
+    earlier: the run's summary before this start."""
+    try:
+        trainer.load_state_dict(state["trainer"])
+        torch.set_rng_state(state["rng"])
+        log.events = writer.rewind(state["rows"], state["events"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a checkpoint that does not fit this run
+        raise ResumeError(f"the checkpoint does not fit run {writer.run_id} ({type(exc).__name__}: {exc}); "
+                          "its files are as they were") from None
+    log.rows = state["rows"]
+    log.first_started = earlier.get("started") if isinstance(earlier.get("started"), str) else None
+    duration = earlier.get("duration_s")
+    log.earlier_s = float(duration) if isinstance(duration, (int, float)) and duration >= 0 else 0.0
+    resumed = earlier.get("resumed") if isinstance(earlier.get("resumed"), list) else []
+    writer.update_summary(status="running", error=None, ended=None,
+                          resumed=resumed + [{"epoch": state["epoch"], "at": _now(), "was": earlier.get("status")}])
+    return int(state["epoch"])
 
 
 def arm_summaries(arms: list[Arm]) -> dict[str, ArmSummary]:
@@ -132,6 +157,7 @@ def run_experiment(
     full_pass_chunk: int | None = None,
     share_trunk: bool = True,
     for_app: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Train every arm of `config`, write the run, and return its summary dict.
 
@@ -146,6 +172,8 @@ def run_experiment(
     share_trunk: False gives every arm its own Adam trunk (same records, the Adam prefix
         computed once per arm; for benchmarks and the equivalence tests).
     for_app: the run trains for the app (its threads "auto" leave a core for the page).
+    resume: continue run `run_id` from its checkpoint (twophase/training/checkpoint.py:
+        resume_config checks first that it can be); its files are rewound to the checkpoint.
     """
     config.validate()
     runs_dir = runs_dir or runs.default_runs_dir()
@@ -154,12 +182,24 @@ def run_experiment(
         should_stop = dist.agreed_stop(should_stop)
         if not dist.is_main:
             writer = distributed.NullWriter(run_id)
-    if writer is None:
+    if resume and (dist is not None or not run_id and writer is None):
+        raise ValueError("resume needs the run_id of a one-process run")
+    if writer is None and resume:
+        writer = runs.RunWriter.attach(runs_dir, run_id)
+    elif writer is None:
         writer = runs.RunWriter(runs_dir, run_id or runs.new_run_id(), config.to_dict(),
                                  columns=metric_columns(config.hessian_probe), status="running")
     log = RunLog(config, writer, on_record, on_event, on_status)
-    trainer = None
+    trainer = checkpoints = state = None
     aborted = False
+    if resume:
+        before = writer.summary  # the stopped, interrupted or failed run's summary
+        try:
+            state = load_state(writer.path)
+        except ResumeError as exc:  # its files are untouched; say why in the summary
+            final = writer.update_summary(status=Status.FAILED.value, error=f"cannot resume: {exc}")
+            log.status(final["status"])
+            return final
 
     def progress(arm: Arm, epochs_done: float) -> None:
         if on_progress is not None:
@@ -175,12 +215,17 @@ def run_experiment(
             val_samples=setup.val_samples, torch_threads=torch.get_num_threads(), threads_choice=setup.threads_choice,
             platform=platform.platform(),
             shared_trunk=share_trunk, **({"processes": dist.world, "backend": dist.backend} if dist else {}))
+        checkpoints = Checkpointer(trainer, log, writer.path if dist is None else None, config.checkpoint_every)
+        first = continue_from_checkpoint(trainer, log, writer, state, before) + 1 if resume else 1
         log.status("running")
-        trainer.start()
-        for epoch in range(1, config.epochs + 1):
+        if not resume:
+            trainer.start()
+            checkpoints.epoch_done(0)
+        for epoch in range(first, config.epochs + 1):
             if not trainer.running:
                 break
             trainer.train_epoch(epoch, should_stop, progress)
+            checkpoints.epoch_done(epoch)
             for arm in trainer.arms:
                 progress(arm, arm.epoch)
         trainer.end(Status.COMPLETED)
@@ -203,12 +248,21 @@ def run_experiment(
         try:
             writer.update_summary(traceback=traceback.format_exc())
         except Exception as write_error:  # the disk may be the problem; the error itself is reported below
-            log.warning("run %s: could not save the traceback in summary.json: %s", writer.run_id, write_error)
+            logger.warning("run %s: could not save the traceback in summary.json: %s", writer.run_id, write_error)
     if trainer is not None:
         trainer.end(status)
+    if checkpoints is not None:
+        try:
+            if status in RESUMABLE:
+                checkpoints.save()  # the last whole epoch, to resume from
+            else:
+                checkpoints.discard()  # completed or diverged: nothing left to train
+        except Exception as exc:  # disk trouble: the run's records are kept; say it cannot resume
+            logger.warning("run %s: could not write its checkpoint: %s", writer.run_id, exc)
+            log.error = (log.error + "; " if log.error else "") + f"its checkpoint could not be written ({exc})"
     final = log.summary(status)
     try:
-        writer.update_summary(**final)
+        final = writer.update_summary(**final)  # with what it holds besides (owner, device, resumed ...)
     except Exception as exc:  # disk trouble at the very end: report it, don't hide it
         final["status"] = Status.FAILED.value
         final["error"] = f"could not write summary.json: {exc}"

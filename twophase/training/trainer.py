@@ -236,6 +236,42 @@ class Trainer:
                 break
         return True
 
+    # ------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict:
+        """Every arm, trunk and branch after a whole epoch, as copies (twophase/training/checkpoint.py
+        saves it; load_state_dict on a Trainer made from the same config and setup continues it)."""
+        index = {id(a): i for i, a in enumerate(self.arms)}
+        return {"arms": [a.state_dict() for a in self.arms],
+                "trunks": [dict(t.state_dict(), riders=[index[id(a)] for a in t.riders]) for t in self.trunks],
+                "branches": [dict(b.state_dict(), riders=[index[id(a)] for a in b.riders]) for b in self.branches]}
+
+    def load_state_dict(self, state: dict) -> None:
+        names = [a["name"] for a in state["arms"]]
+        if names != [a.name for a in self.arms]:
+            raise ValueError(f"the checkpoint's arms {names} are not this run's {[a.name for a in self.arms]}")
+        for arm, arm_state in zip(self.arms, state["arms"]):
+            arm.load_state_dict(arm_state)
+            arm.branch = None
+        if len(state["trunks"]) != len(self.trunks):
+            raise ValueError(f"the checkpoint has {len(state['trunks'])} trunks, this run {len(self.trunks)}")
+        for trunk, trunk_state in zip(self.trunks, state["trunks"]):
+            trunk.load_state_dict(trunk_state)
+            trunk.riders = [self.arms[i] for i in trunk_state["riders"]]
+        self.branches = []
+        for branch_state in state["branches"]:
+            riders = [self.arms[i] for i in branch_state["riders"]]
+            kind = riders[0].spec.kind
+            if kind.name != branch_state["strategy"]:
+                raise ValueError(f"checkpoint branch {branch_state['strategy']!r} is ridden by a {kind.name!r} arm")
+            branch = Branch(self.setup.initial, kind, self.config, self.setup, branch_state["precision"],
+                            int(branch_state["start_epoch"]), trial=bool(branch_state["trial"]))
+            branch.load_state_dict(branch_state)
+            branch.source = None  # no later arm can share it: its switch epoch is past
+            branch.riders = riders
+            for arm in riders:
+                arm.branch = branch
+            self.branches.append(branch)
+
     def end(self, status: str) -> None:
         """Arms still running take the run's end: completed, stopped or failed."""
         for arm in self.arms:

@@ -91,3 +91,20 @@ class Trunk:
         self.epoch += 1
         out.seconds = time.perf_counter() - start
         return out
+
+    def state_dict(self) -> dict:
+        """The model, Adam's state, the batch-order generator and the epoch, as copies (a
+        checkpoint, twophase/training/checkpoint.py)."""
+        return {"model": _copied(self.model.state_dict()), "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "generator": self.generator.get_state(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.epoch = int(state["epoch"])
+
+
+def _copied(state: dict) -> dict:
+    """A module's state_dict with every tensor copied (a later step does not change it)."""
+    return {k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in state.items()}
