@@ -1,4 +1,4 @@
-"""The command line: `python -m twophase run|list|show|export ...`.
+"""The command line: `python -m twophase run|resume|list|show|export|reproduce ...`.
 
 Every RunConfig field has a flag (`--field-name`, plus a few short aliases).
 Bad flags exit with code 2 and a message naming the flag and its allowed
@@ -141,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument("--run-id", default=None, metavar="YYYYmmdd-HHMMSS-xxxxxx",
                      help="id of the new run folder (default: a fresh one); it must not exist yet")
+
+    res = sub.add_parser("resume", help="continue a stopped, interrupted or failed run from its checkpoint",
+                         description="The run's metrics.csv and events.jsonl are rewound to its last checkpoint "
+                                     "(every --checkpoint-every epochs, and whenever a run is stopped) and it "
+                                     "trains on in the same folder with the same config.")
+    res.add_argument("run_id")
+    res.add_argument("--runs-dir", dest="runs_dir_run", default=None)
+    res.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    res.add_argument("--quiet", action="store_true", help="no progress lines")
 
     lst = sub.add_parser("list", help="list the runs on disk")
     lst.add_argument("--runs-dir", dest="runs_dir_run", default=None)
@@ -318,10 +327,33 @@ def cmd_run(args) -> int:
     run_id = _run_id(args, runs_dir)
     data_mod.require(config.dataset, config.data_root or None)  # a missing dataset: refused, nothing written
     dist = distributed.init_from_env(config.device)  # None for one process
-    main_rank = dist is None or dist.is_main
-    quiet = args.quiet or not main_rank  # under torchrun, rank 0 speaks for all
+    quiet = args.quiet or not (dist is None or dist.is_main)  # under torchrun, rank 0 speaks for all
+    if not quiet:
+        where = f", {dist.world} processes ({dist.backend})" if dist is not None else ""
+        print(f"run {run_id}: {config.model} on {config.dataset}, arms {', '.join(config.arms)}, "
+              f"{config.epochs} epochs{where} -> {os.path.join(runs_dir, run_id)}", flush=True)
+    return _train(config, runs_dir, run_id, args, dist=dist, quiet=quiet)
+
+
+def cmd_resume(args) -> int:
+    from twophase import data as data_mod
+    from twophase.training.checkpoint import resume_config
+
+    runs_dir = _runs_dir(args)
+    config, info = resume_config(runs_dir, args.run_id)  # ResumeError (exit 2) says why it cannot be
+    data_mod.require(config.dataset, config.data_root or None)
+    if not args.quiet:
+        print(f"run {args.run_id}: resuming {config.model} on {config.dataset} after epoch {info['epoch']} "
+              f"of {config.epochs} -> {os.path.join(runs_dir, args.run_id)}", flush=True)
+    return _train(config, runs_dir, args.run_id, args, dist=None, quiet=args.quiet, resume=True)
+
+
+def _train(config: RunConfig, runs_dir: str, run_id: str, args, dist, quiet: bool, resume: bool = False) -> int:
+    """Train run `run_id` with progress lines (unless quiet) and a stop on Ctrl-C; print its table."""
+    from twophase import distributed
     from twophase.training.run import run_experiment
 
+    main_rank = dist is None or dist.is_main
     out = sys.stdout
 
     def on_record(record):
@@ -332,13 +364,9 @@ def cmd_run(args) -> int:
         if not quiet:
             print(event_line(event), file=out, flush=True)
 
-    if not quiet:
-        where = f", {dist.world} processes ({dist.backend})" if dist is not None else ""
-        print(f"run {run_id}: {config.model} on {config.dataset}, arms {', '.join(config.arms)}, "
-              f"{config.epochs} epochs{where} -> {os.path.join(runs_dir, run_id)}", flush=True)
     with stop_on_signals("stopping after the current mini-batch" if main_rank else None) as stop:
         summary = run_experiment(config, runs_dir, run_id, should_stop=stop.is_set, on_record=on_record,
-                                 on_event=on_event, dist=dist)
+                                 on_event=on_event, dist=dist, resume=resume)
     if summary["status"] != "failed":
         distributed.close(dist)
     else:  # the reason belongs on stderr, also with --quiet (it is in summary.json too)
@@ -347,6 +375,8 @@ def cmd_run(args) -> int:
         print(summary_table(summary), flush=True)
     if args.json and main_rank:
         print(json.dumps(summary, default=str), flush=True)
+    if summary["status"] == "stopped" and not quiet and dist is None:
+        print(f"resume it with: python -m twophase resume {run_id}", flush=True)
     return 0 if summary["status"] in ("completed", "stopped", "diverged") else 1
 
 
@@ -518,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits 2 with argparse's message on a malformed flag
     try:
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "export": cmd_export,
-                "reproduce": cmd_reproduce}[args.command](args)
+                "reproduce": cmd_reproduce, "resume": cmd_resume}[args.command](args)
     except ConfigError as exc:
         for field_name, message in exc.errors.items():
             name = flag(field_name) if field_name in {f.name for f in dataclasses.fields(RunConfig)} else field_name
