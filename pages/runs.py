@@ -1,4 +1,4 @@
-"""Runs: every run on disk; open one (on the Train page), stop a running one, delete a finished one."""
+"""Runs: every run on disk; open one (on the Train page), stop a running one, resume a stopped one, delete a finished one."""
 
 from __future__ import annotations
 
@@ -127,17 +127,23 @@ status = live.get(run_id, by_id[run_id].status)
 if by_id[run_id].damaged:
     st.warning(f"This run's files are damaged: {by_id[run_id].damaged}")
 held = jobs.snapshot(run_id) is not None
-c1, c2, c3 = st.columns([1, 1, 3], vertical_alignment="center")
+c1, c2, c3, c4 = st.columns([1, 1, 1, 3], vertical_alignment="center")
 if c1.button("Open", key="runs_open", icon=":material/open_in_new:", disabled=bool(by_id[run_id].damaged)):
     st.switch_page("pages/train.py", query_params={"run": run_id})
+resumable = common.resumable_from(run_id, status)
+if resumable is not None and common.resume_button(c2, run_id, status, key="runs_resume"):
+    st.rerun()
+if resumable is not None:
+    epochs = (by_id[run_id].config or {}).get("epochs", "?")
+    st.caption(f"Resumable: its checkpoint holds every arm after epoch {resumable['epoch']} of {epochs}.")
 if status in runs.ACTIVE_STATUSES:  # a damaged run (no readable status) can be deleted
-    if c2.button("Stop", key="runs_stop", icon=":material/stop_circle:", disabled=not held,
+    if c3.button("Stop", key="runs_stop", icon=":material/stop_circle:", disabled=not held,
                  help=None if held else "This run belongs to another process (e.g. the command line)."):
         jobs.stop(run_id)
         st.toast(f"Stopping run {run_id}.")
 else:
-    confirm = c3.checkbox(f"Yes, delete run {run_id} and its files", key="runs_confirm_delete")
-    if c2.button("Delete", key="runs_delete", icon=":material/delete:", disabled=not confirm):
+    confirm = c4.checkbox(f"Yes, delete run {run_id} and its files", key="runs_confirm_delete")
+    if c3.button("Delete", key="runs_delete", icon=":material/delete:", disabled=not confirm):
         try:
             jobs.delete(run_id)
         except (RuntimeError, OSError, ValueError) as err:

@@ -88,9 +88,12 @@ def show_status(run_id: str, was_live: bool) -> None:
         if stop_col.button("Stop", key="stop", icon=":material/stop_circle:"):
             jobs.stop(run_id)
             st.toast("Stopping: the run ends after the current mini-batch or CG iteration.")
-    elif isinstance(view.config, dict) and view.config:
-        stop_col.button("Re-run", key="rerun_settings", icon=":material/replay:", on_click=common.fill_form,
-                        args=(view.config,), help="Fill the settings with this run's, to start it again or change it.")
+    else:
+        if common.resume_button(stop_col, run_id, status, key="resume"):
+            st.rerun()  # the run is queued again: follow it live
+        if isinstance(view.config, dict) and view.config:
+            stop_col.button("Re-run", key="rerun_settings", icon=":material/replay:", on_click=common.fill_form,
+                            args=(view.config,), help="Fill the settings with this run's, to start it again or change it.")
     if status == "queued":
         others = [r for r in jobs.active() if r != run_id and jobs.status(r) == "running"]
         st.info("Waiting for a training slot: one run trains at a time on this machine"

@@ -21,7 +21,7 @@ from twophase.errors import ConfigError
 from twophase.jobs import JobManager
 
 __all__ = ["job_manager", "jobs", "NUMBER_COLUMNS", "RATIO_COLUMNS", "settings_to_url", "settings_from_url", "settings_form", "fill_form", "form_config", "LABELS",
-           "describe_config_error", "use_paper_rule"]
+           "describe_config_error", "use_paper_rule", "resumable_from", "resume_button"]
 
 
 # ------------------------------------------------------------------ the JobManager
@@ -39,6 +39,45 @@ def jobs() -> JobManager:
     if "jobs" not in st.session_state:
         st.switch_page("app.py")
     return st.session_state["jobs"]
+
+
+def resumable_from(run_id: str, status: str) -> dict | None:
+    """The checkpoint a stopped, interrupted or failed run can resume from (None: it cannot)."""
+    from twophase import runs
+    from twophase.training.checkpoint import RESUMABLE
+
+    if status not in RESUMABLE:
+        return None
+    try:
+        return runs.checkpoint_info(runs.run_path(jobs().runs_dir, run_id))
+    except ValueError:  # not a run id
+        return None
+
+
+def resume_button(where, run_id: str, status: str, key: str) -> bool:
+    """A Resume button in `where` for a run that has a checkpoint; on a press, queue the resume
+    (the reason shown when it is refused). Returns True when the run was queued."""
+    from twophase.errors import DatasetUnavailable
+    from twophase.training.checkpoint import ResumeError
+
+    info = resumable_from(run_id, status)
+    if info is None:
+        return False
+    if not where.button("Resume", key=key, icon=":material/play_circle:",
+                        help=f"Continue from the checkpoint after epoch {info['epoch']} (saved "
+                             f"{str(info.get('saved', '?'))[:19].replace('T', ' ')}): the epochs logged after it are "
+                             "trained again, the rest kept."):
+        return False
+    try:
+        jobs().resume(run_id)
+    except (ResumeError, DatasetUnavailable) as err:
+        st.error(f"Not resumed: {err}", icon=":material/error:")
+        return False
+    except OSError as err:  # the runs folder cannot be read or written
+        st.error(f"Not resumed: {err.strerror or err}", icon=":material/folder_off:")
+        return False
+    st.toast(f"Resuming run {run_id} after epoch {info['epoch']}.")
+    return True
 
 
 # ------------------------------------------------------------------ tables
@@ -131,6 +170,9 @@ FORM = [
           help="Epochs between two curvature probes (the probe costs several training epochs' time)."),
     Field("processes", "Processes", "int", advanced=True,
           help="Data-parallel processes on this machine (torchrun). 1 trains in one worker process."),
+    Field("checkpoint_every", "Checkpoint every (epochs)", "int", advanced=True,
+          help="Epochs between two saves of the state a run resumes from after a crash (a Stop always saves "
+               "the last whole epoch). 0: only on Stop."),
     Field("name", "Run name", "text", advanced=True, placeholder="optional"),
 ]
 FIELDS = {f.name: f for f in FORM}

@@ -114,6 +114,7 @@ class _Job:
         self.process: subprocess.Popen | None = None  # the worker process, or torchrun for processes > 1
         self.control_lock = threading.Lock()  # one writer at a time on a worker's stdin
         self.seen: tuple | None = None  # sizes and times of the run files last read
+        self.resumed_from: str | None = None  # a resumed run: its status on disk before (stopped ...)
 
 
 class JobManager:
@@ -166,6 +167,35 @@ class JobManager:
             self._jobs[run_id] = job
         work = self._work_processes if config.processes > 1 else self._work
         job.thread = threading.Thread(target=work, args=(job,), name=f"twophase-{run_id}", daemon=True)
+        job.thread.start()
+        return run_id
+
+    def resume(self, run_id: str) -> str:
+        """Queue run `run_id` (stopped, interrupted or failed) to continue from its checkpoint; returns
+        the run id. The job starts with the records and events kept at the checkpoint; the folder on
+        disk is untouched until it trains (then rewound to the checkpoint and written on).
+
+        Raises ResumeError saying why a run cannot be resumed (running here, completed, no
+        checkpoint ...) and DatasetUnavailable when its dataset's files are not there."""
+        from twophase.training.checkpoint import ResumeError, resume_config
+
+        held = self._jobs.get(run_id)
+        if held is not None and held.status not in FINAL_STATUSES:
+            raise ResumeError(f"run {run_id} is {held.status} now; it can be resumed once it has ended")
+        config, info = resume_config(self.runs_dir, run_id)
+        data_mod.require(config.dataset, config.data_root or None)
+        run = runs.load_run(self.runs_dir, run_id)
+        job = _Job(run_id, config, None)
+        job.resumed_from = run.status
+        job.records = [{k: _plain(v) for k, v in row.items()}
+                       for row in run.metrics.iloc[:info["rows"]].to_dict("records")]
+        job.events = [dict(e) for e in run.events[:info["events"]]]
+        for record in job.records:
+            if record.get("arm") in job.progress and isinstance(record.get("epoch"), int):
+                job.progress[record["arm"]] = min(1.0, record["epoch"] / config.epochs)
+        with self._lock:
+            self._jobs[run_id] = job
+        job.thread = threading.Thread(target=self._work, args=(job,), name=f"twophase-{run_id}", daemon=True)
         job.thread.start()
         return run_id
 
@@ -269,6 +299,9 @@ class JobManager:
         return True
 
     def _end_queued(self, job: _Job) -> None:
+        if job.resumed_from is not None:  # a resume stopped before it began: the folder is as it was
+            self._set(job, status=job.resumed_from)
+            return
         if job.writer is not None:
             job.writer.update_summary(status="stopped", error=None, ended=now_iso())
         else:  # a multi-process job's folder is written by its processes, which never started
@@ -291,7 +324,8 @@ class JobManager:
             self._set(job, status=status)
 
         try:
-            summary = run_experiment(job.config, self.runs_dir, writer=job.writer,
+            summary = run_experiment(job.config, self.runs_dir, job.run_id, writer=job.writer,
+                                     resume=job.resumed_from is not None,
                                      should_stop=job.stop_event.is_set, on_record=on_record,
                                      on_event=on_event, on_progress=on_progress, on_status=on_status)
             self._set(job, status=summary["status"], error=summary.get("error"), summary=summary)
@@ -303,7 +337,8 @@ class JobManager:
         proc = None
         try:
             proc = launcher.SPARE.take()
-            start = protocol.start_line(self.runs_dir, job.run_id, job.config.to_dict(), settings.environment())
+            start = protocol.start_line(self.runs_dir, job.run_id, job.config.to_dict(), settings.environment(),
+                                        resume=job.resumed_from is not None)
             self._tell_worker(job, start, hand_over=proc)
             if job.stop_event.is_set():  # a Stop that came while the worker was being handed the run
                 self._tell_worker(job, protocol.STOP)

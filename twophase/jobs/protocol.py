@@ -2,7 +2,8 @@
 
 Server -> worker, on the worker's stdin:
 
-    {"runs_dir": "...", "run_id": "...", "config": {RunConfig fields}, "environ": {TWOPHASE_*}}
+    {"runs_dir": "...", "run_id": "...", "config": {RunConfig fields}, "environ": {TWOPHASE_*},
+     "resume": false}                      (true: continue the run from its checkpoint)
     stop                                   (any number of times; the first one counts)
 
 End of file on stdin means the server is gone. Worker -> server, on the worker's stdout, one
@@ -31,17 +32,19 @@ PROGRESS_S = 0.2  # the least time between two progress lines of one arm
 KINDS = ("status", "record", "event", "progress", "summary")
 
 
-def start_line(runs_dir: str, run_id: str, config: dict, environ: dict) -> str:
-    """The line that hands a worker its run."""
-    return json.dumps({"runs_dir": str(runs_dir), "run_id": run_id, "config": config, "environ": environ})
+def start_line(runs_dir: str, run_id: str, config: dict, environ: dict, resume: bool = False) -> str:
+    """The line that hands a worker its run (resume: continue it from its checkpoint)."""
+    return json.dumps({"runs_dir": str(runs_dir), "run_id": run_id, "config": config, "environ": environ,
+                       "resume": bool(resume)})
 
 
 def read_start(line: str) -> dict:
-    """The start line's fields (runs_dir, run_id, config, environ); ValueError when it is not one."""
+    """The start line's fields (runs_dir, run_id, config, environ, resume); ValueError when it is not one."""
     start = json.loads(line)
     if not isinstance(start, dict) or not {"runs_dir", "run_id", "config"} <= set(start):
         raise ValueError(f"not a start line: {line[:200]!r}")
     start.setdefault("environ", {})
+    start["resume"] = start.get("resume") is True
     return start
 
 

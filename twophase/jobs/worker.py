@@ -2,7 +2,8 @@
 
 The JobManager starts it ahead of time (imports take seconds; a warm worker starts training at
 once), then writes the start line on its stdin (twophase/jobs/protocol.py). The run's folder
-already exists (the manager created it `queued`); the worker takes it over (`RunWriter.attach`)
+already exists (the manager created it `queued`, or it is a run to resume from its checkpoint);
+the worker takes it over (`RunWriter.attach`)
 and trains it with `run_experiment` in its main thread, so training never shares the server's
 interpreter lock with the pages that draw it.
 
@@ -52,7 +53,7 @@ def serve(stdin=None, stdout=None) -> int:
                      name="twophase-worker-control").start()
     writer = runs.RunWriter.attach(runs_dir, run_id)
     summary = run_experiment(
-        config, runs_dir, run_id, writer=writer, should_stop=stop.is_set, for_app=True,
+        config, runs_dir, run_id, writer=writer, should_stop=stop.is_set, for_app=True, resume=start["resume"],
         on_record=lambda r: feed.send("record", record=dict(r)),
         on_event=lambda e: feed.send("event", event=dict(e)),
         on_progress=feed.progress,
