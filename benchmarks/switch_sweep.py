@@ -20,7 +20,8 @@ Everything a rule reads is charged to its arm (twophase/training/cost.py).
 
 Runs are kept in --runs-dir (default runs/switch-sweep/<size> for the full and issue sizes, not in
 git; a temporary folder for tiny and small): a cell whose run completed
-is not run again, so the command resumes where it stopped. The tables, the figure and a thinned
+is not run again and an interrupted one goes on from its checkpoint, so the command resumes where
+it stopped. The tables, the figure and a thinned
 copy of every curve (every 20th epoch) are written to the results folder.
 """
 
@@ -94,7 +95,23 @@ def finished_cells(runs_dir: Path, claimed: bool = False) -> dict:
     return done
 
 
+def resumable_cells(runs_dir: Path) -> dict:
+    """name -> run id of this study's runs that were stopped, interrupted or failed with a checkpoint
+    (the newest per cell): they are resumed instead of started again."""
+    from twophase import runs
+
+    runs.mark_interrupted(str(runs_dir))  # a run left "running" by a dead process
+    found = {}
+    for info in sorted(runs.list_runs(str(runs_dir)), key=lambda i: i.run_id):
+        cfg = info.config if isinstance(info.config, dict) else {}
+        if (cfg.get("tag") == TAG and info.status in ("stopped", "interrupted", "failed")
+                and runs.checkpoint_info(runs.run_path(str(runs_dir), info.run_id)) is not None):
+            found[cfg.get("name")] = info.run_id
+    return found
+
+
 def run_cells(cells, epochs: int, runs_dir: Path, threads: int) -> None:
+    from twophase.training.checkpoint import resume_config
     from twophase.training.run import run_experiment
 
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +129,11 @@ def run_cells(cells, epochs: int, runs_dir: Path, threads: int) -> None:
                 print(f"  {name}: trunk epoch {row['epoch']} ({time.perf_counter() - started:.0f} s)",
                       file=sys.stderr, flush=True)
 
-        summary = run_experiment(cfg, str(runs_dir), on_record=on_record)
+        earlier = resumable_cells(runs_dir).get(cfg.name)
+        if earlier is not None:  # an interrupted cell goes on from its checkpoint
+            print(f"switch_sweep: {cfg.name}: resuming run {earlier}", file=sys.stderr, flush=True)
+            cfg = resume_config(str(runs_dir), earlier)[0]
+        summary = run_experiment(cfg, str(runs_dir), earlier, on_record=on_record, resume=earlier is not None)
         print(f"switch_sweep: {cfg.name} {summary['status']} in {time.perf_counter() - started:.0f} s",
               file=sys.stderr, flush=True)
 

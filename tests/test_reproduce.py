@@ -109,18 +109,24 @@ def test_interrupted_reproduction_resumes_with_the_remaining_cells_only(tmp_path
     states = {s.cell.key: s for s in paper.cell_states(plan, runs_path)}
     assert states[first.key].status == "done" and states[second.key].status == "todo"
     assert states[second.key].run_status == "stopped"
-    first_run = states[first.key].run_id
+    first_run, second_run = states[first.key].run_id, states[second.key].run_id
+    assert runs.checkpoint_info(runs.run_path(runs_path, second_run)) is not None  # a Stop keeps one
     before = {i.run_id for i in runs.list_runs(str(runs_path))}
 
-    assert main(["reproduce", "--models", ",".join(MODELS), *TINY, "--runs-dir", str(runs_path), "--data-dir", data_root,
-                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    printed = StringIO()
+    with redirect_stdout(printed):
+        assert main(["reproduce", "--models", ",".join(MODELS), *TINY, "--runs-dir", str(runs_path),
+                     "--data-dir", data_root, "--out", str(tmp_path / "out")]) == 0
+    assert f"resuming run {second_run} after epoch" in printed.getvalue()
     after = {i.run_id: i for i in runs.list_runs(str(runs_path))}
-    new = set(after) - before
-    assert len(new) == 1, new  # only the remaining cell was trained
-    assert after[new.pop()].config["model"] == second.model
+    assert set(after) == before  # the stopped cell went on in its own run; no cell was started afresh
     states = {s.cell.key: s for s in paper.cell_states(plan, runs_path)}
     assert all(s.status == "done" for s in states.values())
     assert states[first.key].run_id == first_run  # the finished cell was not run again
+    assert states[second.key].run_id == second_run and after[second_run].summary["resumed"][0]["was"] == "stopped"
+
+    for name in (runs.CHECKPOINT_FILE, runs.CHECKPOINT_INFO_FILE):
+        assert not (runs.run_path(runs_path, second_run) / name).exists()  # completed: removed
     table = pd.read_csv(tmp_path / "out" / "table1.csv")
     assert table[list(FIGURES)].notna().all().all()
 

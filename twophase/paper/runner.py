@@ -20,6 +20,21 @@ def _fmt(value, spec: str) -> str:
     return format(value, spec)
 
 
+def resumable(runs_dir: str, state) -> tuple | None:
+    """(config, checkpoint info) when the cell's latest run can be resumed (stopped, interrupted or
+    failed, with a checkpoint); None: start the cell afresh."""
+    if state.run_id is None or state.run_status not in ("stopped", "interrupted", "failed"):
+        return None
+    if runs.checkpoint_info(runs.run_path(runs_dir, state.run_id)) is None:
+        return None
+    from twophase.training.checkpoint import ResumeError, resume_config
+
+    try:
+        return resume_config(runs_dir, state.run_id)
+    except ResumeError:  # damaged, or a config this version refuses: a fresh run instead
+        return None
+
+
 def run_plan(plan: Plan, runs_dir=None, on_line: Callable[[str], None] | None = print,
              should_stop: Callable[[], bool] = lambda: False, check_data: bool = True) -> dict:
     """Run the cells of `plan` that are not done yet, one after another, in this thread.
@@ -57,10 +72,14 @@ def run_plan(plan: Plan, runs_dir=None, on_line: Callable[[str], None] | None = 
         if now.status != "todo":  # another process (the app, a second command) took it meanwhile
             say(f"[{number}/{len(todo)}] {cell.key}: run {now.run_id} is {now.run_status} elsewhere; skipped")
             continue
-        config = cell.config
+        config, run_id, resume = cell.config, runs.new_run_id(), False
+        earlier = resumable(runs_dir, now)
+        if earlier is not None:  # an interrupted or stopped cell goes on from its checkpoint
+            config, run_id, resume = earlier[0], now.run_id, True
+            say(f"[{number}/{len(todo)}] {cell.label} -> resuming run {run_id} after epoch {earlier[1]['epoch']}")
+        else:
+            say(f"[{number}/{len(todo)}] {cell.label} -> run {run_id}")
         every = max(1, config.epochs // 10)
-        run_id = runs.new_run_id()
-        say(f"[{number}/{len(todo)}] {cell.label} -> run {run_id}")
 
         def on_record(record, config=config, every=every):
             epoch = record["epoch"]
@@ -80,7 +99,7 @@ def run_plan(plan: Plan, runs_dir=None, on_line: Callable[[str], None] | None = 
         from twophase.training.run import run_experiment  # torch is imported only when training
 
         summary = run_experiment(config, runs_dir, run_id, should_stop=should_stop, on_record=on_record,
-                                 on_event=on_event)
+                                 on_event=on_event, resume=resume)
         ran.append(run_id)
         arms = summary.get("arms") or {}
         finals = "  ".join(f"{a}: train loss {_fmt((arms[a] or {}).get('train_loss'), '.4e')}" for a in arms)
