@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.shared import common
-from twophase import analysis, paper, plots, runs
+from twophase import analysis, paper, plots, runs, seeds
 from twophase.errors import ConfigError, DatasetUnavailable
 from twophase.jobs import RunView
 
@@ -86,8 +86,11 @@ def show_status(run_id: str, was_live: bool) -> None:
                   unsafe_allow_html=True)
     if status not in FINAL and view.live:
         if stop_col.button("Stop", key="stop", icon=":material/stop_circle:"):
-            jobs.stop(run_id)
-            st.toast("Stopping: the run ends after the current mini-batch or CG iteration.")
+            group = jobs.group(run_id)
+            for member in group:  # a several-seed run: the seeds after this one too
+                jobs.stop(member)
+            st.toast("Stopping: the run ends after the current mini-batch or CG iteration"
+                     + ("; the other seeds of its group too." if len(group) > 1 else "."))
     else:
         if common.resume_button(stop_col, run_id, status, key="resume"):
             st.rerun()  # the run is queued again: follow it live
@@ -182,6 +185,46 @@ def show_charts(run_id: str, was_live: bool, x: str, log_y: bool, smoothing: flo
         st.caption("Curvature: smallest over largest Hessian eigenvalue (Lanczos on a fixed sample of 512 "
                    "training images). Below zero the surface still curves down somewhere: non-convex. Compare "
                    "where it crosses zero with the switch line.")
+
+
+def show_seeds(run_id: str, members: list[str], was_live: bool, x: str, log_y: bool) -> None:
+    """A several-seed run: each seed's status, the median and min-max band over the seeds, and how
+    many seeds agree (a fragment: every CHART_SECONDS while a seed is queued or running)."""
+    views = [v for v in (jobs.get_run(r) for r in members) if v is not None]
+    if not views:
+        return
+    st.subheader(f"{len(members)} seeds")
+    parts = []
+    for v in views:
+        cfg = v.config or {}
+        done = int(v.metrics["epoch"].max()) if len(v.metrics) and "epoch" in v.metrics.columns else 0
+        parts.append(f"seed {cfg.get('seed', '?')}: {v.status}" + (f" (epoch {done}/{cfg.get('epochs', '?')})"
+                                                                   if v.status == "running" else ""))
+    head, stop_col = st.columns([5, 1])
+    head.caption(" · ".join(parts) + ". Each seed is a run of its own (listed on the Runs page); a band "
+                 "spans the lowest and highest seed, the line is the median.")
+    active = [v.run_id for v in views if v.status in runs.ACTIVE_STATUSES and v.live]
+    if active and stop_col.button("Stop all seeds", key="stop_seeds", icon=":material/stop_circle:"):
+        for member in active:
+            jobs.stop(member)
+        st.toast(f"Stopping {len(active)} seed(s).")
+    frames = [v.metrics for v in views if len(v.metrics)]
+    if not frames:
+        return
+    left, right = st.columns(2)
+    key = f"{run_id}:seeds"
+    left.plotly_chart(plots.keep_view(plots.seed_band_figure(frames, "train_loss", x, log_y=log_y), key + ":loss"),
+                      key="chart_seeds_loss")
+    right.plotly_chart(plots.keep_view(plots.seed_band_figure(frames, "val_acc", x), key + ":acc"),
+                       key="chart_seeds_acc")
+    table = seeds.seed_table(frames)
+    names = {a: plots.arm_label(a) for a in table["arm"]}
+    for line in seeds.headline(table, names):
+        st.markdown(f"- {line}")
+    table.insert(1, "name", [names[a] for a in table["arm"]])
+    st.dataframe(table, hide_index=True, column_config={"arm": None, **common.NUMBER_COLUMNS})
+    if was_live and not any(v.status in runs.ACTIVE_STATUSES for v in views):
+        st.rerun()  # every seed has ended: redraw once without polling
 
 
 def arm_labels(view: RunView) -> dict:
@@ -300,5 +343,10 @@ if run_id is not None:
     st.fragment(run_every=POLL_SECONDS if live else None)(show_status)(run_id, live)
     st.fragment(run_every=every if live and not paused else None)(show_charts)(run_id, live, x=x_axis, log_y=log_y,
                                                                 smoothing=smoothing, wide=wide, every=every)
+    members = jobs.group(run_id) if first is not None else []
+    if len(members) > 1:
+        group_live = any(v is not None and v.status in runs.ACTIVE_STATUSES for v in map(jobs.get_run, members))
+        st.fragment(run_every=CHART_SECONDS if group_live and not paused else None)(show_seeds)(
+            run_id, members, group_live, x=x_axis, log_y=log_y)
     if first is not None and first.status in FINAL and len(first.metrics):
         final_section(first)

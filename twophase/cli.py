@@ -326,13 +326,56 @@ def cmd_run(args) -> int:
     runs_dir = _runs_dir(args)
     run_id = _run_id(args, runs_dir)
     data_mod.require(config.dataset, config.data_root or None)  # a missing dataset: refused, nothing written
+    if config.seeds > 1 and config.processes > 1:
+        raise ConfigError({"seeds": "several seeds train one after another in one process; under torchrun "
+                                    "start one run per seed (--seed N) instead"})
+    if config.seeds > 1:
+        return _train_seeds(config, runs_dir, run_id, args)
     dist = distributed.init_from_env(config.device)  # None for one process
     quiet = args.quiet or not (dist is None or dist.is_main)  # under torchrun, rank 0 speaks for all
     if not quiet:
         where = f", {dist.world} processes ({dist.backend})" if dist is not None else ""
         print(f"run {run_id}: {config.model} on {config.dataset}, arms {', '.join(config.arms)}, "
               f"{config.epochs} epochs{where} -> {os.path.join(runs_dir, run_id)}", flush=True)
-    return _train(config, runs_dir, run_id, args, dist=dist, quiet=quiet)
+    return _train(config, runs_dir, run_id, args, dist=dist, quiet=quiet)[0]
+
+
+def _train_seeds(config: RunConfig, runs_dir: str, first_id: str, args) -> int:
+    """config.seeds runs, one per seed, in one group named by the first run's id; then the
+    median and range over the seeds. A Ctrl-C stops the current seed and the ones after it."""
+    from twophase import seeds
+    from twophase.config import seed_configs
+    from twophase.training.strategies import arm_label
+
+    members = seed_configs(config, group=first_id)
+    ids = [first_id] + [runs.new_run_id() for _ in members[1:]]
+    summaries, code = [], 0
+    for number, (member, run_id) in enumerate(zip(members, ids), 1):
+        if not args.quiet:
+            print(f"seed {number} of {len(members)} (seed {member.seed}): run {run_id}: {member.model} on "
+                  f"{member.dataset}, arms {', '.join(member.arms)}, {member.epochs} epochs "
+                  f"-> {os.path.join(runs_dir, run_id)}", flush=True)
+        done, summary = _train(member, runs_dir, run_id, args, dist=None, quiet=args.quiet, print_json=False)
+        code, summaries = max(code, done), summaries + [summary]
+        if summary["status"] == "stopped":
+            break
+    frames = [runs.load_run(runs_dir, run_id).metrics for run_id in ids[:len(summaries)]]
+    table = seeds.seed_table(frames)
+    labels = {arm: arm_label(arm) for arm in table["arm"]}
+    if not args.quiet:
+        print(f"over {len(summaries)} seeds ({members[0].seed}-{members[len(summaries) - 1].seed}), group {first_id}:")
+        print(f"  {'arm':<28}{'train loss: median':>20}{'min':>12}{'max':>12}{'val acc':>9}")
+        for row in table.to_dict("records"):
+            print(f"  {labels[row['arm']]:<28}{_fmt(row['train loss (median)'], '.4e'):>20}"
+                  f"{_fmt(row['train loss (min)'], '.4e'):>12}{_fmt(row['train loss (max)'], '.4e'):>12}"
+                  f"{_fmt(row['val acc (median)'], '.3f'):>9}")
+        for line in seeds.headline(table, labels):
+            print(f"  {line}")
+    if args.json:
+        records = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+                   for row in table.to_dict("records")]
+        print(json.dumps({"group": first_id, "runs": summaries, "seeds": records}, default=str), flush=True)
+    return code
 
 
 def cmd_resume(args) -> int:
@@ -345,11 +388,13 @@ def cmd_resume(args) -> int:
     if not args.quiet:
         print(f"run {args.run_id}: resuming {config.model} on {config.dataset} after epoch {info['epoch']} "
               f"of {config.epochs} -> {os.path.join(runs_dir, args.run_id)}", flush=True)
-    return _train(config, runs_dir, args.run_id, args, dist=None, quiet=args.quiet, resume=True)
+    return _train(config, runs_dir, args.run_id, args, dist=None, quiet=args.quiet, resume=True)[0]
 
 
-def _train(config: RunConfig, runs_dir: str, run_id: str, args, dist, quiet: bool, resume: bool = False) -> int:
-    """Train run `run_id` with progress lines (unless quiet) and a stop on Ctrl-C; print its table."""
+def _train(config: RunConfig, runs_dir: str, run_id: str, args, dist, quiet: bool, resume: bool = False,
+           print_json: bool = True) -> tuple[int, dict]:
+    """Train run `run_id` with progress lines (unless quiet) and a stop on Ctrl-C; print its table.
+    Returns the exit code and the run's summary."""
     from twophase import distributed
     from twophase.training.run import run_experiment
 
@@ -373,11 +418,11 @@ def _train(config: RunConfig, runs_dir: str, run_id: str, args, dist, quiet: boo
         print(f"error: run {run_id} failed: {summary.get('error')}", file=sys.stderr, flush=True)
     if not quiet:
         print(summary_table(summary), flush=True)
-    if args.json and main_rank:
+    if args.json and main_rank and print_json:
         print(json.dumps(summary, default=str), flush=True)
     if summary["status"] == "stopped" and not quiet and dist is None:
         print(f"resume it with: python -m twophase resume {run_id}", flush=True)
-    return 0 if summary["status"] in ("completed", "stopped", "diverged") else 1
+    return (0 if summary["status"] in ("completed", "stopped", "diverged") else 1), summary
 
 
 SUMMARY_COLUMNS = (("status", "status", "s"), ("epochs", "epochs", "d"), ("switch_epoch", "switch", "d"),

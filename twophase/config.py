@@ -48,6 +48,7 @@ LIMITS = {
     "processes": (1, 1_024),
     "probe_every": (1, 100_000),
     "checkpoint_every": (0, 100_000),
+    "seeds": (1, 100),
 }
 
 
@@ -88,7 +89,12 @@ class RunConfig:
     checkpoint_every: write the state to resume from every this many epochs (0: only when the
         run is stopped or fails; a Stop always keeps the last whole epoch, a kill loses the epochs
         since the last one written). See twophase/training/checkpoint.py.
+    seeds: train the whole run once per seed (seed, seed + 1, ..., seed + seeds - 1): one run
+        folder per seed, all with the same `group` (see seed_configs); the pages and the CLI
+        then show the median with a min-max band over the seeds.
     name, tag: free text to find the run again; tag groups runs (e.g. a reproduction).
+    group: the id shared by the runs of one several-seed submission (set by seed_configs; the
+        first run's id).
     """
 
     model: str = "mlp"
@@ -121,6 +127,7 @@ class RunConfig:
     hessian_probe: bool = False
     probe_every: int = 10
     seed: int = 0
+    seeds: int = 1
     device: str = "auto"
     # "auto" by default: the number of free cores when the run starts (twophase/settings.py
     # threads_for), one left for the page in the app on a small machine; a fixed guess was wrong on
@@ -130,6 +137,7 @@ class RunConfig:
     checkpoint_every: int = 10
     name: str = ""
     tag: str = ""
+    group: str = ""
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict:
@@ -251,6 +259,8 @@ class RunConfig:
                 continue
             integer(name, lo, hi)
         integer("seed", 0, 2**63 - 1)
+        if "seed" not in errors and "seeds" not in errors and self.seed + self.seeds - 1 > 2**63 - 1:
+            errors["seeds"] = f"seed + seeds - 1 must be at most {2**63 - 1}, got seed {self.seed} and seeds {self.seeds}"
         integer("switch_epoch", 1, 100_000, optional=True)
         if "switch_epoch" not in errors and "epochs" not in errors and self.switch_epoch is not None \
                 and self.switch_epoch > self.epochs:
@@ -280,7 +290,7 @@ class RunConfig:
 
         if not isinstance(self.hessian_probe, bool):
             errors["hessian_probe"] = f"must be true or false, got {self.hessian_probe!r}"
-        for name in ("data_root", "name", "tag"):
+        for name in ("data_root", "name", "tag", "group"):
             if not isinstance(getattr(self, name), str):
                 errors[name] = f"must be text, got {shown(getattr(self, name))}"
         if isinstance(self.data_root, str) and "\x00" in self.data_root:
@@ -325,3 +335,11 @@ def field_names() -> list[str]:
 
 def field_default(name: str) -> Any:
     return RunConfig().__getattribute__(name)
+
+
+def seed_configs(config: RunConfig, group: str) -> list[RunConfig]:
+    """The runs of `config`: one per seed (seed, seed + 1, ...), each with `group` set (one run,
+    unchanged, when config.seeds is 1)."""
+    if config.seeds == 1:
+        return [config]
+    return [config.replace(seed=config.seed + i, group=group) for i in range(config.seeds)]

@@ -488,3 +488,48 @@ def compare_figure(curves: Sequence[tuple[str, str, pd.DataFrame]], y: str = "tr
     if log_y:
         fig.update_yaxes(type="log")
     return fig
+
+
+def _fill(color: str, alpha: float = 0.18) -> str:
+    """`color` (#rrggbb or rgb(...)) as an rgba fill."""
+    if color.startswith("#") and len(color) == 7:
+        r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    elif color.startswith("rgb("):
+        r, g, b = (int(float(v)) for v in color[4:-1].split(","))
+    else:
+        return color
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def seed_band_figure(frames: Sequence[pd.DataFrame], y: str = "train_loss", x: str = "epoch",
+                     log_y: bool = False, arms: Sequence[str] | None = None) -> go.Figure:
+    """Several seeds of one run (twophase/seeds.py): per arm the median over the seeds as a line
+    and the range between the lowest and the highest seed as a shaded band.
+
+    frames: one metrics frame per seed. arms: the arms to draw (default: every arm found)."""
+    from twophase import seeds as seeds_mod
+
+    _check_x(x)
+    fig = go.Figure()
+    found = list(dict.fromkeys(a for f in frames if f is not None and "arm" in getattr(f, "columns", [])
+                               for a in f["arm"].dropna().astype(str)))
+    for arm in (arms if arms is not None else found):
+        b = seeds_mod.band(frames, arm, y, x)
+        if b.empty:
+            continue
+        color, name = arm_color(arm), arm_label(arm)
+        fig.add_trace(go.Scatter(x=b[x], y=b["high"], mode="lines", line=dict(width=0, color=color),
+                                 showlegend=False, hoverinfo="skip", legendgroup=arm,
+                                 meta={"role": "band_high", "arm": arm}))
+        fig.add_trace(go.Scatter(x=b[x], y=b["low"], mode="lines", line=dict(width=0, color=color),
+                                 fill="tonexty", fillcolor=_fill(color), name=f"{name}: min-max over seeds",
+                                 hoverinfo="skip", legendgroup=arm, meta={"role": "band_low", "arm": arm}))
+        fig.add_trace(go.Scatter(x=b[x], y=b["median"], mode="lines", line=dict(color=color, width=2),
+                                 name=f"{name}: median of {int(b['seeds'].max())} seeds", legendgroup=arm,
+                                 customdata=b["seeds"], hovertemplate="%{y:.4g} (median of %{customdata} seeds)",
+                                 meta={"role": "band_median", "arm": arm}))
+    label = METRIC_LABELS.get(y, y)
+    _base_layout(fig, f"{label.capitalize()}: median and range over seeds", x, label)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig

@@ -136,6 +136,9 @@ FORM = [
     Field("lr", "Learning rate", "float", lo=0.0, step=1e-4,
           help="Adam's step size (also in the two-phase arm's Adam phase)."),
     Field("seed", "Seed", "int", lo=0),
+    Field("seeds", "Seeds", "int", lo=1,
+          help="Train the whole run once per seed (seed, seed + 1, ...), one after another: the page then adds "
+               "the median over the seeds with a min-max band, and in how many seeds each arm beat Adam."),
     Field("subset", "Training samples", "int", step=256, optional=True, placeholder="all",
           help="A class-balanced subset of the training set; empty means the whole set."),
     Field("loss", "Loss", "choice", choices=LOSSES,
@@ -179,7 +182,8 @@ FIELDS = {f.name: f for f in FORM}
 assert set(FIELDS) <= {f.name for f in dataclasses.fields(RunConfig)}
 #: Widget label of each RunConfig field (and the form's own inputs), to name it in error messages.
 LABELS = {**{f.name: f.label for f in FORM}, "arms": "Arms", "switch_points": "Extra switch points",
-          "model_sizes": "Model sizes", "data_root": "Data folder", "device": "Device", "tag": "Tag"}
+          "model_sizes": "Model sizes", "data_root": "Data folder", "device": "Device", "tag": "Tag",
+          "group": "Group"}
 
 
 @st.cache_data(show_spinner=False)

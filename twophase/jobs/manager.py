@@ -115,6 +115,7 @@ class _Job:
         self.control_lock = threading.Lock()  # one writer at a time on a worker's stdin
         self.seen: tuple | None = None  # sizes and times of the run files last read
         self.resumed_from: str | None = None  # a resumed run: its status on disk before (stopped ...)
+        self.after: "_Job | None" = None  # a group's previous seed: this one waits for it to end
 
 
 class JobManager:
@@ -149,20 +150,56 @@ class JobManager:
     # ------------------------------------------------------------- actions
     def submit(self, config: RunConfig) -> str:
         """Validate `config`, write the run folder as `queued`, start its thread; return the run id.
+        With config.seeds > 1, one run per seed is queued (seed, seed + 1, ...; they train in turn),
+        all with `group` set to the first one's id, which is returned (see `group`).
 
         Raises ConfigError for a bad config and DatasetUnavailable for a dataset whose files are not
         there (nothing is written or started then).
         """
         config.validate()
         data_mod.require(config.dataset, config.data_root or None)
-        config = copy.deepcopy(config)
         run_id = runs.new_run_id()
+        if config.seeds > 1:  # one run per seed, queued in turn; the first run's id names the group
+            return self._submit_group(config, run_id)
+        return self._submit_one(copy.deepcopy(config), run_id)
+
+    def group(self, run_id: str) -> list[str]:
+        """The runs of run `run_id`'s several-seed group, on disk or queued here, in seed order
+        ([run_id] for a run of one seed; [] when there is no such run)."""
+        view = self.get_run(run_id)
+        if view is None:
+            return []
+        group = (view.config or {}).get("group")
+        if not isinstance(group, str) or not group:
+            return [run_id]
+        members = {}
+        for info in runs.list_runs(self.runs_dir):
+            if isinstance(info.config, dict) and info.config.get("group") == group:
+                members[info.run_id] = info.config.get("seed")
+        with self._lock:
+            for job in self._jobs.values():
+                if job.config.group == group:
+                    members[job.run_id] = job.config.seed
+        return sorted(members, key=lambda r: (members[r] if isinstance(members[r], int) else 0, r))
+
+    def _submit_group(self, config: RunConfig, first_id: str) -> str:
+        from twophase.config import seed_configs
+
+        ids = [first_id] + [runs.new_run_id() for _ in range(config.seeds - 1)]
+        previous = None
+        for member, run_id in zip(seed_configs(copy.deepcopy(config), group=first_id), ids):
+            self._submit_one(member, run_id, after=previous)
+            previous = self._jobs[run_id]
+        return first_id
+
+    def _submit_one(self, config: RunConfig, run_id: str, after: "_Job | None" = None) -> str:
         if config.processes > 1:
             writer = None  # the launched processes' rank 0 creates the run folder
         else:
             writer = runs.RunWriter(self.runs_dir, run_id, config.to_dict(), columns=metric_columns(config.hessian_probe),
                                      status="queued")
         job = _Job(run_id, config, writer)
+        job.after = after
         with self._lock:
             self._jobs[run_id] = job
         work = self._work_processes if config.processes > 1 else self._work
@@ -288,6 +325,11 @@ class JobManager:
 
     def _wait_for_slot(self, job: _Job) -> bool:
         """Wait for a training slot; a queued job stopped meanwhile ends `stopped` at once (returns False)."""
+        while job.after is not None and job.after.thread is not None and job.after.thread.is_alive():
+            if job.stop_event.is_set():  # a group's later seed, stopped before its turn
+                self._end_queued(job)
+                return False
+            job.after.thread.join(0.1)
         while not self._slots.acquire(timeout=0.1):
             if job.stop_event.is_set():
                 self._end_queued(job)

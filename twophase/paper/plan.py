@@ -61,7 +61,7 @@ ADAM_FRACTION = 0.3
 PROTOCOL: dict = dict(loss="mse", batch_size=512, lr=1e-3, tolerance=0.9, line_search="golden", cg_beta="pr+",
                       full_batch_iters=1, grad_norm_mode="full")
 #: Config fields that do not change what a cell computes (ignored when looking for finished cells).
-MACHINE_FIELDS = ("name", "data_root", "device", "threads", "checkpoint_every")
+MACHINE_FIELDS = ("name", "data_root", "device", "threads", "checkpoint_every", "group")
 #: Run statuses that count as a finished cell ("diverged": an arm diverged; that is a result too).
 DONE_STATUSES = ("completed", "diverged")
 
