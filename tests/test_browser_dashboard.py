@@ -5,6 +5,7 @@
   scratch, so a live redraw would reset it).
 - The page loads nothing from outside this machine (the favicon once came from a font host).
 - A link with ?cfg= reproduces the settings; a dataset that is not installed is refused up front.
+- Several seeds draw the median with a shaded min-max band.
 """
 
 from __future__ import annotations
@@ -115,3 +116,30 @@ def test_a_dataset_that_is_not_installed_is_refused_before_anything_starts(serve
     page.get_by_text(re.compile("CIFAR-10")).first.wait_for()
     assert "run=" not in page.url
     assert runs.list_runs(str(runs_dir)) == []
+
+
+BAND_JS = """
+() => { const gd = Array.from(document.querySelectorAll('.js-plotly-plot'))
+          .filter(g => ((g.layout.title || {}).text || '').replace(/<[^>]*>/g, '')
+                    .startsWith('Training loss: median and range over seeds')).pop();
+        if (!gd) return null;
+        return (gd._fullData || []).map(t => [(t.meta || {}).role, t.name, t.fill || '', t.x ? t.x.length : 0]); }
+"""
+
+
+def test_three_seeds_from_a_link_draw_a_median_and_a_shaded_band(served_app, browser, runs_dir):
+    page = browser.new_page(viewport={"width": 1500, "height": 1800})
+    page.set_default_timeout(60_000)
+    settings = {"seeds": 3, "epochs": 3, "subset": 256, "threads": 1}
+    page.goto(f"{served_app}/?cfg={quote(json.dumps(settings))}")
+    page.get_by_text("Run settings").wait_for()
+    page.get_by_role("button", name=re.compile("Start")).click()
+    page.get_by_text("3 seeds", exact=True).wait_for(timeout=120_000)
+    page.wait_for_function(f"(({BAND_JS})() || []).some(t => t[1] && t[1].includes('median of 3 seeds'))",
+                           timeout=240_000)
+    traces = page.evaluate(BAND_JS)
+    assert [t[0] for t in traces].count("band_low") == 2  # one band per arm (Adam, two-phase)
+    assert all(t[2] == "tonexty" and t[3] > 0 for t in traces if t[0] == "band_low")  # shaded, not empty
+    page.get_by_text(re.compile(r"ahead of Adam at equal data passes in \d of 3 seeds")).first.wait_for()
+    listed = runs.list_runs(str(runs_dir))
+    assert sorted(i.config["seed"] for i in listed) == [0, 1, 2] and len({i.config["group"] for i in listed}) == 1
