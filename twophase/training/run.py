@@ -178,17 +178,8 @@ def run_experiment(
     config.validate()
     runs_dir = runs_dir or runs.default_runs_dir()
     if dist is not None:
-        run_id = dist.broadcast_object(run_id or runs.new_run_id())  # rank 0's id everywhere
         should_stop = dist.agreed_stop(should_stop)
-        if not dist.is_main:
-            writer = distributed.NullWriter(run_id)
-    if resume and (dist is not None or not run_id and writer is None):
-        raise ValueError("resume needs the run_id of a one-process run")
-    if writer is None and resume:
-        writer = runs.RunWriter.attach(runs_dir, run_id)
-    elif writer is None:
-        writer = runs.RunWriter(runs_dir, run_id or runs.new_run_id(), config.to_dict(),
-                                 columns=metric_columns(config.hessian_probe), status="running")
+    writer = open_writer(config, runs_dir, run_id, writer, dist, resume)
     log = RunLog(config, writer, on_record, on_event, on_status)
     trainer = checkpoints = state = None
     aborted = False
@@ -209,12 +200,7 @@ def run_experiment(
         setup = prepare(config, dist, full_pass_chunk, for_app=for_app)
         trainer = Trainer(config, setup, log, share_trunk)
         log.arms, log.device = trainer.arms, setup.device
-        writer.update_summary(
-            status="running", device=setup.device, arm_names=[a.name for a in trainer.arms],
-            parameters=models_mod.count_parameters(setup.initial), train_samples=setup.train_samples,
-            val_samples=setup.val_samples, torch_threads=torch.get_num_threads(), threads_choice=setup.threads_choice,
-            platform=platform.platform(),
-            shared_trunk=share_trunk, **({"processes": dist.world, "backend": dist.backend} if dist else {}))
+        describe_setup(writer, trainer, setup, share_trunk, dist)
         checkpoints = Checkpointer(trainer, log, writer.path if dist is None else None, config.checkpoint_every)
         first = continue_from_checkpoint(trainer, log, writer, state, before) + 1 if resume else 1
         log.status("running")
@@ -239,18 +225,60 @@ def run_experiment(
         status, log.error = Status.FAILED.value, str(exc)
     except Exception as exc:  # a bug or a machine problem: keep the traceback in the summary
         status = Status.FAILED.value
-        log.error = f"{type(exc).__name__}: {exc}" if dist is None else distributed.describe_failure(exc, dist)
-        if dist is not None and not dist.is_main and distributed.is_collective_failure(exc):
-            # rank 0 may be the process that died: say so where its run folder is visible
-            if trainer is not None:
-                trainer.end(status)
-            runs.mark_ended(runs_dir, writer.run_id, "failed", log.error, extra=log.summary(status))
-        try:
-            writer.update_summary(traceback=traceback.format_exc())
-        except Exception as write_error:  # the disk may be the problem; the error itself is reported below
-            logger.warning("run %s: could not save the traceback in summary.json: %s", writer.run_id, write_error)
+        record_failure(exc, log, writer, trainer, dist, runs_dir)
     if trainer is not None:
         trainer.end(status)
+    final = write_end(log, writer, checkpoints, status)
+    if aborted:
+        raise KeyboardInterrupt
+    return final
+
+
+def open_writer(config: RunConfig, runs_dir: str, run_id: str | None, writer, dist, resume: bool):
+    """The run's writer: the one given, a new run folder, the existing one to resume (attached), or a
+    NullWriter on ranks other than 0 of a multi-process run (rank 0's run id everywhere)."""
+    if dist is not None:
+        run_id = dist.broadcast_object(run_id or runs.new_run_id())
+        if not dist.is_main:
+            return distributed.NullWriter(run_id)
+    if resume and (dist is not None or not run_id and writer is None):
+        raise ValueError("resume needs the run_id of a one-process run")
+    if writer is not None:
+        return writer
+    if resume:
+        return runs.RunWriter.attach(runs_dir, run_id)
+    return runs.RunWriter(runs_dir, run_id or runs.new_run_id(), config.to_dict(),
+                          columns=metric_columns(config.hessian_probe), status="running")
+
+
+def describe_setup(writer, trainer: Trainer, setup, share_trunk: bool, dist) -> None:
+    """Write what the run trains on into its summary, as training starts."""
+    writer.update_summary(
+        status="running", device=setup.device, arm_names=[a.name for a in trainer.arms],
+        parameters=models_mod.count_parameters(setup.initial), train_samples=setup.train_samples,
+        val_samples=setup.val_samples, torch_threads=torch.get_num_threads(), threads_choice=setup.threads_choice,
+        platform=platform.platform(),
+        shared_trunk=share_trunk, **({"processes": dist.world, "backend": dist.backend} if dist else {}))
+
+
+def record_failure(exc: Exception, log: RunLog, writer, trainer, dist, runs_dir: str) -> None:
+    """A bug or a machine problem ended the run: its reason in log.error, the traceback in the summary."""
+    status = Status.FAILED.value
+    log.error = f"{type(exc).__name__}: {exc}" if dist is None else distributed.describe_failure(exc, dist)
+    if dist is not None and not dist.is_main and distributed.is_collective_failure(exc):
+        # rank 0 may be the process that died: say so where its run folder is visible
+        if trainer is not None:
+            trainer.end(status)
+        runs.mark_ended(runs_dir, writer.run_id, "failed", log.error, extra=log.summary(status))
+    try:
+        writer.update_summary(traceback=traceback.format_exc())
+    except Exception as write_error:  # the disk may be the problem; the error itself is reported below
+        logger.warning("run %s: could not save the traceback in summary.json: %s", writer.run_id, write_error)
+
+
+def write_end(log: RunLog, writer, checkpoints: Checkpointer | None, status: str) -> dict:
+    """The checkpoint kept (stopped, failed) or removed (completed, diverged), then the final summary
+    written; returns it (status failed when summary.json could not be written)."""
     if checkpoints is not None:
         try:
             if status in RESUMABLE:
@@ -267,6 +295,4 @@ def run_experiment(
         final["status"] = Status.FAILED.value
         final["error"] = f"could not write summary.json: {exc}"
     log.status(final["status"])
-    if aborted:
-        raise KeyboardInterrupt
     return final
