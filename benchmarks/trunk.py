@@ -91,7 +91,7 @@ def epoch_costs(run: dict) -> dict:
     Within an epoch the trunk's riders record first, one right after another (right after the
     trunk's epoch and its record passes), then each branch right after its own epoch and record.
     w is the median gap between two riders' records of one epoch (the arm's bookkeeping, the row
-    and its fsync: twophase/store.py); the run's wall time is o + T*a + C*c + N*w exactly, with N
+    and its fsync: twophase/runs/writer.py); the run's wall time is o + T*a + C*c + N*w exactly, with N
     the records after epoch 0."""
     by_epoch: dict[int, list] = {}
     for stamp in run["stamps"]:

@@ -4,7 +4,7 @@ run, not two), stopping a queued run, deleting a running run (refused).
 Already covered elsewhere: JobManager.stop twice on a running run and stopping a queued run
 through the API (tests/test_jobs.py::test_second_run_queues_until_the_first_ends_and_stopping_a_queued_run),
 JobManager.delete refused while running (test_jobs.py::test_deleting_a_running_run_is_refused),
-runs.delete_run refused while the owner is alive (tests/test_store.py::test_delete_refused_while_running_then_allowed),
+runs.delete_run refused while the owner is alive (tests/test_runs.py::test_delete_refused_while_running_then_allowed),
 one Stop in the app (tests/test_app_pages.py::test_stop_button_stops_a_running_run).
 This module drives the same actions through the app's buttons, twice where a user would.
 """

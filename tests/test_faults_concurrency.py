@@ -6,7 +6,7 @@ Already covered elsewhere: a second run queues behind the first with max_concurr
 (tests/test_jobs.py::test_second_run_queues_until_the_first_ends_and_stopping_a_queued_run);
 snapshots are copies (test_jobs.py::test_snapshot_is_a_copy); RunWriter appends and summary
 rewrites from two threads while a third reads the files
-(tests/test_store.py::test_concurrent_writes_and_reads).
+(tests/test_runs.py::test_concurrent_writes_and_reads).
 """
 
 from __future__ import annotations

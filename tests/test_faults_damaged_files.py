@@ -5,7 +5,7 @@ page and in the CLI; never a crash.
 
 Already covered elsewhere, at the store level: truncated metrics.csv, a row with the wrong
 field count, invalid or non-object JSON, unknown status, missing files, a partial events line,
-stray entries (tests/test_store.py::test_truncated_metrics_csv, test_metrics_row_with_wrong_field_count_is_skipped,
+stray entries (tests/test_runs.py::test_truncated_metrics_csv, test_metrics_row_with_wrong_field_count_is_skipped,
 test_invalid_summary_json, test_partial_events_line, test_stray_entries_never_crash_the_listing).
 This module checks the same damage where the user meets it: the app's pages and the CLI.
 """

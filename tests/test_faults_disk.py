@@ -8,7 +8,7 @@ the runs folder itself being a regular file. A full disk is RunWriter's write ra
 OSError(ENOSPC) after some rows.
 
 Already covered elsewhere: RunWriter refuses a runs folder under a file with OSError and
-leaves nothing behind (tests/test_store.py::test_unwritable_runs_dir_raises_oserror); a row
+leaves nothing behind (tests/test_runs.py::test_unwritable_runs_dir_raises_oserror); a row
 cut short by a failed write never merges with the next one
 (test_store.py::test_append_after_a_cut_short_write_drops_the_partial_tail).
 """

@@ -11,7 +11,7 @@ default, which ends the run `interrupted` itself when its server dies.
 
 Already covered elsewhere: a bare run_experiment process killed mid-run
 (tests/test_jobs.py::test_process_killed_mid_run_leaves_an_interrupted_run), a RunWriter
-killed while rewriting summary.json in a loop (tests/test_store.py::test_summary_survives_sigkill_during_writes),
+killed while rewriting summary.json in a loop (tests/test_runs.py::test_summary_survives_sigkill_during_writes),
 a crash between the temp write and the rename (test_store.py::test_summary_crash_between_temp_write_and_rename),
 pid reuse and other hosts (test_store.py::test_mark_interrupted_pid_reuse_and_other_host).
 """

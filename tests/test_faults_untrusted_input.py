@@ -3,7 +3,7 @@ the id pattern (no path traversal); nothing typed in the browser becomes a file 
 the runs folder; every torch.load in the code uses weights_only=True; XSRF protection stays on.
 
 Already covered elsewhere: every store function refuses bad ids
-(tests/test_store.py::test_bad_run_ids_rejected_everywhere, test_non_str_run_id_is_type_error),
+(tests/test_runs.py::test_bad_run_ids_rejected_everywhere, test_non_str_run_id_is_type_error),
 the Train page ignores "../../etc" in ?run= (tests/test_app_pages.py::test_unknown_run_in_the_address_is_reported),
 `show ../../etc` exits 2 (tests/test_cli.py::test_show_rejects_a_path_as_run_id).
 """

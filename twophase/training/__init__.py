@@ -11,7 +11,7 @@
     run.py          run_experiment(): the epoch loop, the run folder, the summary
 
 Data flows one way: RunConfig -> prepare() -> trunk and branches -> Records -> the run folder
-(twophase/store.py) -> the pages and the CLI.
+(twophase/runs/) -> the pages and the CLI.
 """
 
 __all__ = ["run_experiment", "STRATEGIES", "parse_arm", "arm_label", "sweep_arms"]
