@@ -124,16 +124,10 @@ def speedup_row(what, model, times, base="as is", variant="with"):
 
 def attention_sdpa_forward(self, x, queries=None):
     """SelfAttention.forward with torch's fused scaled_dot_product_attention (same arithmetic).
-    Its first lines repeat twophase/models.py's SelfAttention.forward on purpose: the variant measured."""
+    The projections are twophase/models.py's (SelfAttention.project); only the attention differs."""
     b, n, d = x.shape
     m = n if queries is None else queries
-    if self.shared_qk:
-        k = self._split(self.query_key(x))
-        q = k[:, :, :m]
-    else:
-        q = self._split(self._query(x[:, :m]))
-        k = self._split(self._key(x))
-    v = self._split(self.value(x) if self.value is not None else x)
+    q, k, v = self.project(x, queries)
     mixed = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     mixed = mixed.transpose(1, 2).reshape(b, m, d)
     return self.output(mixed) if self.output is not None else mixed

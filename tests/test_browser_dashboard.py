@@ -19,7 +19,7 @@ import pytest
 
 from twophase import runs
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, FIGURES_JS, fill_number  # noqa: F401  (fixture helpers)
+from test_browser import browser  # noqa: F401  (the chromium fixture, shared)
 
 pytestmark = pytest.mark.browser
 
@@ -38,17 +38,6 @@ GRAD_RANGE_JS = """
         return [gd._fullLayout.xaxis.range[0], gd._fullLayout.xaxis.range[1], t && t.x ? t.x.length : null]; }
 """
 
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_a_run_grows_live_keeps_its_zoom_and_nothing_is_fetched_from_outside(served_app, browser, runs_dir, tmp_path):

@@ -189,12 +189,10 @@ class SelfAttention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (b, heads, n, head_dim)
 
-    def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
-        """``x``: tokens of shape (batch, tokens, dim). Returns the same shape, or with
-        ``queries=m`` only the outputs of the first m tokens (batch, m, dim): every token
-        still serves as key and value, but only those m rows are queried."""
-        b, n, d = x.shape
-        m = n if queries is None else queries
+    def project(self, x: torch.Tensor, queries: int | None = None):
+        """The queries (of the first ``queries`` tokens, default all), keys and values of ``x``,
+        split into heads: q (b, heads, m, head_dim), k and v (b, heads, n, head_dim)."""
+        m = x.shape[1] if queries is None else queries
         if self.shared_qk:
             k = self._split(self.query_key(x))
             q = k[:, :, :m]
@@ -202,6 +200,15 @@ class SelfAttention(nn.Module):
             q = self._split(self._query(x[:, :m]))
             k = self._split(self._key(x))
         v = self._split(self.value(x) if self.value is not None else x)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """``x``: tokens of shape (batch, tokens, dim). Returns the same shape, or with
+        ``queries=m`` only the outputs of the first m tokens (batch, m, dim): every token
+        still serves as key and value, but only those m rows are queried."""
+        b, n, d = x.shape
+        m = n if queries is None else queries
+        q, k, v = self.project(x, queries)
         scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim)
         mixed = torch.matmul(scores.softmax(dim=-1), v)  # (b, heads, m, head_dim)
         mixed = mixed.transpose(1, 2).reshape(b, m, d)
