@@ -410,15 +410,11 @@ def test_values_only_closure_is_called_under_no_grad():
     x = torch.zeros(8, dtype=torch.float64, requires_grad=True)
     opt = NonlinearCG([x], line_search="golden")
     seen = []
+    quadratic = quadratic_closure(opt, x, a, minimiser)
 
     def closure(backward=True):
         seen.append((backward, torch.is_grad_enabled()))
-        e = x - minimiser
-        loss = 0.5 * e @ (a @ e)
-        if backward:
-            opt.zero_grad()
-            loss.backward()
-        return loss
+        return quadratic(backward)
 
     opt.step(closure)
     info = opt.last_step

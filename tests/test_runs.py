@@ -41,6 +41,19 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"model": "mlp", "dataset": "mnist", "epochs": 3, "tolerance": 0.9, "seed": 7, "arms": ["two-phase", "adam"]}
 
 
+
+def kill(proc) -> None:
+    """SIGKILL a child process and wait for it."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def reap(proc) -> None:
+    """Make sure a child process is gone (a failed test must not leave it running)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
 def record(arm: str, epoch: int, **extra) -> dict:
     r = {
         "arm": arm,
@@ -324,12 +337,9 @@ def test_summary_survives_sigkill_during_writes(tmp_path):
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         time.sleep(0.3)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        kill(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     run = load_run(tmp_path, "20260101-000000-abcdef")
     assert run.summary is not None and run.summary["counter"] >= 1
     assert run.summary["payload"] == "x" * 20000
@@ -477,12 +487,9 @@ def test_mark_interrupted_after_sigkill(tmp_path):
         assert list_runs(tmp_path)[0].status == "running"
         with pytest.raises(RuntimeError, match="stop it"):
             delete_run(tmp_path, run_id)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        kill(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert proc.returncode == -signal.SIGKILL
 
     # a reader sees at once that its process is gone; the file itself changes when it is marked
