@@ -41,7 +41,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"model": "mlp", "dataset": "mnist", "epochs": 3, "tolerance": 0.9, "seed": 7, "arms": ["two-phase", "adam"]}
 
 
-
 def kill(proc) -> None:
     """SIGKILL a child process and wait for it."""
     proc.send_signal(signal.SIGKILL)
