@@ -5,12 +5,14 @@ its folder can be made, nothing is started and the reason is shown; the app keep
 The tests run as root, for whom chmod does not stop writes, so an unwritable runs folder is a
 path under a regular file (mkdir fails with ENOTDIR, as on a read-only or missing mount), or
 the runs folder itself being a regular file. A full disk is RunWriter's write raising
-OSError(ENOSPC) after some rows.
+OSError(ENOSPC) after some rows; and, in `make soak` (it mounts a 2 MiB tmpfs, so it needs root),
+a real one: the run folder holds a reserve (.reserve, 128 KiB) that is given back for the final
+summary, and a row the disk cut short is taken back.
 
 Already covered elsewhere: RunWriter refuses a runs folder under a file with OSError and
 leaves nothing behind (tests/test_runs.py::test_unwritable_runs_dir_raises_oserror); a row
 cut short by a failed write never merges with the next one
-(test_store.py::test_append_after_a_cut_short_write_drops_the_partial_tail).
+(tests/test_runs.py::test_append_after_a_cut_short_write_drops_the_partial_tail).
 """
 
 from __future__ import annotations
@@ -175,3 +177,44 @@ def test_cli_with_an_unwritable_runs_folder_exits_2_without_a_traceback(tmp_path
     code_list = main(["list", "--runs-dir", str(blocker)])
     assert (code_run, code_list) == (2, 2)
     assert "a-file" in capsys.readouterr().err
+
+
+def fill(path, leave: int) -> None:
+    """Fill the file system of `path` up to `leave` bytes free (a file of zeros named filler)."""
+    fd = os.open(path / "filler", os.O_WRONLY | os.O_CREAT)
+    written = 0
+    try:
+        while True:
+            written += os.write(fd, bytes(1 << 16))
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    os.ftruncate(fd, max(0, written - leave))
+    os.close(fd)
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_ends_the_run_failed_with_whole_rows_and_the_reason(tmp_path, data_root):
+    """M4 on a real file system (a 2 MiB tmpfs, so mounting needs root: `make soak` runs it): the
+    kernel's ENOSPC mid-run, not a simulated one."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True)
+    assert mounted.returncode == 0, f"this test mounts a small tmpfs and needs root: {mounted.stderr}"
+    try:
+        (disk / "runs").mkdir()
+        fill(disk, leave=220_000)  # room for the run's start and a few hundred rows, then none
+        code = main(["run", "--model", "mlp", "--subset", "256", "--val-subset", "100", "--epochs", "2000",
+                     "--batch-size", "256", "--threads", "1", "--checkpoint-every", "0", "--data-dir", data_root,
+                     "--runs-dir", str(disk / "runs"), "--quiet"])
+        assert code == 1
+        (info,) = runs.list_runs(str(disk / "runs"))
+        assert info.damaged is None and info.status == "failed"  # on disk too, not left `running`
+        assert "No space left on device" in info.summary["error"]
+        run = runs.load_run(str(disk / "runs"), info.run_id)
+        assert run.warnings == [] and len(run.metrics) > 100  # every whole row kept, no partial one
+        assert (disk / "runs" / info.run_id / "metrics.csv").read_bytes().endswith(b"\n")
+        assert not (disk / "runs" / info.run_id / ".reserve").exists()  # given back once the run ended
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -27,6 +28,8 @@ from twophase.runs.owner import hostname, process_start
 from twophase.schema import FINAL_STATUSES, METRIC_COLUMNS, STATUSES
 
 # Summary keys that identify the owner of a run; ``write_summary`` keeps them.
+RESERVE_FILE = ".reserve"  # disk held for the final summary while a run is open (hidden: readers skip it)
+RESERVE_BYTES = 128 * 1024
 OWNER_KEYS = ("run_id", "pid", "pid_start", "hostname", "created", "versions")
 
 
@@ -157,6 +160,7 @@ class RunWriter:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
         fsync_dir(root)
+        self._reserve()
 
     @classmethod
     def attach(cls, runs_dir: str | os.PathLike | None, run_id: str) -> "RunWriter":
@@ -188,30 +192,63 @@ class RunWriter:
         self._summary = summary
         pid = os.getpid()
         self.update_summary(pid=pid, pid_start=process_start(pid), hostname=hostname())
+        self._reserve()
         return self
+
+    # -- a reserve for the last summary on a full disk
+
+    def _reserve(self) -> None:
+        """Hold RESERVE_BYTES of disk in the run folder (RESERVE_FILE) while the run is open: when
+        the disk fills up, releasing it lets the final summary (`failed`, with the reason) be
+        written. Without room for it now, the run goes on without one."""
+        try:
+            with open(self.path / RESERVE_FILE, "wb") as fh:
+                fh.write(bytes(RESERVE_BYTES))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            self._release_reserve()
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve back to the disk; True when there was one."""
+        try:
+            os.unlink(self.path / RESERVE_FILE)
+            return True
+        except OSError:
+            return False
 
     # -- files
 
     @staticmethod
     def _append_text(path: Path, text: str) -> None:
-        """Append ``text`` with one write call, then flush and fsync.
+        """Append ``text`` at the end of the file, then fsync it.
 
         When the file does not end with a line break (an earlier write was cut short,
         say by a full disk), that partial tail is cut off first, so it can never merge
-        with the new row into a plausible but false one.
+        with the new row into a plausible but false one. A write that fails (a full disk)
+        is taken back, so the file keeps ending with a whole row.
         """
         data = text.encode("utf-8")
-        with open(path, "a+b") as f:
-            end = f.seek(0, os.SEEK_END)
-            if end:
-                f.seek(end - 1)
-                if f.read(1) != b"\n":
-                    f.seek(0)
-                    keep = f.read().rfind(b"\n") + 1  # 0 when no full line at all
-                    f.truncate(keep)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            if end and os.pread(fd, 1, end - 1) != b"\n":
+                keep = os.pread(fd, end, 0).rfind(b"\n") + 1  # 0 when no full line at all
+                os.ftruncate(fd, keep)
+                end = keep
+            written = 0
+            try:
+                while written < len(data):
+                    written += os.pwrite(fd, data[written:], end + written)
+                os.fsync(fd)
+            except OSError:  # a full disk: take back what part of the row got written (needs no space)
+                try:
+                    os.ftruncate(fd, end)
+                except OSError:
+                    pass  # the next append or the reader drops the partial line
+                raise
+        finally:
+            os.close(fd)
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one row to metrics.csv, then flush and fsync it.
@@ -319,7 +356,14 @@ class RunWriter:
             if status in FINAL_STATUSES and not new.get("ended"):
                 new["ended"] = now_iso()
         text = dumps(new, "summary", indent=2) + "\n"
-        atomic_write_text(self.path / SUMMARY_FILE, text)
+        try:
+            atomic_write_text(self.path / SUMMARY_FILE, text)
+        except OSError as exc:  # a full disk: spend the reserve on this summary, once
+            if exc.errno != errno.ENOSPC or not self._release_reserve():
+                raise
+            atomic_write_text(self.path / SUMMARY_FILE, text)
+        if new.get("status") in FINAL_STATUSES:
+            self._release_reserve()  # the run is closed: the space goes back
         self._summary = json.loads(text)
         return json.loads(text)
 
