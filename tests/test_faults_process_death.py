@@ -53,8 +53,9 @@ jobs = JobManager(runs_dir, mode=jobs_mode)
 run_id = jobs.submit(RunConfig(model="mlp", data_root=data_root, subset=1024, val_subset=256, epochs=10000,
                                batch_size=32, switch_epoch=3, threads=1))
 if mode == "run":
-    while len(jobs.snapshot(run_id).records) < 4 * 2:  # epochs 0..3 of both arms (the switch is in)
-        time.sleep(0.02)
+    summary = os.path.join(runs_dir, run_id, "summary.json")
+    while len(jobs.snapshot(run_id).records) < 4 * 2 or "arms" not in json.load(open(summary)):
+        time.sleep(0.02)  # epochs 0..3 of both arms, and the switch written into summary.json
     print(json.dumps({"run_id": run_id, "records": jobs.snapshot(run_id).records}), flush=True)
 time.sleep(600)
 """
