@@ -332,11 +332,12 @@ class Report:
 
 
 def run_main(main: Callable[[argparse.Namespace], Report], description: str,
-             argv: Sequence[str] | None = None) -> int:
-    """Parse the common arguments, run `main(args)`, write its report, print where."""
+             argv: Sequence[str] | None = None, parse: Callable | None = None) -> int:
+    """Parse the common arguments (or the benchmark's own, with `parse`), run `main(args)`, write its
+    report, print where."""
     import torch
 
-    args = parser(description).parse_args(argv)
+    args = parse(argv) if parse is not None else parser(description).parse_args(argv)
     previous = torch.get_num_threads()
     set_threads(args.threads)
     try:

@@ -21,7 +21,8 @@ Everything a rule reads is charged to its arm (twophase/training/cost.py).
 Runs are kept in --runs-dir (default runs/switch-sweep/<size> for the full and issue sizes, not in
 git; a temporary folder for tiny and small): a cell whose run completed
 is not run again and an interrupted one goes on from its checkpoint, so the command resumes where
-it stopped. The tables, the figure and a thinned
+it stopped. A cell already in the results folder's switch_sweep_arms.csv (committed) is not trained
+again either, so another machine with an empty runs folder carries the study on. The tables, the figure and a thinned
 copy of every curve (every 20th epoch) are written to the results folder.
 """
 
@@ -110,13 +111,44 @@ def resumable_cells(runs_dir: Path) -> dict:
     return found
 
 
-def run_cells(cells, epochs: int, runs_dir: Path, threads: int) -> None:
+def recorded_cells(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The arm rows and thinned curves of the cells already in the results folder (committed to git),
+    so that a study carried on by another machine, whose runs/ folder is empty, keeps them and does
+    not train them again."""
+    arms, curves = Path(out_dir) / "switch_sweep_arms.csv", Path(out_dir) / "switch_sweep_curves.csv"
+    if not arms.exists():
+        return pd.DataFrame(), pd.DataFrame()
+    rows = pd.read_csv(arms)
+    rows = rows.rename(columns={"machine_cpu": "cpu"}).drop(columns=[c for c in rows if c.startswith("machine_")])
+    if "cpu" not in rows:  # recorded before the CPU was kept per cell: all of them on one machine
+        rows["cpu"] = _report_cpu(Path(out_dir) / "switch_sweep.json")
+    rows["run"] = None
+    return rows, (pd.read_csv(curves) if curves.exists() else pd.DataFrame())
+
+
+def _report_cpu(report_json: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(report_json.read_text())["machine"]["cpu"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _key(model, subset, seed) -> tuple:
+    return str(model), int(subset), int(seed)
+
+
+def run_cells(cells, epochs: int, runs_dir: Path, threads: int, recorded: set = frozenset()) -> None:
     from twophase.training.checkpoint import resume_config
     from twophase.training.run import run_experiment
 
     runs_dir.mkdir(parents=True, exist_ok=True)
     for model, subset, seed in cells:
         cfg = config_for(model, subset, seed, epochs, threads)
+        if _key(model, subset, seed) in recorded:
+            print(f"switch_sweep: {cfg.name} is in the results folder already", file=sys.stderr, flush=True)
+            continue
         if cfg.name in finished_cells(runs_dir, claimed=True):
             print(f"switch_sweep: {cfg.name} done or being trained by another process", file=sys.stderr, flush=True)
             continue
@@ -166,12 +198,26 @@ def arm_rows(runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "data passes": figures.get("data_passes"), "seconds": figures.get("seconds"),
                 "branch seconds": float(after["seconds"].max() - part[part["epoch"] == (switch or 0)]["seconds"].max())
                 if switch and len(after) else None,
-                "run": run_id,
+                "cpu": common.machine_info()["cpu"], "run": run_id,
             })
             thin = part[(part["epoch"] % 20 == 0) | (part["epoch"] == part["epoch"].max())]
             curves.append(thin[["arm", "epoch", "train_loss", "data_passes", "seconds"]].assign(
                 model=cfg["model"], images=cfg["subset"], seed=cfg["seed"]))
     return pd.DataFrame(rows), (pd.concat(curves) if curves else pd.DataFrame())
+
+
+def merge_recorded(rows, curves, old_rows, old_curves):
+    """The cells on disk, and the recorded ones not on disk (a cell on disk wins: it is newer)."""
+    if not len(old_rows):
+        return rows, curves
+    here = {_key(*k) for k in rows[["model", "images", "seed"]].itertuples(index=False)} if len(rows) else set()
+    keep = [_key(*k) not in here for k in old_rows[["model", "images", "seed"]].itertuples(index=False)]
+    rows = pd.concat([old_rows[keep], rows], ignore_index=True) if len(rows) else old_rows[keep]
+    if len(old_curves):
+        keep = [_key(*k) not in here for k in old_curves[["model", "images", "seed"]].itertuples(index=False)]
+        curves = pd.concat([old_curves[keep], curves], ignore_index=True) if len(curves) else old_curves[keep]
+    order = ["model", "images", "seed"]
+    return rows.sort_values(order, kind="stable", ignore_index=True), curves
 
 
 def _median(values) -> float:
@@ -267,9 +313,12 @@ def main(args) -> common.Report:
         runs_dir = DEFAULT_RUNS / args.size if args.size in ("full", "issue") else \
             Path(tempfile.mkdtemp(prefix="switch-sweep-"))
     runs_dir = Path(runs_dir)
+    old_rows, old_curves = recorded_cells(Path(args.out))
+    recorded = {_key(*k) for k in old_rows[["model", "images", "seed"]].itertuples(index=False)} if len(old_rows) else set()
     if not getattr(args, "report_only", False):
-        run_cells(setting["cells"], setting["epochs"], runs_dir, args.threads)
+        run_cells(setting["cells"], setting["epochs"], runs_dir, args.threads, recorded)
     rows, curves = arm_rows(runs_dir)
+    rows, curves = merge_recorded(rows, curves, old_rows, old_curves)
     report = common.Report("switch_sweep", "Where switching to CG pays off: switch points and rules from one trunk",
                            args.size)
     cells = rows[["model", "images", "seed"]].drop_duplicates() if len(rows) else rows
@@ -280,6 +329,10 @@ def main(args) -> common.Report:
                 "Adam's at the smaller of their total data passes; below 1, switching paid off for the same work.")
     if len(rows) == 0:
         return report
+    cpus = rows.drop_duplicates(["model", "images", "seed"])["cpu"].fillna("unknown CPU").value_counts()
+    if len(cpus) > 1:  # a study carried on by another machine: wall-time ratios stay within a cell
+        report.text("Cells by machine: " + ", ".join(f"{n} on {cpu}" for cpu, n in cpus.items())
+                    + ". Ratios at equal time compare arms of one cell, trained on one machine.")
     report.table("sweep", sweep_table(rows), {c: ".3g" for c in sweep_table(rows).columns if c.startswith("switch")},
                  caption="Fixed switch points: median ratio at equal data passes over seeds, and how many seeds "
                          "two-phase was ahead (wins).")

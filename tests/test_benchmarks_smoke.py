@@ -19,7 +19,8 @@ from benchmarks import (app, cg_vs_scipy, common, gpu, optimizers, overhead, pre
 
 def run(module, tmp_path: Path, *extra: str, size: str = "tiny") -> tuple[str, dict]:
     threads = torch.get_num_threads()
-    code = common.run_main(module.main, "smoke", ["--size", size, "--out", str(tmp_path), *extra])
+    code = common.run_main(module.main, "smoke", ["--size", size, "--out", str(tmp_path), *extra],
+                           parse=getattr(module, "parse", None))
     assert code == 0
     assert torch.get_num_threads() == threads  # the benchmark gives the caller its threads back
     name = module.__name__.split(".")[-1]
@@ -139,7 +140,17 @@ def test_switch_sweep(tmp_path):
     rules = pd.DataFrame(blob["tables"]["rules"])
     assert {"paper's rule (gradient norm)", "loss plateau", "curvature (probe)", "CG trial"} <= set(rules["rule"])
     assert "fixed 30% split" in set(rules["rule"])
-    assert len(pd.read_csv(tmp_path / "switch_sweep_curves.csv"))
+    curves = pd.read_csv(tmp_path / "switch_sweep_curves.csv")
+    assert len(curves)
+    # Another machine carries the study on with an empty runs folder: the cell recorded in the results
+    # folder is kept, not trained again, and the tables come out the same.
+    empty = tmp_path / "fresh-runs"
+    md2, blob2 = run(switch_sweep, tmp_path, "--no-png", "--runs-dir", str(empty))
+    assert not any(empty.iterdir())
+    again = pd.DataFrame(blob2["tables"]["arms"])
+    pd.testing.assert_frame_equal(again.drop(columns=["cpu"]), arms.drop(columns=["cpu"]), check_dtype=False)
+    assert blob2["tables"]["rules"] == blob["tables"]["rules"]
+    assert len(pd.read_csv(tmp_path / "switch_sweep_curves.csv")) == len(curves)
 
 
 def test_gpu_script_runs_its_steps_on_the_cpu_at_tiny_size(tmp_path):
