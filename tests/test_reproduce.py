@@ -247,3 +247,59 @@ def test_the_long_scale_trains_a_switch_sweep_from_each_cells_trunk(data_root, t
     assert "Switch sweep from each cell's Adam trunk" in open(paths["markdown"]).read()
     # run again: the cell is done, nothing is trained
     assert paper.run_plan(plan, tmp_path, on_line=None)["ran"] == []
+
+
+def test_paper_page_on_a_fresh_runs_folder_shows_the_shipped_small_reproduction_and_its_cost(tmp_path):
+    # defect: with a fresh runs folder nothing stood beside Table 1, and the caption said "about 15
+    # minutes" for every model while the README measured 7 minutes per ViT run and 29 per vgg5 run
+    at = new_page(RecordingJobs(tmp_path))
+    shown = table_with(at, "paper: train loss")
+    assert len(shown) == 10 and set(shown["model"]) == set(paper.PAPER_MODELS)
+    row = shown[(shown["model"] == "vgg5-max-relu") & (shown["algorithm"] == "Adam")].iloc[0]
+    assert row["train loss"] == pytest.approx(0.00062) and row["paper: train loss"] == pytest.approx(0.0001)
+    at.selectbox(key="paper_model").set_value("vgg5-max-relu").run()
+    assert any("About 29 minutes" in c.value and "29 per run" in c.value for c in at.caption)
+    at.selectbox(key="paper_model").set_value("vit-mlp").run()
+    assert any("About 7 minutes" in c.value for c in at.caption)
+    at.toggle(key="paper_adaptive").set_value(True).run()  # a second run: the adaptive rule
+    assert any("About 14 minutes" in c.value for c in at.caption)
+
+
+def test_paper_page_stops_a_reproduction_and_continues_it_from_the_checkpoint(data_root, tmp_path):
+    # defect: the Paper page had no Stop button, and a stopped cell silently became "1 to run" (started
+    # again from scratch)
+    from twophase.jobs import JobManager
+
+    plan = paper.make_plan(["vit-nomlp-wkewq-wvwo"], ["mnist"], scale="small", epochs=3000, subset=64,
+                           val_subset=64, adaptive=False, data_root=data_root, threads=1)
+    jobs = JobManager(str(tmp_path), mode="thread")
+    started, resumed = paper.start_cells(jobs, jobs.runs_dir, paper.cell_states(plan, jobs.runs_dir))
+    [run_id] = started
+    assert resumed == []
+    wait_for(lambda: len(jobs.snapshot(run_id).records) >= 4)
+    at = new_page(jobs)
+    assert at.selectbox(key="paper_repro").value == plan.id
+    at.button(key="paper_stop").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert jobs.wait(run_id, 120) == "stopped"
+    kept = len(runs.load_run(str(tmp_path), run_id).metrics)
+    at = new_page(jobs)
+    assert any("1 run(s) not done: 1 run(s) stopped" in c.value for c in at.caption)
+    at.button(key="paper_continue").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert jobs.status(run_id) in ("queued", "running")  # the same run goes on: nothing new was started
+    wait_for(lambda: len(jobs.snapshot(run_id).records) > kept + 2)
+    assert jobs.stop(run_id) and jobs.wait(run_id, 120) == "stopped"
+    assert [i.run_id for i in runs.list_runs(str(tmp_path))] == [run_id]
+    again = runs.load_run(str(tmp_path), run_id)
+    assert len(again.metrics) > kept and again.summary["resumed"]
+    assert not again.metrics.duplicated(["arm", "epoch"]).any()
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -16,6 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 TABLE_PATH = Path(__file__).resolve().parent.parent / "data_files" / "paper_table1.csv"
+# Our small reproduction (python -m twophase reproduce --scale small, seed 0), measured on a shared
+# 2-core machine and shipped so that a fresh install has something beside Table 1 (README,
+# "Reproducing the paper"); `minutes` is each run's wall time there (rough: the machine was shared).
+MEASURED_SMALL_PATH = TABLE_PATH.parent / "measured_small.csv"
 COLUMNS = ["dataset", "model", "algorithm", "train_loss", "train_acc", "val_loss", "val_acc",
            "overdetermination_q"]
 # The paper's budgets (epochs): Adam alone, and the two-phase split Adam + CG.
@@ -37,6 +41,27 @@ def _table() -> pd.DataFrame:
 def table() -> pd.DataFrame:
     """The whole published table (a copy): one row per dataset, model and algorithm."""
     return _table().copy()
+
+
+@lru_cache(maxsize=1)
+def _measured_small() -> pd.DataFrame:
+    return pd.read_csv(MEASURED_SMALL_PATH)
+
+
+def measured_small() -> pd.DataFrame:
+    """Our shipped small reproduction beside the paper: one row per model and algorithm with our
+    figures and the paper's (columns paper_train_loss, ...)."""
+    ours = _measured_small().drop(columns=["minutes"])
+    theirs = _table().drop(columns=["overdetermination_q"]).rename(
+        columns={c: f"paper_{c}" for c in ("train_loss", "train_acc", "val_loss", "val_acc")})
+    return ours.merge(theirs, on=["dataset", "model", "algorithm"], how="left")
+
+
+def small_run_minutes(model: str) -> int | None:
+    """Minutes one small-scale run of `model` took on the 2-core machine that measured
+    measured_small.csv (None for a model it did not run)."""
+    rows = _measured_small()[_measured_small()["model"] == model]
+    return int(rows["minutes"].max()) if len(rows) else None
 
 
 def figures_for(model: str, dataset: str) -> pd.DataFrame:

@@ -35,6 +35,32 @@ def resumable(runs_dir: str, state) -> tuple | None:
         return None
 
 
+def start_cells(jobs, runs_dir: str, states) -> tuple[list[str], list[str]]:
+    """Queue the cells of `states` that are not done on `jobs` (a JobManager): a stopped, interrupted
+    or failed cell with a checkpoint is resumed, any other is started afresh. Returns (started run
+    ids, resumed run ids)."""
+    started, resumed = [], []
+    for state in states:
+        if state.status != "todo":
+            continue
+        if resumable(runs_dir, state) is not None:
+            resumed.append(jobs.resume(state.run_id))
+        else:
+            started.append(jobs.submit(state.cell.config))
+    return started, resumed
+
+
+def stop_cells(jobs, states) -> tuple[list[str], list[str]]:
+    """Stop the queued and running cells of `states`. Returns (run ids asked to stop, run ids that
+    run in another process, such as a `python -m twophase reproduce` command, which this one
+    cannot stop)."""
+    stopped, elsewhere = [], []
+    for state in states:
+        if state.status == "active":
+            (stopped if jobs.stop(state.run_id) else elsewhere).append(state.run_id)
+    return stopped, elsewhere
+
+
 def run_plan(plan: Plan, runs_dir=None, on_line: Callable[[str], None] | None = print,
              should_stop: Callable[[], bool] = lambda: False, check_data: bool = True) -> dict:
     """Run the cells of `plan` that are not done yet, one after another, in this thread.
