@@ -8,7 +8,7 @@ import streamlit as st
 
 from pages.shared import common
 
-from twophase import analysis, paper, plots, runs
+from twophase import analysis, paper, plots, runs, seeds
 
 jobs = common.jobs()
 FINAL = frozenset(runs.FINAL_STATUSES)
@@ -18,6 +18,8 @@ METRICS = ["train_loss", "val_loss", "train_acc", "val_acc", "grad_norm"]
 def run_label(info) -> str:
     cfg = info.config or {}
     name = f" “{cfg['name']}”" if cfg.get("name") else ""
+    if cfg.get("group"):
+        name += f" · seed {cfg.get('seed', '?')}"
     return (f"{info.run_id}{name} · {cfg.get('model', '?')} on {cfg.get('dataset', '?')} · "
             f"tol {cfg.get('tolerance', '?')} · {info.status}")
 
@@ -80,13 +82,20 @@ show_paper = c5.toggle("Paper's final values", value=False, key="cmp_paper",
 smoothing = c6.slider("Smoothing", min_value=0.0, max_value=0.95, value=0.0, step=0.05, key="cmp_smoothing",
                       help="Exponential moving average for noisy curves (0 = raw).")
 
+groups = seeds.groups_of(chosen)
+as_bands = bool(groups) and st.toggle(
+    "Seeds as bands", value=True, key="cmp_seed_bands",
+    help="Runs of one several-seed submission drawn as their median with the min-max range over the seeds "
+         "(one chart per group) instead of one line per seed.")
+banded = {r.run_id for members in groups.values() for r in members} if as_bands else set()
+
 curves, references = [], []
 for run in chosen:
     label = short_label(run)
     metrics = run.metrics
     for arm in arms:
         part = metrics[metrics["arm"] == arm] if len(metrics) else metrics
-        if len(part):
+        if len(part) and run.run_id not in banded:
             curves.append((label, arm, part))
     if show_paper:
         cfg = run.config or {}
@@ -96,8 +105,22 @@ for run in chosen:
                 references.append((f"paper {row['model']}/{row['dataset']} {row['algorithm']}", row["algorithm"],
                                    row[metric]))
 references = list(dict.fromkeys(references))
-st.plotly_chart(plots.compare_figure(curves, y=metric, x=x_axis, log_y=log_y, smoothing=smoothing,
-                                     references=references), key="cmp_chart")
+if curves or not banded:
+    st.plotly_chart(plots.compare_figure(curves, y=metric, x=x_axis, log_y=log_y, smoothing=smoothing,
+                                         references=references), key="cmp_chart")
+for group, members in groups.items() if as_bands else ():
+    first = members[0]
+    name = (first.config or {}).get("name") or group
+    st.markdown(f"**{name}**: {len(members)} seeds "
+                f"({', '.join(str((r.config or {}).get('seed', '?')) for r in members)})")
+    frames = [r.metrics for r in members]
+    fig = plots.seed_band_figure(frames, metric, x_axis, log_y=log_y, arms=arms)
+    st.plotly_chart(fig, key=f"cmp_band_{group}")
+    table = seeds.seed_table(frames)
+    table = table[table["arm"].isin(arms)]
+    for line in seeds.headline(table, {a: plots.arm_label(a) for a in table["arm"]}):
+        st.caption(line)
+    st.dataframe(table, hide_index=True, key=f"cmp_band_table_{group}")
 for run in chosen:
     if plots.has_curvature(run.metrics):
         st.plotly_chart(plots.curvature_figure(run.metrics, run.events, x=x_axis, arms=arms),

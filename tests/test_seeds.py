@@ -134,3 +134,57 @@ def test_the_train_page_runs_two_seeds_and_draws_their_band(runs_dir):
     roles = [t["meta"]["role"] for t in bands[0]["data"]]
     assert roles.count("band_low") == 2 and roles.count("band_median") == 2
     assert any("ahead of Adam at equal data passes in" in m.value and "of 2 seeds" in m.value for m in at.markdown)
+
+
+def test_compare_draws_the_seeds_of_a_group_as_one_band_and_the_other_runs_as_lines(finished_runs):
+    # the Compare page groups several-seed runs: median and min-max band per group, the seeds' table
+    # and headline; toggled off, every seed is a line of its own again
+    import shutil
+
+    from test_app_pages import new_app, plotly_specs
+
+    (src,) = [p for p in finished_runs.iterdir()]
+    members = []
+    for seed, scale in ((0, 1.0), (1, 1.5), (2, 0.5)):
+        run_id = f"20200101-00000{seed}-abc00{seed}"
+        shutil.copytree(src, finished_runs / run_id)
+        cfg = json.loads((finished_runs / run_id / "config.json").read_text())
+        cfg.update(seed=seed, group="20200101-000000-abc000", name="three seeds")
+        (finished_runs / run_id / "config.json").write_text(json.dumps(cfg))
+        metrics = pd.read_csv(finished_runs / run_id / "metrics.csv")
+        metrics["train_loss"] = metrics["train_loss"] * scale
+        metrics.to_csv(finished_runs / run_id / "metrics.csv", index=False)
+        members.append(run_id)
+    at = new_app()
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="cmp_runs").set_value([src.name, *members]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.toggle(key="cmp_seed_bands").value is True
+    specs = plotly_specs(at)
+    overlay = [s for s in specs if "over seeds" not in s["layout"]["title"]["text"]]
+    bands = [s for s in specs if "over seeds" in s["layout"]["title"]["text"]]
+    assert len(bands) == 1 and len(overlay) == 1
+    assert len(overlay[0]["data"]) == 2  # the ungrouped run's two arms, no seed among them
+    medians = [t for t in bands[0]["data"] if t["meta"]["role"] == "band_median"]
+    lows = [t for t in bands[0]["data"] if t["meta"]["role"] == "band_low"]
+    assert {t["meta"]["arm"] for t in medians} == {"adam", "two-phase"}
+    base = runs.load_run(str(finished_runs), src.name).metrics
+    adam = base[base["arm"] == "adam"].sort_values("epoch")["train_loss"].to_numpy()
+    (adam_median,) = [t for t in medians if t["meta"]["arm"] == "adam"]
+    (adam_low,) = [t for t in lows if t["meta"]["arm"] == "adam"]
+    assert np.allclose(plotly_values(adam_median["y"]), adam) and np.allclose(plotly_values(adam_low["y"]), 0.5 * adam)
+    table = [df.value for df in at.dataframe if "train loss (median)" in df.value.columns]
+    assert len(table) == 1 and set(table[0]["seeds"]) == {3}
+    assert any("of 3 seeds" in c.value for c in at.caption)
+    at.toggle(key="cmp_seed_bands").set_value(False).run()
+    specs = plotly_specs(at)
+    assert len(specs) == 1 and len(specs[0]["data"]) == 2 * 4
+
+
+def plotly_values(y) -> np.ndarray:
+    """A trace's y as numbers (plotly may encode arrays as {"dtype", "bdata"})."""
+    if isinstance(y, dict) and "bdata" in y:
+        import base64
+
+        return np.frombuffer(base64.b64decode(y["bdata"]), dtype=np.dtype(y["dtype"]))
+    return np.asarray(y, dtype=float)

@@ -9,6 +9,7 @@ ordinary run. Given their metrics frames (one per seed, any order):
                                  validation accuracy (median), ratio to Adam at equal data passes
                                  (median) and in how many seeds the arm was ahead of Adam
     headline(table)              that last column in words, one line per arm
+    groups_of(runs)              the several-seed groups among loaded runs (Compare draws them as bands)
 
 On the epoch axis every seed is read at the same epochs; on a cost axis (data passes, seconds)
 each seed's curve is read at the last point within each budget of a common grid (as
@@ -25,7 +26,7 @@ import pandas as pd
 
 from twophase import analysis
 
-__all__ = ["band", "seed_table", "headline", "BAND_POINTS"]
+__all__ = ["band", "seed_table", "headline", "groups_of", "BAND_POINTS"]
 
 BAND_POINTS = 200  # grid points of a band on a cost axis
 
@@ -121,3 +122,20 @@ def headline(table: pd.DataFrame, labels: dict | None = None, baseline: str = "A
         lines.append(f"{name}: ahead of {baseline} at equal data passes in {int(row['ahead'])} of "
                      f"{int(row['compared'])} seeds (median ratio {row['ratio at equal passes (median)']:.3g})")
     return lines
+
+
+def groups_of(loaded: Sequence, least: int = 2) -> dict[str, list]:
+    """group id -> the runs of `loaded` (objects with a .config dict, e.g. runs.load_run's) in that
+    several-seed group, in seed order; only groups with at least `least` of their runs in `loaded`."""
+    found: dict[str, list] = {}
+    for run in loaded:
+        cfg = run.config if isinstance(getattr(run, "config", None), dict) else {}
+        group = cfg.get("group")
+        if isinstance(group, str) and group:
+            found.setdefault(group, []).append(run)
+
+    def seed_of(run):
+        seed = run.config.get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+    return {g: sorted(members, key=seed_of) for g, members in found.items() if len(members) >= least}
