@@ -42,7 +42,7 @@ HELPS = 1.05  # a speed-up counts as measurable at or above this median ratio (a
 
 SIZES = {
     # models with their training samples; repetitions; mm sizes; thread counts; compile time limit (s)
-    "tiny": dict(models=[("mlp", 512)], reps=2, mm=[256], threads=[1], compile_limit=0,
+    "tiny": dict(models=[("mlp", 512)], reps=2, mm=[256], threads=[1, 2], compile_limit=0,
                  chunks=[256, 4096], extra=False),
     "small": dict(models=[("mlp", 2048), ("vit-mlp", 1024)], reps=3, mm=[512, 1024], threads=[1, 2],
                   compile_limit=0, chunks=[512, 1024, 4096], extra=True),
@@ -211,7 +211,7 @@ def main(args) -> common.Report:
     torch.set_num_threads(base_threads)
 
     # 2. + 3. FLOPs and achieved throughput per model and thread count (threads interleaved)
-    rows, speed_rows, trunks = [], [], {}
+    rows, speed_rows, trunks, auto_rows = [], [], {}, []
     for model_name, subset in size["models"]:
         trunk, setup = make_trunk(model_name, subset)
         trunks[model_name] = (trunk, setup)
@@ -227,8 +227,21 @@ def main(args) -> common.Report:
                 return time.perf_counter() - t0
             return run
 
-        times = common.interleaved({f"{t} threads": at(t) for t in size["threads"]}, reps=reps)
+        from twophase import settings
+
+        auto, why = settings.threads_for("auto")  # what a CLI run with the default threads would take now
+        variants = {f"{t} threads": at(t) for t in size["threads"]}
+        if len(size["threads"]) > 1:
+            variants["auto"] = at(auto)
+        times = common.interleaved(variants, reps=reps)
         torch.set_num_threads(base_threads)
+        if "auto" in times:
+            seconds = {t: common.median(times[f"{t} threads"]) for t in size["threads"]}
+            best = min(seconds, key=seconds.get)
+            auto_rows.append({"model": model_name, "auto chose": auto, "why": why,
+                              **{f"epoch s, {t} thread(s)": v for t, v in seconds.items()},
+                              "epoch s, auto": common.median(times["auto"]), "fastest count": best,
+                              "auto / fastest": common.median(times["auto"]) / seconds[best]})
         for t in size["threads"]:
             sec = common.median(times[f"{t} threads"])
             sps = subset / sec
@@ -378,6 +391,13 @@ def main(args) -> common.Report:
                          "in the engine now and compare it against the engine without that change; the others "
                          "compare a change against the engine as it is. Per-batch host synchronisation: none in "
                          "the engine's Adam loop, nothing to remove.")
+    if auto_rows:
+        report.table("threads", pd.DataFrame(auto_rows), {c: ".3f" for c in ("epoch s, 1 thread(s)",
+                     "epoch s, 2 thread(s)", "epoch s, auto", "auto / fastest")},
+                     caption="threads='auto' (the default) against fixed counts: what settings.threads_for('auto') "
+                             "chose at the start of each model's measurement (free cores by the 1-minute load "
+                             "average), its Adam epoch time interleaved with 1 and 2 threads, and its time over the "
+                             "fastest fixed count's (1.000: auto chose the fastest).")
     for note in compile_notes:
         report.text(note)
     report.meta["peaks"] = peaks

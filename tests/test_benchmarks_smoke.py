@@ -96,12 +96,15 @@ def test_optimizers(tmp_path):
 def test_roofline(tmp_path):
     md, blob = run(roofline, tmp_path, "--no-png")
     main = pd.DataFrame(blob["tables"]["main"])
-    assert list(main["model"]) == ["mlp"]
+    assert list(main["model"]) == ["mlp", "mlp"] and list(main["threads"]) == [1, 2]
     row = main.iloc[0]
     assert row["train MFLOP/sample"] > row["forward MFLOP/sample"] > 0
     assert 0 < row["fraction of peak"] == pytest.approx(row["achieved GFLOP/s"] / row["mm peak GFLOP/s"])
     speed = pd.DataFrame(blob["tables"]["speedups"])
     assert speed["verdict"].isin(["helps", "hurts", "no measurable change"]).all()
+    (auto,) = blob["tables"]["threads"]  # the default threads='auto' against 1 and 2, in the same run
+    assert auto["auto chose"] >= 1 and auto["why"].startswith("auto: ") and auto["fastest count"] in (1, 2)
+    assert auto["auto / fastest"] > 0
 
 
 def test_roofline_flops_of_a_linear_layer():
