@@ -13,6 +13,7 @@ Modules (each writes benchmarks/results/<name>.md, .csv and, where it draws one,
     trunk        the wall time the shared Adam trunk saves (one run against one run per branch)
     switch_sweep where switching to CG pays off: switch points, rules and float64 CG from one trunk
     presets      the Train page's presets: how long each takes and what it shows, over seeds
+    probe        the curvature probe's share of a run's time at each probe_every, and its Lanczos steps
     gpu          the engine on a CUDA GPU (default run, vit-mlp with CG branches, TF32, NCCL); says
                  so when no GPU is there
     trunk        wall time saved by the shared Adam trunk (two-arm runs, a switch sweep), against the expected
@@ -23,4 +24,4 @@ states each target next to the measured value, including misses.
 """
 
 BENCHMARKS = ("overhead", "cg_vs_scipy", "optimizers", "roofline", "switch_rule", "trunk", "switch_sweep", "presets",
-              "app", "gpu")
+              "probe", "app", "gpu")

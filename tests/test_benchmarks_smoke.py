@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks import __main__ as bench_main
-from benchmarks import (app, cg_vs_scipy, common, gpu, optimizers, overhead, presets, roofline, switch_rule,
+from benchmarks import (app, cg_vs_scipy, common, gpu, optimizers, overhead, presets, probe, roofline, switch_rule,
                         switch_sweep, trunk)
 
 
@@ -288,3 +288,17 @@ def test_app_cpu_accounting_counts_new_processes_and_never_goes_negative():
     used = app.cpu_used(before, after)
     assert used["server"] == pytest.approx(1.5) and used["browser"] == pytest.approx(1.7)
     assert all(v >= 0 for v in app.cpu_used(after, before).values())
+
+
+def test_probe_cost_and_lanczos_steps(tmp_path):
+    md, blob = run(probe, tmp_path, "--no-png")
+    cost = pd.DataFrame(blob["tables"]["main"])
+    assert list(cost["probe_every"]) == [1, 5]
+    assert (cost["run s with"] > 0).all() and (cost["probe share"] < 1).all()
+    # probing every epoch costs more than every 5th (7 probes against 3 on 6 epochs)
+    assert cost["run s with"].iloc[0] > cost["run s with"].iloc[1]
+    steps = pd.DataFrame(blob["tables"]["steps"])
+    assert set(steps["steps"]) == {5, 10, 20} and set(steps["epoch"]) == {0, 2}
+    # hess_max converges from below: more steps never lower it
+    for _, part in steps.groupby("epoch"):
+        assert part.sort_values("steps")["hess_max"].is_monotonic_increasing

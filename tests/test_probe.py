@@ -61,6 +61,19 @@ def test_lanczos_extremes_on_a_plain_matrix_and_bad_arguments():
     assert math.isnan(nan_min) and math.isnan(nan_max)
 
 
+def test_lanczos_history_holds_the_extremes_after_every_step():
+    eigenvalues = torch.linspace(-2.0, 5.0, 40, dtype=torch.float64)
+    A = _matrix_with_spectrum(eigenvalues, seed=0)
+    history = []
+    assert lanczos_extremes(lambda v: A @ v, 40, iters=12, history=history) == history[-1]
+    assert len(history) == 12
+    lows, highs = [h[0] for h in history], [h[1] for h in history]
+    # Ritz values interlace: the extremes only move outwards, towards -2 and 5
+    assert all(b <= a + 1e-12 for a, b in zip(lows, lows[1:])) and all(b >= a - 1e-12 for a, b in zip(highs, highs[1:]))
+    assert lows[0] == highs[0]  # one step: one Ritz value
+    assert lanczos_extremes(lambda v: A @ v, 40, iters=12) == history[-1]  # watching changes nothing
+
+
 def _small_net(dtype=torch.float32) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
