@@ -149,3 +149,93 @@ def test_m5_finished_workers_leave_no_file_descriptors_behind(tmp_path, data_roo
     for _ in range(4):
         assert jobs.wait(jobs.submit(config), 120) == "completed"
     assert open_fds() <= baseline  # before the fix: 3 more per run (two pipes and the worker's log)
+
+
+# ----------------------------------------------------------------------------- found after the round-2 fixes
+def test_l11_the_listing_and_mark_interrupted_take_a_dead_runs_figures_from_its_metrics(tmp_path):
+    # the Runs page and `list` read list_runs: after kill -9 they showed the summary's epoch 2 and
+    # loss 1.0 while metrics.csv held epoch 5; mark_interrupted then wrote those stale figures down
+    path = run_with_rows(tmp_path, rows=6)
+    dead_owner(path, epochs_in_summary=2)
+    [info] = runs.list_runs(str(tmp_path))
+    assert info.status == "interrupted"
+    assert info.summary["arms"]["adam"]["epochs"] == 5 and info.summary["arms"]["adam"]["train_loss"] == pytest.approx(1 / 6)
+    assert runs.mark_interrupted(str(tmp_path)) == ["20260101-000000-00a001"]
+    on_disk = json.loads((path / "summary.json").read_text())
+    assert on_disk["status"] == "interrupted" and on_disk["arms"]["adam"]["epochs"] == 5
+    assert on_disk["arms"]["adam"]["figures_from"] == "metrics.csv"
+
+
+def test_l4_l14_events_jsonl_is_read_bounded_and_never_through_a_link(tmp_path, capsys):
+    path = run_with_rows(tmp_path)
+    secret = tmp_path / "outside.jsonl"
+    secret.write_text('{"arm": "adam", "kind": "secret", "epoch": 1}\n')
+    (path / "events.jsonl").unlink(missing_ok=True)
+    (path / "events.jsonl").symlink_to(secret)
+    run = runs.load_run(str(tmp_path), "20260101-000000-00a001")
+    assert run.events == [] and any("events.jsonl" in w and "symbolic link" in w for w in run.warnings)
+    assert main(["export", "20260101-000000-00a001", "--runs-dir", str(tmp_path), "--format", "json",
+                 "-o", str(tmp_path / "out.json")]) == 0
+    assert "secret" not in (tmp_path / "out.json").read_text()
+    (path / "events.jsonl").unlink()
+    (path / "events.jsonl").symlink_to("/dev/zero")  # unbounded before: grew without end
+    assert runs.load_run(str(tmp_path), "20260101-000000-00a001").events == []
+
+
+def test_l4_a_fifo_in_place_of_a_run_file_is_refused_and_never_blocks_the_listing(tmp_path):
+    import threading
+
+    path = run_with_rows(tmp_path)
+    for name in ("metrics.csv", "events.jsonl"):
+        (path / name).unlink(missing_ok=True)
+        os.mkfifo(path / name)  # opening a FIFO for reading blocks until a writer comes
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(
+        infos=runs.list_runs(str(tmp_path)), run=runs.load_run(str(tmp_path), "20260101-000000-00a001")),
+        daemon=True)
+    reader.start()
+    reader.join(30)
+    assert not reader.is_alive(), "list_runs / load_run blocked on a FIFO"
+    [info] = result["infos"]
+    assert "metrics.csv cannot be read: it is not a regular file" in info.damaged
+    assert any("events.jsonl cannot be read: it is not a regular file" in w for w in result["run"].warnings)
+
+
+@pytest.mark.parametrize("depth", [900, 5_000])
+def test_l2_json_nested_deeper_than_the_limit_is_refused_so_no_export_meets_a_recursion_error(tmp_path, capsys, depth):
+    # 900 levels parsed (under the parser's recursion limit) and then broke `export --format json`
+    # with a RecursionError reported as a bug (exit 1)
+    path = run_with_rows(tmp_path)
+    summary = json.loads((path / "summary.json").read_text())
+    (path / "summary.json").write_text(json.dumps(summary)[:-1] + ', "deep": ' + "[" * depth + "]" * depth + "}")
+    with open(path / "events.jsonl", "a") as fh:
+        fh.write('{"arm": "adam", "kind": "peak", "epoch": 1, "x": ' + "[" * depth + "]" * depth + "}\n")
+    run = runs.load_run(str(tmp_path), "20260101-000000-00a001")
+    assert run.summary is None and any("summary.json is nested too deeply" in w for w in run.warnings)
+    assert run.events == [] and any("events.jsonl line 1 is nested too deeply" in w for w in run.warnings)
+    code = main(["export", "20260101-000000-00a001", "--runs-dir", str(tmp_path), "--format", "json",
+                 "-o", str(tmp_path / "out.json")])
+    err = capsys.readouterr().err
+    assert code == 0 and "RecursionError" not in err and "bug" not in err
+    assert json.loads((tmp_path / "out.json").read_text())
+
+
+def test_l6_a_read_only_output_and_a_closed_pipe_are_reported_as_what_they_are(tmp_path, capsys):
+    # every OSError read "runs folder ...", and a read-only -o target was named by its hidden temp file
+    run_with_rows(tmp_path)
+    for target in ("/sys/m.csv", "/proc/m.csv"):  # folders nobody may create files in, not even root
+        code = main(["export", "20260101-000000-00a001", "--runs-dir", str(tmp_path), "-o", target])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--output: {target} cannot be written" in err and ".tmp" not in err, err
+        assert "runs folder" not in err
+    # `export -o - | head`: the reader closes the pipe long before the 1 MB are written
+    path = tmp_path / "20260101-000000-00a001"
+    header = (path / "metrics.csv").read_text().splitlines()[0].split(",")
+    with open(path / "metrics.csv", "a") as fh:
+        for epoch in range(3, 20_000):
+            fh.write(",".join({"arm": "adam", "epoch": str(epoch), "phase": "adam"}.get(c, "0.5") for c in header) + "\n")
+    command = f"{sys.executable} -m twophase export 20260101-000000-00a001 --runs-dir {tmp_path} -o - | head -n 1"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)  # pipefail: the exit status is twophase's, not head's
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and "bug" not in proc.stderr and "Errno" not in proc.stderr, proc.stderr

@@ -220,3 +220,29 @@ def test_a_zip_of_runs_leaves_the_checkpoint_out_unless_asked(runs_dir, data_roo
     assert f"{run_id}/metrics.csv" in plain and f"{run_id}/{runs.CHECKPOINT_FILE}" not in plain
     full = zipfile.ZipFile(io.BytesIO(runs.zip_runs(runs_dir, [run_id], checkpoints=True))).namelist()
     assert {f"{run_id}/{runs.CHECKPOINT_FILE}", f"{run_id}/{runs.CHECKPOINT_INFO_FILE}"} <= set(full)
+
+
+def test_a_run_whose_process_died_while_the_app_is_up_reads_interrupted_and_offers_resume_and_delete(runs_dir,
+                                                                                                     data_root):
+    # M7: the app marked dead runs only when it started; a run whose process died later read as
+    # running, with Stop disabled and no Delete, so it could not be cleaned up
+    from test_app_pages import new_app
+
+    at = new_app()  # the app is up first
+    run_id = "20261202-000007-000007"
+    on_record, should_stop = stop_at(3)
+    run_experiment(config(data_root), str(runs_dir), run_id, should_stop=should_stop, on_record=on_record)
+    path = runs.run_path(runs_dir, run_id)
+    summary = json.loads((path / runs.SUMMARY_FILE).read_text())  # then its process is killed -9:
+    summary.update(status="running", pid=2 ** 22 + 11, pid_start=1, ended=None)  # left "running" by a dead pid
+    (path / runs.SUMMARY_FILE).write_text(json.dumps(summary))
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.selectbox(key="runs_selected").set_value(run_id).run()
+    assert "interrupted" in at.selectbox(key="runs_selected").format_func(run_id)
+    assert [b for b in at.button if b.key == "runs_stop"] == []
+    assert at.button(key="runs_resume") and at.button(key="runs_delete")
+    at.checkbox(key="runs_confirm_delete").check().run()
+    at.button(key="runs_delete").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not path.exists()

@@ -501,7 +501,11 @@ def test_mark_interrupted_after_sigkill(tmp_path):
     info = list_runs(tmp_path)[0]
     assert info.run_id == run_id and info.status == "interrupted" and info.damaged is None
     assert info.summary["ended"] and "no longer running" in info.summary["interrupted_reason"]
-    assert info.summary["arms"] == {"two-phase": {"status": "interrupted"}, "adam": {"status": "completed"}}
+    # the dead arm's figures come from metrics.csv (its summary never had them), the others stay
+    tp = info.summary["arms"]["two-phase"]
+    assert tp["status"] == "interrupted" and tp["epochs"] == 3 and tp["figures_from"] == "metrics.csv"
+    assert tp["train_loss"] == pytest.approx(1 / 3)
+    assert info.summary["arms"]["adam"] == {"status": "completed"}
     run = load_run(tmp_path, run_id)
     assert run.warnings == []
     assert list(run.metrics["epoch"]) == [1, 2, 3]

@@ -529,8 +529,14 @@ def cmd_export(args) -> int:
                                        "file to write, or - for standard output"})
     try:
         runs.export_run(_runs_dir(args), run_id, args.format, dest)
-    except FileNotFoundError as exc:  # the folder of -o does not exist
-        raise ConfigError({"--output": str(exc).removeprefix("dest: ")}) from None
+    except FileNotFoundError as exc:
+        if not target.parent.is_dir():  # the folder of -o does not exist
+            raise ConfigError({"--output": str(exc).removeprefix("dest: ")}) from None
+        raise ConfigError({"--output": f"{dest} cannot be written ({exc.strerror or exc})"}) from None
+    except OSError as exc:  # a read-only folder, a full disk: name the file asked for, not the temp file
+        if exc.filename is None or Path(exc.filename).parent != target.parent:
+            raise
+        raise ConfigError({"--output": f"{dest} cannot be written ({exc.strerror or exc})"}) from None
     print(dest)
     return 0
 

@@ -128,6 +128,8 @@ def csv_cell(value: Any) -> str:
 MAX_JSON_BYTES = 16 * 2 ** 20
 #: The most metrics.csv may hold (1,000 epochs of 16 arms is about 3 MB).
 MAX_METRICS_BYTES = 512 * 2 ** 20
+MAX_EVENTS_BYTES = 64 * 2 ** 20  # events.jsonl: a line per peak, switch, divergence ... (a few KiB in practice)
+MAX_JSON_DEPTH = 64  # nesting of a run file's JSON; what the project writes is 4 deep at most
 
 
 class UnreadableFile(ValueError):
@@ -166,14 +168,35 @@ def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
 
 
 def parse_json(text: str, name: str):
-    """(value, None) for JSON text, else (None, what is wrong), naming `name`; nesting too deep
-    for the parser is refused, never a RecursionError."""
+    """(value, None) for JSON text, else (None, what is wrong), naming `name`. Nesting deeper
+    than MAX_JSON_DEPTH is refused, so that nothing which later walks the value (an export, a
+    page) meets a RecursionError."""
     try:
-        return json.loads(text), None
+        value = json.loads(text)
     except RecursionError:
         return None, f"{name} is nested too deeply to be read"
     except ValueError as exc:
         return None, f"{name} is not valid JSON ({str(exc)[:200]})"
+    if _depth_exceeds(value, MAX_JSON_DEPTH):
+        return None, f"{name} is nested too deeply to be read (more than {MAX_JSON_DEPTH} levels)"
+    return value, None
+
+
+def _depth_exceeds(value, limit: int) -> bool:
+    """Whether lists and objects in `value` nest deeper than `limit` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def read_json_object(path: Path) -> tuple[dict | None, str | None]:

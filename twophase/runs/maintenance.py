@@ -18,7 +18,8 @@ from typing import Iterable
 from twophase.runs.files import atomic_write_text, dumps, fsync_dir, now_iso, read_json_object
 from twophase.runs.ids import SUMMARY_FILE, is_valid_run_id, resolve_runs_dir, run_path
 from twophase.runs.owner import hostname, owner_alive, process_start
-from twophase.runs.reader import list_runs
+from twophase.runs.ids import METRICS_FILE
+from twophase.runs.reader import _figures_from_metrics, _read_metrics, list_runs
 from twophase.schema import ACTIVE_STATUSES
 
 
@@ -32,8 +33,9 @@ def mark_interrupted(
     ``owner_alive(summary)`` is False: its owner pid is gone, is a zombie, was reused by
     a process with another start time, or was on another host. Its summary gets
     ``status="interrupted"``, ``ended`` (now, UTC), ``interrupted_reason``, and any arm
-    in ``summary["arms"]`` still ``running``/``queued`` becomes ``interrupted`` too. The
-    metrics stay as they are and remain readable. Runs with a damaged summary are left
+    in ``summary["arms"]`` still ``running``/``queued`` becomes ``interrupted`` too, with its
+    epochs and last figures from metrics.csv where the summary is older. The metrics stay as
+    they are and remain readable. Runs with a damaged summary are left
     alone (``list_runs`` reports them). Leftovers of cut-short creations and deletions
     are removed first (``clean_leftovers``), and so are the temp files of an atomic write
     that the dead owner left half done. A runs directory that cannot be listed (a file,
@@ -88,7 +90,8 @@ def mark_interrupted(
                 k: ({**v, "status": "interrupted"} if isinstance(v, dict) and v.get("status") in ACTIVE_STATUSES else v)
                 for k, v in arms.items()
             }
-        try:
+        try:  # the per-arm figures as metrics.csv has them (the summary dates from its last write)
+            new = _figures_from_metrics(new, _read_metrics(info.path / METRICS_FILE, []))
             atomic_write_text(info.path / SUMMARY_FILE, dumps(new, "summary", indent=2) + "\n")
         except (OSError, TypeError):
             continue  # read-only folder or odd content: leave it, the listing still works

@@ -7,14 +7,14 @@ and ``load_run`` in ``Run.warnings``, and whatever can be read is read.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twophase.runs.files import MAX_METRICS_BYTES, UnreadableFile, read_bounded, read_json_object
+from twophase.runs.files import (MAX_EVENTS_BYTES, MAX_METRICS_BYTES, UnreadableFile, parse_json, read_bounded,
+                                 read_json_object)
 from twophase.runs.owner import owner_alive
 from twophase.runs.ids import (CHECKPOINT_FILE, CHECKPOINT_INFO_FILE, CONFIG_FILE, EVENTS_FILE, METRICS_FILE, SUMMARY_FILE, is_valid_run_id,
                                resolve_runs_dir, run_path)
@@ -96,22 +96,19 @@ PARTIAL_METRICS = "metrics.csv ends with a partial line"
 
 
 def _check_metrics_file(path: Path) -> str | None:
-    """Cheap health check of metrics.csv (header and last byte); None when fine."""
+    """Health check of metrics.csv (header, last byte, no damaged line); None when fine. Read
+    through read_bounded: a link, a FIFO or a device is refused, never opened (a FIFO would block)."""
     if os.path.islink(path):
         return "metrics.csv is a symbolic link; it is not followed"
     try:
-        with open(path, "rb") as f:
-            head = f.readline(65536)
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            last = b""
-            if size:
-                f.seek(size - 1)
-                last = f.read(1)
+        data = read_bounded(path, MAX_METRICS_BYTES)
     except FileNotFoundError:
         return "metrics.csv is missing"
+    except UnreadableFile as exc:
+        return f"metrics.csv cannot be read: {str(exc).replace(os.fspath(path), 'it')}"
     except OSError as exc:
         return f"metrics.csv cannot be read ({exc.__class__.__name__}: {exc})"
+    head = data[:65536].split(b"\n", 1)[0] + (b"\n" if b"\n" in data[:65536] else b"")
     if not head.strip() or not head.endswith(b"\n"):
         return "metrics.csv has no header line"
     try:
@@ -121,13 +118,9 @@ def _check_metrics_file(path: Path) -> str | None:
     missing = [c for c in KEY_COLUMNS if c not in header]
     if missing:
         return f"metrics.csv has no {' or '.join(missing)} column in its header line"
-    if last != b"\n":
+    if not data.endswith(b"\n"):
         return PARTIAL_METRICS + " (the last row was cut off; it is left out when loading)"
-    try:  # a damaged line in the middle (a bare CR, an overlong field): one pass over the bytes
-        data = read_bounded(path, MAX_METRICS_BYTES)
-    except (OSError, UnreadableFile) as exc:
-        return f"metrics.csv cannot be read ({exc})"
-    for number, line in enumerate(data.split(b"\n"), start=1):
+    for number, line in enumerate(data.split(b"\n"), start=1):  # a bare CR, an overlong field
         if b"\r" in line.rstrip(b"\r") or len(line) > MAX_FIELD_CHARS:
             return f"metrics.csv line {number} is damaged; it is left out when loading"
     return None
@@ -178,7 +171,10 @@ def list_runs(runs_dir: str | os.PathLike | None = None, raw: bool = False) -> l
                 problems.append(p)
             summary, p = read_json_object(path / SUMMARY_FILE)
             if not raw:  # a run whose process died reads as interrupted (raw: as its file says)
+                seen = summary
                 summary = orphan_view(summary)
+                if summary is not seen:  # and its figures come from metrics.csv, which is newer
+                    summary = _figures_from_metrics(summary, _read_metrics(path / METRICS_FILE, []))
             status, p = _check_summary(summary, p)
             if p:
                 problems.append(p)
@@ -292,10 +288,12 @@ def _placed(column: str, cell: str) -> bool:
 
 
 def _read_events(path: Path, warnings: list[str]) -> list[dict]:
-    try:
-        with open(path, "r", encoding="utf-8", errors="replace") as f:
-            lines = f.read().split("\n")
+    try:  # bounded, never through a link or from a FIFO or device (files.read_bounded)
+        lines = read_bounded(path, MAX_EVENTS_BYTES).decode("utf-8", errors="replace").split("\n")
     except FileNotFoundError:
+        return []
+    except UnreadableFile as exc:
+        warnings.append(f"events.jsonl cannot be read: {str(exc).replace(os.fspath(path), 'it')}")
         return []
     except OSError as exc:
         warnings.append(f"events.jsonl cannot be read ({exc.__class__.__name__}: {exc})")
@@ -305,10 +303,11 @@ def _read_events(path: Path, warnings: list[str]) -> list[dict]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            if number - 1 == last:
+        value, problem = parse_json(line, "events.jsonl")
+        if problem:
+            if "nested" in problem:
+                warnings.append(f"events.jsonl line {number} is nested too deeply; it was left out")
+            elif number - 1 == last:
                 warnings.append("events.jsonl ended with a partial line; it was left out")
             else:
                 warnings.append(f"events.jsonl line {number} is not valid JSON; it was left out")

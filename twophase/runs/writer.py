@@ -21,7 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from twophase.runs.files import atomic_write_bytes, atomic_write_text, csv_cell, dumps, fsync_dir, now_iso, read_json_object
+from twophase.runs.files import (MAX_EVENTS_BYTES, MAX_METRICS_BYTES, UnreadableFile, atomic_write_bytes,
+                                 atomic_write_text, csv_cell, dumps, fsync_dir, now_iso, parse_json, read_bounded,
+                                 read_json_object)
 from twophase.runs.ids import (CONFIG_FILE, EVENTS_FILE, METRICS_FILE, SUMMARY_FILE, check_run_id,
                                resolve_runs_dir, run_path)
 from twophase.runs.owner import hostname, process_start
@@ -179,8 +181,11 @@ class RunWriter:
         self.path = run_path(resolve_runs_dir(runs_dir), run_id)
         if not self.path.is_dir():
             raise FileNotFoundError(f"run {run_id} does not exist in {self.path.parent}")
-        with open(self.path / METRICS_FILE, newline="", encoding="utf-8") as fh:
-            cols = next(csv.reader(fh), [])
+        try:  # the header line only; never through a link, a FIFO or a device
+            head = read_bounded(self.path / METRICS_FILE, MAX_METRICS_BYTES).split(b"\n", 1)[0]
+        except UnreadableFile as exc:
+            raise ValueError(f"run {run_id}: metrics.csv cannot be read: {exc}") from None
+        cols = next(csv.reader([head.decode("utf-8", "replace")]), [])
         if not cols or len(set(cols)) != len(cols):
             raise ValueError(f"run {run_id}: metrics.csv has no usable header")
         summary, problem = read_json_object(self.path / SUMMARY_FILE)
@@ -287,8 +292,12 @@ class RunWriter:
         Raises ValueError when a file holds fewer whole rows or events than asked to keep."""
         with self._lock:
             kept_lines = {}
-            for name, keep, skip in ((METRICS_FILE, rows, 1), (EVENTS_FILE, events, 0)):
-                lines = (self.path / name).read_bytes().split(b"\n")[:-1]  # whole lines (a cut last one is dropped)
+            for name, keep, skip, limit in ((METRICS_FILE, rows, 1, MAX_METRICS_BYTES),
+                                            (EVENTS_FILE, events, 0, MAX_EVENTS_BYTES)):
+                try:  # whole lines (a cut last one is dropped); never through a link, bounded
+                    lines = read_bounded(self.path / name, limit).split(b"\n")[:-1]
+                except UnreadableFile as exc:
+                    raise ValueError(f"run {self.run_id}: {name} cannot be read: {exc}") from None
                 if len(lines) < keep + skip:
                     raise ValueError(f"run {self.run_id}: {name} holds {len(lines) - skip} whole lines, "
                                      f"fewer than the checkpoint's {keep}")
@@ -297,10 +306,9 @@ class RunWriter:
                 atomic_write_bytes(self.path / name, b"".join(line + b"\n" for line in lines))
             kept = []
             for line in kept_lines[EVENTS_FILE]:
-                try:
-                    kept.append(json.loads(line))
-                except ValueError:
-                    pass  # a line the readers also skip
+                value, problem = parse_json(line.decode("utf-8", "replace"), EVENTS_FILE)
+                if problem is None:  # a line the readers also skip otherwise
+                    kept.append(value)
             return kept
 
     @property
