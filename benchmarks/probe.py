@@ -37,7 +37,7 @@ def base_config(fields, threads: int):
     from twophase.config import PRESETS, RunConfig
 
     if fields == "preset":
-        fields = dict(PRESETS["early vs late switch"]["fields"])
+        fields = dict(PRESETS["early-vs-late"]["fields"])
     return RunConfig(**fields, threads=threads, data_root=common.data_root()).validate()
 
 
