@@ -6,6 +6,7 @@
 - The page loads nothing from outside this machine (the favicon once came from a font host).
 - A link with ?cfg= reproduces the settings; a dataset that is not installed is refused up front.
 - Several seeds draw the median with a shaded min-max band.
+- An emptied or 0 Epochs box is refused naming it; an emptied "Training samples" box stays empty (all).
 """
 
 from __future__ import annotations
@@ -136,3 +137,37 @@ def test_three_seeds_from_a_link_draw_a_median_and_a_shaded_band(served_app, bro
     page.get_by_text(re.compile(r"ahead of Adam at equal data passes in \d of 3 seeds")).first.wait_for()
     listed = runs.list_runs(str(runs_dir))
     assert sorted(i.config["seed"] for i in listed) == [0, 1, 2] and len({i.config["group"] for i in listed}) == 1
+
+
+def test_an_emptied_or_zero_epochs_box_is_refused_and_an_emptied_samples_box_stays_empty(served_app, browser,
+                                                                                         runs_dir):
+    # defect 8: an empty, "abc" or 0 Epochs box started a 40-epoch run; an emptied "Training samples"
+    # box went back to 2048 (its help says empty means the whole set)
+    page = browser.new_page(viewport={"width": 1500, "height": 1200})
+    page.set_default_timeout(60_000)
+    page.goto(served_app)
+    page.get_by_text("Run settings").wait_for()
+    idle = page.locator('[data-testid="stStatusWidget"]')
+    for typed in ("", "abc", "0"):
+        box = page.get_by_label("Epochs", exact=True)
+        box.fill("")
+        if typed:
+            box.press_sequentially(typed)
+        box.press("Tab")  # commits the box: a rerun
+        page.wait_for_timeout(800)
+        idle.wait_for(state="hidden")
+        page.get_by_role("button", name=re.compile("Start")).click()
+        page.get_by_text("Nothing was started").first.wait_for()
+        assert page.get_by_text(re.compile(r"Epochs.*1 to 100000")).count() >= 1, typed
+        assert "run=" not in page.url and runs.list_runs(str(runs_dir)) == []
+    samples = page.get_by_label("Training samples", exact=True)
+    samples.fill("")
+    samples.press("Tab")
+    page.wait_for_timeout(800)
+    idle.wait_for(state="hidden")
+    page.get_by_label("Epochs", exact=True).fill("40")
+    page.get_by_label("Epochs", exact=True).press("Tab")  # another rerun: the emptied box stays empty
+    page.wait_for_timeout(800)
+    idle.wait_for(state="hidden")
+    assert page.get_by_label("Training samples", exact=True).input_value() == ""
+    assert page.get_by_label("Epochs", exact=True).input_value() == "40"

@@ -171,3 +171,33 @@ def test_9_datasets_that_are_not_installed_say_so_in_the_list(runs_dir):
     assert shown[0] == "mnist"
     assert any(o.startswith("cifar10 ") and "not installed" in o for o in shown)
     assert any(o.startswith("cifar100 ") and "not installed" in o for o in shown)
+
+
+@pytest.mark.parametrize("typed", [None, 0, -3])
+def test_8_an_emptied_or_out_of_range_epochs_box_is_refused_naming_it(runs_dir, typed):
+    # defect: an empty, "abc" (the browser sends empty) or 0 epochs box silently started a 40-epoch run
+    at = new_app()
+    at.number_input(key="cfg_epochs").set_value(typed)
+    at.button(key="start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    [error] = [e.value for e in at.error]
+    assert "Nothing was started" in error and "**Epochs** (`epochs`)" in error and "1 to 100000" in error
+    assert runs.list_runs(str(runs_dir)) == []
+
+
+def test_8_empty_training_samples_means_the_whole_set_and_numbers_keep_their_value_across_reruns(runs_dir):
+    # defect: clearing "Training samples" went back to 2048 (its help says empty means all); after the
+    # first rerun an emptied box read as the widget's lowest value (1), not as empty
+    from pages.shared import common
+
+    at = new_app()
+    assert at.number_input(key="cfg_epochs").value == 40 and at.number_input(key="cfg_subset").value == 2048
+    at.run()
+    at.run()
+    assert at.number_input(key="cfg_epochs").value == 40 and at.number_input(key="cfg_subset").value == 2048
+    at.number_input(key="cfg_subset").set_value(None).run()
+    assert at.number_input(key="cfg_subset").value is None
+    values = {f.name: at.session_state[f"cfg_{f.name}"] for f in common.FORM if f"cfg_{f.name}" in at.session_state}
+    values.update(arms=["adam"], switch_points="")
+    assert common.form_config(values).subset is None  # the whole training set
+    assert not at.warning, [w.value for w in at.warning]

@@ -110,7 +110,8 @@ RATIO_COLUMNS = {
 class Field:
     """How one RunConfig field is asked for. kind: "choice", "int", "float", "slider", "bool", "text".
     advanced: under "Advanced: switch rule and CG". choices: for kind "choice" (from RunConfig's
-    owners). step, lo, hi: widget bounds (ints default to config.LIMITS; validation has the last word)."""
+    owners). step: the number boxes' step. lo, hi: the range a value read from a link must be in (ints:
+    config.LIMITS); the boxes themselves have no bounds, validation names a value out of range."""
 
     name: str
     label: str
@@ -240,18 +241,20 @@ def _widget(f: Field, default, where, values: dict):
     if f.kind == "text":
         return where.text_input(f.label, placeholder=f.placeholder, **kw) if key in st.session_state else \
             where.text_input(f.label, value=default, placeholder=f.placeholder, **kw)
+    # Numbers: the widget is made with value=None, so that an emptied box reads None (and is
+    # refused by validation, naming the field, or means "all" / "auto" where the field is
+    # optional) instead of silently falling back to a default; the first value comes from the
+    # session state. No bounds in the widget: a typed 0 reaches validation and its message,
+    # instead of being held back by the browser while Start goes on with the old value.
+    if default == "auto":
+        default = None
+    if key not in st.session_state:
+        st.session_state[key] = (int(default) if f.kind == "int" else float(default)) if default is not None else None
     if f.kind == "int":
-        if default == "auto":
-            default = None
-        lo, hi = LIMITS.get(f.name, (f.lo if f.lo is not None else 1, None))
-        args = dict(min_value=int(lo), step=int(f.step or 1), placeholder=f.placeholder)
-        if hi is not None:
-            args["max_value"] = int(hi)
-        return where.number_input(f.label, **args, **kw) if key in st.session_state else \
-            where.number_input(f.label, value=default, **args, **kw)
-    args = dict(min_value=float(f.lo) if f.lo is not None else None, step=f.step, format="%g")  # float
-    return where.number_input(f.label, **args, **kw) if key in st.session_state else \
-        where.number_input(f.label, value=float(default), **args, **kw)
+        return where.number_input(f.label, value=None, step=int(f.step or 1),
+                                  placeholder=f.placeholder or "required", **kw)
+    return where.number_input(f.label, value=None, step=f.step, format="%g", placeholder=f.placeholder or "required",
+                              **kw)
 
 
 def use_paper_rule() -> None:
