@@ -79,7 +79,9 @@ class RunConfig:
     grad_norm_mode: "full" (gradient of the loss over the whole training set at
         the end of the epoch) or "batch-mean" (mean of the mini-batch norms).
     hessian_probe, probe_every: also estimate the Hessian's extreme eigenvalues (monitoring, never
-        charged) at epoch 0, every probe_every epochs, at every switch and at the last epoch.
+        charged) at epoch 0, every probe_every epochs, at every switch and at the last epoch. The
+        default 20 keeps the probe under 10% of the default run's time (4.7% measured against 18%
+        at 10; benchmarks/results/probe.md).
     seed, device, threads: reproducibility and hardware (threads: "auto", a number, or 0 = torch's default;
         results are bit for bit the same only at the same thread count).
     processes: number of data-parallel processes (torch.distributed); 1 trains in
@@ -125,7 +127,7 @@ class RunConfig:
     cg_c2: float = 0.2
     grad_norm_mode: str = "full"
     hessian_probe: bool = False
-    probe_every: int = 10
+    probe_every: int = 20
     seed: int = 0
     seeds: int = 1
     device: str = "auto"
