@@ -68,7 +68,17 @@ def test_grad_norm_figure_has_both_arms_rule_lines_peak_and_switch():
     assert list(rmax.x) == [1, 2, 3, 4]
     assert list(rmax.y) == [2.0, 3.0, 3.0, 3.0]
     assert np.allclose(thr.y, [1.8, 2.7, 2.7, 2.7])
+    # defect 5: from the switch to the last epoch both are held, faint, so they are more than a
+    # short segment under the curve and the star
+    last = float(make_metrics()["epoch"].max())
+    (held_max,) = traces(fig, "running_max_held")
+    (held_thr,) = traces(fig, "threshold_held")
+    assert list(held_max.x) == list(held_thr.x) == [4.0, last] and last > 4
+    assert list(held_max.y) == [3.0, 3.0] and np.allclose(held_thr.y, [2.7, 2.7])
+    assert "watches no more" in held_thr.hovertext and held_max.showlegend is False
+    # the peak is named for what the rule used, and its hover says so
     (pk,) = traces(fig, "peak")
+    assert pk.name.startswith("largest norm before the switch") and "Not necessarily the curve's highest" in pk.hovertext
     assert (pk.x[0], pk.y[0]) == (2.0, 3.0)
     (sw,) = traces(fig, "switch")
     assert (sw.x[0], sw.y[0]) == (4.0, 2.5)

@@ -234,7 +234,8 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
     threshold nor the reference marker. smoothing: see _add_line.
 
     Traces carry meta={"role": ..., "arm": ...}; roles: "grad_norm",
-    "running_max", "threshold", "peak", "switch", "diverged".
+    "running_max", "threshold" (up to the switch), "running_max_held", "threshold_held" (their
+    last values held faintly from the switch to the last epoch), "peak", "switch", "diverged".
     """
     _check_x(x)
     df = _clean(metrics)
@@ -287,6 +288,21 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
                 line=dict(color="#555", width=2, dash="dash"), opacity=0.9, legendgroup=arm,
                 meta={"role": "threshold", "arm": arm},
             ))
+        # After the switch the rule watches no more: its last running max and threshold are held as
+        # faint lines to the end, so that a switch after a few epochs still shows what it compared
+        # (drawn only up to the switch, they were short segments under the curve and the star).
+        last_x = part[x].max() if len(part) else None
+        if sw is not None and len(upto) and last_x is not None and float(last_x) > float(upto[x].iloc[-1]):
+            held = [("running_max_held", float(running_max.iloc[-1]), dict(color=color, width=1.5, dash="dot"),
+                     "running max held after the switch")]
+            if tol is not None:
+                held.append(("threshold_held", float(running_max.iloc[-1]) * float(tol),
+                             dict(color="#555", width=1.5, dash="dash"), "threshold at the switch, held"))
+            for role, level, line, words in held:
+                fig.add_trace(go.Scatter(
+                    x=[float(upto[x].iloc[-1]), float(last_x)], y=[level, level], mode="lines", line=line,
+                    opacity=0.45, showlegend=False, legendgroup=arm, meta={"role": role, "arm": arm},
+                    hovertext=f"{words} ({arm_label(arm)}): {level:.4g}; the rule watches no more", hoverinfo="text"))
         pk = peak(df, events, arm)
         if pk is not None:
             px_ = float(pk[0]) if x == "epoch" else _value_at(part, pk[0], x)
