@@ -29,6 +29,21 @@ def short_label(run) -> str:
     return cfg.get("name") or run.run_id[9:]  # HHMMSS-xxxxxx is enough to tell runs apart
 
 
+NOT_SETTINGS = ("name", "group", "tag", "data_root")  # names and places, not what was trained
+
+
+def legend_labels(chosen: list, most: int = 3) -> dict[str, str]:
+    """run id -> its name (or id) with the settings in which it differs from the other runs chosen
+    (up to `most`), so that legends tell runs apart by what they are, not by a dash style."""
+    differing = [k for k in config_differences(chosen).index if k not in NOT_SETTINGS]
+    labels = {}
+    for run in chosen:
+        cfg = run.config or {}
+        parts = [f"{k} {cfg.get(k)}" for k in differing[:most]] + (["..."] if len(differing) > most else [])
+        labels[run.run_id] = short_label(run) + (f" ({', '.join(parts)})" if parts else "")
+    return labels
+
+
 def config_differences(chosen: list) -> pd.DataFrame:
     """Config fields whose values differ between `chosen` (one column per run)."""
     configs = {short_label(r): (r.config or {}) for r in chosen}
@@ -90,8 +105,9 @@ as_bands = bool(groups) and st.toggle(
 banded = {r.run_id for members in groups.values() for r in members} if as_bands else set()
 
 curves, references = [], []
+legends = legend_labels(chosen) if len(chosen) > 1 else {r.run_id: short_label(r) for r in chosen}
 for run in chosen:
-    label = short_label(run)
+    label = legends[run.run_id]
     metrics = run.metrics
     for arm in arms:
         part = metrics[metrics["arm"] == arm] if len(metrics) else metrics
@@ -138,7 +154,10 @@ for run in chosen:
     tables.append(table)
 if tables:
     number = st.column_config.NumberColumn
-    st.dataframe(pd.concat(tables, ignore_index=True), hide_index=True, column_config={
+    final = pd.concat(tables, ignore_index=True)
+    first = ["run", "arm", "status", "switch_epoch", "peak_epoch"]  # the switch in view, not cut off at the right
+    final = final[first + [c for c in final.columns if c not in first]]
+    st.dataframe(final, hide_index=True, column_config={
         "train_loss": number("train loss", format="%.4g"), "val_loss": number("val loss", format="%.4g"),
         "train_acc": number("train acc", format="%.3f"), "val_acc": number("val acc", format="%.3f"),
         "grad_norm": number("grad norm", format="%.3g"), "data_passes": number("data passes", format="%.1f"),

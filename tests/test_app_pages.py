@@ -333,6 +333,13 @@ def test_compare_page_shows_config_differences_and_paper_figures(finished_runs):
     assert not at.exception, [e.value for e in at.exception]
     (diff,) = [df.value for df in at.dataframe if set(df.value.columns) == {"tiny", "other"}]
     assert set(diff.index) == {"lr", "model", "name"}
+    # defect 15: the legend names each run by its name and the settings it differs in (not a run-id
+    # fragment told apart by its dash); the switch epoch is among the first columns, not cut off
+    names = {t["name"] for t in plotly_specs(at)[0]["data"]}
+    base_lr = json.loads((src / "config.json").read_text())["lr"]
+    assert f"other (lr 0.01, model vit-mlp) · Adam" in names and f"tiny (lr {base_lr}, model mlp) · Adam" in names
+    final = table_with(at, "run", "arm")
+    assert list(final.columns[:4]) == ["run", "arm", "status", "switch_epoch"]
     published = table_with(at, "algorithm")
     assert set(published["model"]) == {"vit-mlp"} and set(published["dataset"]) == {"mnist"}
     at.toggle(key="cmp_paper").set_value(True).run()

@@ -189,9 +189,10 @@ def test_compare_overlay_colours_dashes_smoothing_references():
     curves = [("run A", "two-phase", m[m.arm == "two-phase"]), ("run A", "adam", m[m.arm == "adam"]),
               ("run B", "adam", m[m.arm == "adam"])]
     fig = plots.compare_figure(curves, y="train_loss", x="data_passes", log_y=True, smoothing=0.5,
-                               references=[("paper adam", "adam", 0.01)])
-    assert len(fig.data) == 3
-    by = {(t.meta["run"], t.meta["arm"]): t for t in fig.data}
+                               references=[("paper adam", "adam", 0.01), ("paper two-phase", "two-phase", 0.0105)])
+    lines = [t for t in fig.data if t.meta["role"] != "reference"]
+    assert len(lines) == 3
+    by = {(t.meta["run"], t.meta["arm"]): t for t in lines}
     assert by["run A", "two-phase"].line.color == plots.ARM_COLORS["two-phase"]
     assert by["run A", "adam"].line.color == by["run B", "adam"].line.color == plots.ARM_COLORS["adam"]
     assert by["run A", "adam"].line.dash == by["run A", "two-phase"].line.dash != by["run B", "adam"].line.dash
@@ -200,10 +201,16 @@ def test_compare_overlay_colours_dashes_smoothing_references():
     assert smoothed[0] == pytest.approx(raw[0])
     assert raw[1] < smoothed[1] < raw[0]  # smoothed toward the past
     # the method is drawn last (on top), but listed first in the legend
-    assert fig.data[-1].meta["arm"] == "two-phase"
+    assert lines[-1].meta["arm"] == "two-phase"
     assert by["run A", "two-phase"].legendrank < by["run A", "adam"].legendrank
     assert fig.layout.yaxis.type == "log"
     assert any(s.y0 == s.y1 == 0.01 for s in fig.layout.shapes)
+    # defect 15: two close references once printed their labels over each other beside the lines;
+    # the labels are legend entries now
+    assert not [a for a in fig.layout.annotations if "paper" in (a.text or "")]
+    refs = {t.name: t for t in fig.data if t.meta["role"] == "reference"}
+    assert set(refs) == {"paper adam: 0.01", "paper two-phase: 0.0105"}
+    assert refs["paper adam: 0.01"].line.dash == "dot" and refs["paper adam: 0.01"].line.color == plots.ARM_COLORS["adam"]
     with pytest.raises(ValueError, match="smoothing"):
         plots.compare_figure(curves, smoothing=1.0)
 

@@ -497,9 +497,12 @@ def compare_figure(curves: Sequence[tuple[str, str, pd.DataFrame]], y: str = "tr
     for label, arm, value in references:
         if value is None or not math.isfinite(float(value)) or (log_y and float(value) <= 0):
             continue
-        fig.add_hline(y=float(value), line_dash="dot", line_color=arm_color(arm), line_width=1,
-                      annotation_text=f"{text(label)}: {float(value):g}", annotation_position="bottom right",
-                      annotation_font_color=arm_color(arm))
+        # the line itself, and its label in the legend: labels written beside the lines overprinted
+        # each other wherever two references were close
+        fig.add_hline(y=float(value), line_dash="dot", line_color=arm_color(arm), line_width=1)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"{text(label)}: {float(value):g}",
+                                 line=dict(color=arm_color(arm), dash="dot", width=1),
+                                 meta={"role": "reference", "arm": arm, "value": float(value)}))
     _base_layout(fig, METRIC_LABELS.get(y, y).capitalize(), x, METRIC_LABELS.get(y, y))
     if log_y:
         fig.update_yaxes(type="log")
