@@ -90,3 +90,25 @@ def test_moving_sliders_recomputes_the_figures():
 
     at.radio(key="learn_x").set_value("evals").run()
     assert not at.exception
+
+
+def test_a_switch_in_the_non_convex_region_says_why_with_the_paths_own_numbers():
+    # defect 18: at the section's defaults the rule fires in the non-convex region on both surfaces,
+    # which the headline seems to deny; the page now says why, and where Adam's path turns convex
+    from twophase import teaching
+
+    at = load()
+    for name in teaching.SURFACES:
+        at.radio(key="learn_surface").set_value(name).run()
+        assert not at.exception, [e.value for e in at.exception]
+        surf = teaching.SURFACES[name]
+        trajs = teaching.trajectories(name, surf.start, c=0.5, steps=100, lr=surf.lr, tolerance=0.9)
+        two = trajs["two-phase"]
+        assert two.switch_index is not None
+        assert teaching.hessian_eigenvalues(name, two.points[two.switch_index], 0.5)[0] <= 0  # fired non-convex
+        k = teaching.first_convex_step(name, trajs["adam"], 0.5)
+        assert k is not None and k > 0
+        assert teaching.hessian_eigenvalues(name, trajs["adam"].points[k], 0.5)[0] > 0
+        assert all(teaching.hessian_eigenvalues(name, p, 0.5)[0] <= 0 for p in trajs["adam"].points[:k])
+        [why] = [i.value for i in at.info if i.value.startswith("Why before the convex region")]
+        assert f"reaches the convex region after step {k}" in why and "epoch 3" in why

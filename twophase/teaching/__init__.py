@@ -13,12 +13,12 @@ from twophase.teaching.surfaces import (C_RANGE, SURFACES, TANH_TEACHER, VALLEY_
                                         surface_hessian, surface_loss, surface_value_and_grad)
 from twophase.teaching.toy1d import (UNIT_INPUT_RANGE, nonconvex_intervals, toy1d_curvature, toy1d_data,
                                      toy1d_descent_path, toy1d_figure, toy1d_grad, toy1d_loss, toy1d_minima)
-from twophase.teaching.trajectories import ARMS, Trajectory, trajectories
+from twophase.teaching.trajectories import ARMS, Trajectory, first_convex_step, trajectories
 
 __all__ = [
     "UNIT_INPUT_RANGE", "toy1d_data", "toy1d_loss", "toy1d_grad", "toy1d_curvature",
     "nonconvex_intervals", "toy1d_minima", "toy1d_descent_path", "toy1d_figure",
     "SURFACES", "C_RANGE", "TANH_TEACHER", "VALLEY_STEEPNESS", "Surface", "surface_loss", "surface_value_and_grad", "surface_hessian",
     "hessian_eigenvalues", "surface_grid", "local_minima",
-    "Trajectory", "ARMS", "trajectories", "surface_figure", "trajectory_curves_figure", "SHADE_COLORSCALE",
+    "Trajectory", "ARMS", "trajectories", "first_convex_step", "surface_figure", "trajectory_curves_figure", "SHADE_COLORSCALE",
 ]

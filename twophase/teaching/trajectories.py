@@ -156,3 +156,14 @@ def trajectories(name: str, start: tuple[float, float], c: float = 0.5, steps: i
     rule_options = {"tolerance": tolerance, "min_epochs": min_epochs, "patience": patience}
     SwitchRule(**rule_options)  # validates (ConfigError names the field)
     return {arm: _run_arm(arm, name, start, c, steps, float(lr), rule_options, line_search) for arm in ARMS}
+
+
+def first_convex_step(name: str, traj: "Trajectory", c: float = 0.5) -> int | None:
+    """The first point k of `traj` (after k steps) where the surface is convex (the smallest Hessian
+    eigenvalue is positive); None when the path never gets there."""
+    from twophase.teaching.surfaces import hessian_eigenvalues
+
+    for k, point in enumerate(traj.points):
+        if hessian_eigenvalues(name, point, c)[0] > 0:
+            return k
+    return None
