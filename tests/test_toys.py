@@ -247,3 +247,31 @@ def test_two_dimensional_figures_show_shading_paths_and_switch():
     assert len(two.x) == 11
     curves = teaching.trajectory_curves_figure(trajs, step=10, x="evals")
     assert len(curves.data) >= 6
+
+
+def test_the_map_keeps_paths_in_view_or_says_where_they_went_and_titles_do_not_collide():
+    # defect 18: paths left the plotted box; the curves' "switch" label sat on the "Loss" title; a
+    # subplot title of the one-weight figure was cut
+    from twophase import teaching
+
+    name = "tanh-family"
+    surf = teaching.SURFACES[name]
+    (a0, a1), (b0, b1) = surf.box
+    trajs = teaching.trajectories(name, surf.start, c=0.5, steps=100, lr=surf.lr, tolerance=0.9)
+    pts = np.concatenate([t.points for t in trajs.values()])
+    assert ((pts[:, 0] > a1) | (pts[:, 1] > b1) | (pts[:, 0] < a0) | (pts[:, 1] < b0)).any()  # the defaults leave it
+    fig = teaching.surface_figure(name, teaching.surface_grid(name, 0.5, n=31), trajs)
+    (x0, x1), (y0, y1) = fig.layout.xaxis.range, fig.layout.yaxis.range
+    inside = (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
+    notes = [a for a in fig.layout.annotations if a.name == "off the map"]
+    assert inside.all() or (len(notes) == 1 and "leaves the map" in notes[0].text)
+    assert x1 - x0 <= 2 * (a1 - a0) + 1e-9 and y1 - y0 <= 2 * (b1 - b0) + 1e-9  # never mostly empty
+    far = teaching.trajectories(name, surf.start, c=0.5, steps=300, lr=0.2, tolerance=0.9)  # one runs to 12
+    fig = teaching.surface_figure(name, teaching.surface_grid(name, 0.5, n=31), far)
+    assert [a.name for a in fig.layout.annotations].count("off the map") == 1
+    curves = teaching.trajectory_curves_figure(trajs)
+    titles = [a for a in curves.layout.annotations if a.text in ("Loss", "Gradient norm (two-phase: with its threshold)")]
+    switch = [a for a in curves.layout.annotations if a.text == "switch"]
+    assert titles and switch and all(s.y == 0 for s in switch)  # at the foot of the line, not up by the titles
+    one = teaching.toy1d_figure(10, 0, -2.5)
+    assert all(len(a.text) <= 40 for a in one.layout.annotations if a.yref == "paper" and a.y == 1.0)

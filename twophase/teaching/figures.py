@@ -100,6 +100,22 @@ def surface_figure(name: str, grid: dict, trajs: dict[str, Trajectory] | None = 
             hovertemplate="click: start at (%{x:.2f}, %{y:.2f})<extra></extra>",
         ))
     (a0, a1), (b0, b1) = surf.box
+    if trajs:  # a path that leaves the surface's box stays in view (it used to run off the plot),
+        # up to half the box's size on each side; beyond that the map would be mostly empty, and a
+        # note says where the path went
+        pts = np.concatenate([tr.points for tr in trajs.values()])
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        if len(pts):
+            wa, wb = a1 - a0, b1 - b0
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            a0, a1 = max(a0 - wa / 2, min(a0, lo[0] - 0.03 * wa)), min(a1 + wa / 2, max(a1, hi[0] + 0.03 * wa))
+            b0, b1 = max(b0 - wb / 2, min(b0, lo[1] - 0.03 * wb)), min(b1 + wb / 2, max(b1, hi[1] + 0.03 * wb))
+            if lo[0] < a0 or hi[0] > a1 or lo[1] < b0 or hi[1] > b1:
+                fig.add_annotation(
+                    x=0.01, y=0.99, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
+                    text=(f"a path leaves the map: it reaches {surf.w1_label} from {lo[0]:.3g} to {hi[0]:.3g}, "
+                          f"{surf.w2_label} from {lo[1]:.3g} to {hi[1]:.3g}"),
+                    bgcolor="rgba(255,255,255,0.8)", font=dict(size=11), name="off the map")
     fig.update_xaxes(title_text=surf.w1_label, range=[a0, a1], constrain="domain")
     fig.update_yaxes(title_text=surf.w2_label, range=[b0, b1])
     fig.update_layout(height=560, margin=dict(l=60, r=20, t=30, b=50),
@@ -141,8 +157,9 @@ def trajectory_curves_figure(trajs: dict[str, Trajectory], step: int | None = No
                                      marker=dict(symbol="triangle-up", size=11, color=color),
                                      legendgroup=arm), row=2, col=1)
         if tr.switch_index is not None:
+            # labelled at the bottom: at the top the label sat on the "Loss" subplot title
             fig.add_vline(x=float(xs[tr.switch_index]), line=dict(color=color, dash="dot", width=1.5),
-                          annotation_text="switch", annotation_position="top")
+                          annotation_text="switch", annotation_position="bottom right")
     if step is not None:
         ref = next(iter(trajs.values()))
         k = max(0, min(int(step), ref.steps))

@@ -198,7 +198,7 @@ def toy1d_figure(units: int, seed: int = 0, start: float = -2.0, p_min: float = 
     path = toy1d_descent_path(start, inputs, targets, p_min, p_max)
 
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
-        "Loss L(p); shaded where L'' < 0", "Gradient norm against loss, downhill from the start"))
+        "Loss L(p), shaded where L'' < 0", "|L'(p)| against L(p), walking downhill"))
     fig.add_trace(go.Scatter(
         x=grid, y=loss, mode="lines", name="loss L(p)", line=dict(color="#333333", width=2),
         customdata=curv, hovertemplate="p=%{x:.3f}<br>L=%{y:.4f}<br>L''=%{customdata:.3f}<extra></extra>",
