@@ -183,9 +183,10 @@ trajs = run_arms(name, start, float(c_value), int(steps), float(lr), float(toler
                  int(min_epochs), int(patience))
 two = trajs["two-phase"]
 
-if st.session_state.get("learn_step", 0) > steps:
-    st.session_state["learn_step"] = steps
-step = st.slider("Walk along the paths: step", 0, int(steps), int(steps), key="learn_step",
+# the slider's value lives in the session state only (a default as well would be "set twice")
+if "learn_step" not in st.session_state or st.session_state["learn_step"] > steps:
+    st.session_state["learn_step"] = int(steps)
+step = st.slider("Walk along the paths: step", 0, int(steps), key="learn_step",
                  help="Move the slider to see where each optimizer is after that many steps.")
 
 left, right = st.columns([1.1, 1])

@@ -7,6 +7,7 @@ Each test names the defect of the dashboard issue it covers (numbers as in the i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -201,3 +202,50 @@ def test_8_empty_training_samples_means_the_whole_set_and_numbers_keep_their_val
     values.update(arms=["adam"], switch_points="")
     assert common.form_config(values).subset is None  # the whole training set
     assert not at.warning, [w.value for w in at.warning]
+
+
+@pytest.fixture
+def set_twice_warnings(monkeypatch):
+    """Streamlit's 'created with a default value but also had its value set via the Session State
+    API' warnings, every one of them (Streamlit logs only the first per process, to the log)."""
+    from streamlit.elements.lib import policies
+
+    seen = []
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    original = policies._LOGGER.warning
+
+    def record(message, *args, **kwargs):
+        if "default value but also had its value set" in str(message):
+            seen.append(args[0] if args else message)
+            monkeypatch.setattr(policies, "_shown_default_value_warning", False)  # see the next one too
+            return None
+        return original(message, *args, **kwargs)
+
+    monkeypatch.setattr(policies._LOGGER, "warning", record)
+    return seen
+
+
+def test_20_no_widget_gets_a_default_and_a_session_state_value(finished_runs, set_twice_warnings):
+    # defect 20: "Use the paper's rule" logged a Streamlit warning with a stack trace (a widget's
+    # default set twice); the same came from the preset, Re-run, a ?cfg= link, the arm boxes and
+    # the Learn page's step slider
+    from streamlit.testing.v1 import AppTest
+
+    (run_dir,) = list(finished_runs.iterdir())
+    at = new_app()
+    at.button(key="cfg_paper_rule").click().run()
+    at.selectbox(key="cfg_preset").set_value("early-vs-late").run()
+    at.button(key="cfg_load_preset").click().run()
+    at.query_params["run"] = run_dir.name
+    at.run()
+    at.button(key="rerun_settings").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    linked = AppTest.from_file(new_app_path(), default_timeout=60)
+    linked.query_params["cfg"] = json.dumps({"epochs": 7, "arms": ["adam"], "switch_points": "3"})
+    linked.run()
+    learn = AppTest.from_file(str(Path(new_app_path()).parent / "pages" / "learn.py"), default_timeout=120)
+    learn.run()
+    learn.slider(key="learn_steps").set_value(50).run()  # below the walk's step (100)
+    assert learn.slider(key="learn_step").value == 50
+    assert not linked.exception and not learn.exception
+    assert set_twice_warnings == []

@@ -376,7 +376,9 @@ def settings_form(defaults: RunConfig | None = None) -> dict:
             if f.name == "model":
                 st.caption(models_mod.names().get(values["model"], ""))
         st.markdown("**Arms** (trained from the same initial weights)")
-        values["arms"] = [a for a in ARMS if st.checkbox(plots.arm_label(a), value=a in d.arms, key=f"cfg_arm_{a}",
+        for a in ARMS:  # the boxes' values live in the session state (a default too would be "set twice")
+            st.session_state.setdefault(f"cfg_arm_{a}", a in d.arms)
+        values["arms"] = [a for a in ARMS if st.checkbox(plots.arm_label(a), key=f"cfg_arm_{a}",
                                                          help=ARM_DESCRIPTIONS.get(a))]
         values["switch_points"] = st.text_input(
             LABELS["switch_points"], value="", key="cfg_switch_points", placeholder="e.g. 3, 100, 30%",
