@@ -171,3 +171,24 @@ def test_an_emptied_or_zero_epochs_box_is_refused_and_an_emptied_samples_box_sta
     idle.wait_for(state="hidden")
     assert page.get_by_label("Training samples", exact=True).input_value() == ""
     assert page.get_by_label("Epochs", exact=True).input_value() == "40"
+
+
+def test_the_default_run_is_seen_growing_and_its_status_turns_completed(served_app, browser, runs_dir):
+    # defect 7: the default run (about 6 s of training) was over before the first chart appeared, so
+    # nothing was seen live, and the status still said "running" after it had ended
+    page = browser.new_page(viewport={"width": 1500, "height": 1800})
+    page.set_default_timeout(60_000)
+    page.goto(served_app)
+    page.get_by_text("Run settings").wait_for()
+    # the page itself notes every chart size it shows (a poll from here would miss what the browser
+    # drew while it was busy)
+    page.evaluate(f"""() => {{ window.__seen = []; const look = {GRAD_POINTS_JS};
+        setInterval(() => {{ const n = look(); if (n !== null && !window.__seen.includes(n)) window.__seen.push(n); }},
+                    50); }}""")
+    page.get_by_role("button", name=re.compile("Start")).click()
+    page.locator(".tp-status-completed").wait_for(timeout=180_000)  # ends as completed, not "running"
+    page.wait_for_function(f"({GRAD_POINTS_JS})() === 41")  # epochs 0-40 of the two-phase arm, at the end
+    seen = page.evaluate("() => window.__seen")
+    assert [n for n in seen if 0 < n < 41], seen  # drawn while it trained, not only once it had ended
+    [info] = runs.list_runs(str(runs_dir))
+    assert info.status == "completed" and info.config["epochs"] == 40 and info.config["subset"] == 2048
