@@ -153,16 +153,10 @@ for run in chosen:
     table.insert(0, "run", short_label(run))
     tables.append(table)
 if tables:
-    number = st.column_config.NumberColumn
     final = pd.concat(tables, ignore_index=True)
     first = ["run", "arm", "status", "switch_epoch", "peak_epoch"]  # the switch in view, not cut off at the right
     final = final[first + [c for c in final.columns if c not in first]]
-    st.dataframe(final, hide_index=True, column_config={
-        "train_loss": number("train loss", format="%.4g"), "val_loss": number("val loss", format="%.4g"),
-        "train_acc": number("train acc", format="%.3f"), "val_acc": number("val acc", format="%.3f"),
-        "grad_norm": number("grad norm", format="%.3g"), "data_passes": number("data passes", format="%.1f"),
-        "seconds": number("seconds", format="%.1f"), "peak_epoch": number("peak epoch", format="%d"),
-        "switch_epoch": number("switch epoch", format="%d")})
+    st.dataframe(final, hide_index=True, column_config=common.NUMBER_COLUMNS)
 
 if len(chosen) > 1:
     st.subheader("Settings that differ")
