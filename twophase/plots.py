@@ -217,6 +217,17 @@ def _add_divergence_markers(fig: go.Figure, df: pd.DataFrame, events, x: str, y:
 
 
 # ------------------------------------------------------------------ figures
+def _add_switch_marker(fig: go.Figure, part: pd.DataFrame, sw: int, x: str, arm: str, name: str, **extra) -> None:
+    """The open diamond on an arm's gradient-norm curve at its switch epoch (role "switch")."""
+    sx = float(sw) if x == "epoch" else _value_at(part, sw, x)
+    sy = _value_at(part, sw, "grad_norm")
+    if sx is not None and sy is not None:
+        fig.add_trace(go.Scatter(
+            x=[sx], y=[sy], mode="markers", name=name,
+            marker=dict(symbol="diamond", size=12, color="white", line=dict(color=arm_color(arm), width=2)),
+            legendgroup=arm, meta={"role": "switch", "arm": arm, "epoch": sw}, **extra))
+
+
 def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch",
                      tolerance: float | None = None, log_y: bool = False,
                      arms: Sequence[str] | None = None, show_threshold: bool = True,
@@ -253,14 +264,8 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
         event = _first_event(events, "switch", arm)
         if event is not None and event.get("threshold") is None:
             # a fixed switch epoch: no norm decided it, so neither a threshold nor a reference is drawn
-            sx = float(sw) if x == "epoch" else _value_at(part, sw, x)
-            sy = _value_at(part, sw, "grad_norm")
-            if sx is not None and sy is not None:
-                fig.add_trace(go.Scatter(
-                    x=[sx], y=[sy], mode="markers", name=f"switch ({arm_label(arm)}): epoch {sw}, fixed",
-                    marker=dict(symbol="diamond", size=12, color="white", line=dict(color=color, width=2)),
-                    legendgroup=arm, meta={"role": "switch", "arm": arm, "epoch": sw},
-                    hovertext=f"fixed switch after epoch {sw}", hoverinfo="text"))
+            _add_switch_marker(fig, part, sw, x, arm, f"switch ({arm_label(arm)}): epoch {sw}, fixed",
+                               hovertext=f"fixed switch after epoch {sw}", hoverinfo="text")
             continue
         upto = part if sw is None else part[part["epoch"] <= sw]
         if "phase" in upto.columns:  # the switch rule starts counting at epoch 1
@@ -318,14 +323,7 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
                                f"curve's highest point: a later one (in the CG phase) is not watched."),
                 ))
         if sw is not None:
-            sx = float(sw) if x == "epoch" else _value_at(part, sw, x)
-            sy = _value_at(part, sw, "grad_norm")
-            if sx is not None and sy is not None:
-                fig.add_trace(go.Scatter(
-                    x=[sx], y=[sy], mode="markers", name=f"switch ({arm_label(arm)}): epoch {sw}",
-                    marker=dict(symbol="diamond", size=12, color="white", line=dict(color=color, width=2)),
-                    legendgroup=arm, meta={"role": "switch", "arm": arm, "epoch": sw},
-                ))
+            _add_switch_marker(fig, part, sw, x, arm, f"switch ({arm_label(arm)}): epoch {sw}")
     shown = df[df["arm"].isin(_arms(df, arms))] if len(df) else df
     _add_switch_lines(fig, shown, events, x)
     _add_divergence_markers(fig, shown, events, x, "grad_norm")
