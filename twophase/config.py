@@ -80,8 +80,8 @@ class RunConfig:
         the end of the epoch) or "batch-mean" (mean of the mini-batch norms).
     hessian_probe, probe_every: also estimate the Hessian's extreme eigenvalues (monitoring, never
         charged) at epoch 0, every probe_every epochs, at every switch and at the last epoch. The
-        default 20 keeps the probe under 10% of the default run's time (4.7% measured against 18%
-        at 10; benchmarks/results/probe.md).
+        default 20: 9.5% of a 1,000-epoch run's time against 25% at 10 (benchmarks/results/probe.md;
+        on the 40-epoch default run the probes at epoch 0, the switch and the end cost 5-20%).
     seed, device, threads: reproducibility and hardware (threads: "auto", a number, or 0 = torch's default;
         results are bit for bit the same only at the same thread count).
     processes: number of data-parallel processes (torch.distributed); 1 trains in
