@@ -25,8 +25,9 @@ def run_label(info) -> str:
 
 
 def short_label(run) -> str:
-    cfg = run.config or {}
-    return cfg.get("name") or run.run_id[9:]  # HHMMSS-xxxxxx is enough to tell runs apart
+    cfg = run.config if isinstance(run.config, dict) else {}
+    name = cfg.get("name")  # a damaged config may hold anything there
+    return name if isinstance(name, str) and name else run.run_id[9:]  # HHMMSS-xxxxxx tells runs apart
 
 
 NOT_SETTINGS = ("name", "group", "tag", "data_root")  # names and places, not what was trained
@@ -38,7 +39,7 @@ def legend_labels(chosen: list, most: int = 3) -> dict[str, str]:
     differing = [k for k in config_differences(chosen).index if k not in NOT_SETTINGS]
     labels = {}
     for run in chosen:
-        cfg = run.config or {}
+        cfg = run.config if isinstance(run.config, dict) else {}
         parts = [f"{k} {cfg.get(k)}" for k in differing[:most]] + (["..."] if len(differing) > most else [])
         labels[run.run_id] = short_label(run) + (f" ({', '.join(parts)})" if parts else "")
     return labels

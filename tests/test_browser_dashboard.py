@@ -6,7 +6,6 @@
 - The page loads nothing from outside this machine (the favicon once came from a font host).
 - A link with ?cfg= reproduces the settings; a dataset that is not installed is refused up front.
 - Several seeds draw the median with a shaded min-max band.
-- An emptied or 0 Epochs box is refused naming it; an emptied "Training samples" box stays empty (all).
 """
 
 from __future__ import annotations
@@ -101,13 +100,14 @@ def test_a_dataset_that_is_not_installed_is_refused_before_anything_starts(serve
     page.get_by_text("Run settings").wait_for()
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").click()
     page.get_by_role("option", name=re.compile(r"^cifar10( |$)")).click()
-    # let the choice reach the server and the rerun it causes end (a Start pressed 0.5 s after the
-    # choice once ran with the old dataset, on a loaded machine)
-    page.wait_for_timeout(1000)
+    # the box shows the choice before Start is pressed (under load an option click was once lost,
+    # and Start ran with mnist), and the rerun the choice causes has ended
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid=stSelectbox] input'))
+        .some(i => i.getAttribute('aria-label') === 'Dataset' && i.value.startsWith('cifar10 '))""", timeout=120_000)
+    page.wait_for_timeout(500)
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
-    page.wait_for_timeout(1000)
     page.get_by_role("button", name=re.compile("Start")).click()
-    page.get_by_text(re.compile("CIFAR-10")).first.wait_for()
+    page.get_by_text(re.compile("CIFAR-10")).first.wait_for(timeout=120_000)
     assert "run=" not in page.url
     assert runs.list_runs(str(runs_dir)) == []
 
@@ -137,40 +137,6 @@ def test_three_seeds_from_a_link_draw_a_median_and_a_shaded_band(served_app, bro
     page.get_by_text(re.compile(r"ahead of Adam at equal data passes in \d of 3 seeds")).first.wait_for()
     listed = runs.list_runs(str(runs_dir))
     assert sorted(i.config["seed"] for i in listed) == [0, 1, 2] and len({i.config["group"] for i in listed}) == 1
-
-
-def test_an_emptied_or_zero_epochs_box_is_refused_and_an_emptied_samples_box_stays_empty(served_app, browser,
-                                                                                         runs_dir):
-    # defect 8: an empty, "abc" or 0 Epochs box started a 40-epoch run; an emptied "Training samples"
-    # box went back to 2048 (its help says empty means the whole set)
-    page = browser.new_page(viewport={"width": 1500, "height": 1200})
-    page.set_default_timeout(60_000)
-    page.goto(served_app)
-    page.get_by_text("Run settings").wait_for()
-    idle = page.locator('[data-testid="stStatusWidget"]')
-    for typed in ("", "abc", "0"):
-        box = page.get_by_label("Epochs", exact=True)
-        box.fill("")
-        if typed:
-            box.press_sequentially(typed)
-        box.press("Tab")  # commits the box: a rerun
-        page.wait_for_timeout(800)
-        idle.wait_for(state="hidden")
-        page.get_by_role("button", name=re.compile("Start")).click()
-        page.get_by_text("Nothing was started").first.wait_for()
-        assert page.get_by_text(re.compile(r"Epochs.*1 to 100000")).count() >= 1, typed
-        assert "run=" not in page.url and runs.list_runs(str(runs_dir)) == []
-    samples = page.get_by_label("Training samples", exact=True)
-    samples.fill("")
-    samples.press("Tab")
-    page.wait_for_timeout(800)
-    idle.wait_for(state="hidden")
-    page.get_by_label("Epochs", exact=True).fill("40")
-    page.get_by_label("Epochs", exact=True).press("Tab")  # another rerun: the emptied box stays empty
-    page.wait_for_timeout(800)
-    idle.wait_for(state="hidden")
-    assert page.get_by_label("Training samples", exact=True).input_value() == ""
-    assert page.get_by_label("Epochs", exact=True).input_value() == "40"
 
 
 def test_the_default_run_is_seen_growing_and_its_status_turns_completed(served_app, browser, runs_dir):

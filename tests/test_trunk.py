@@ -4,7 +4,7 @@
   summaries that the per-arm engine (c3ccbb0, every arm training its own Adam phase) made for
   three configs. On the machine kind it was recorded on (same CPU model and vector ISA, one
   thread) they must be equal bit for bit; elsewhere float32 kernels sum in another order, so
-  the Adam phase is held to 1e-6 and the later phases to the comparison of
+  the Adam phase is held to ADAM_RTOL (2e-5) and the later phases to the comparison of
   tests/test_distributed.py (the structure exactly, figures within 5%).
 - Sharing on against sharing off in this process: bit for bit on any machine.
 - Several switch points from one trunk: each branch's rows up to its switch are the trunk's.
@@ -25,6 +25,10 @@ from twophase.training.run import run_experiment
 
 FIXTURE = json.loads(fx.FIXTURE.read_text())
 SAME_MACHINE = (FIXTURE["cpu_model"], FIXTURE["cpu_capability"]) == (fx.cpu_model(), fx.cpu_capability())
+# Across machine kinds float32 kernels sum in another order: the Adam phase of the fixture's runs
+# differed by up to 2.7e-6 (grad_norm) on an Intel Xeon (AVX512) against the AMD EPYC that recorded
+# it (1.6e-6 failed a 1e-6 bound there); a logic change moves these figures by far more.
+ADAM_RTOL = 2e-5
 OLD_ARM_KEYS = ("status", "epochs", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "grad_norm",
                 "data_passes", "loss_evals", "switch_epoch", "peak_epoch", "peak_grad_norm", "threshold")
 
@@ -56,7 +60,7 @@ def test_records_equal_the_per_arm_engine(name, data_root):
             if SAME_MACHINE:
                 assert b[column] == value, (name, key, column, b[column], value)
             else:
-                rtol = 1e-6 if a["phase"] in ("init", "adam") else 5e-2
+                rtol = ADAM_RTOL if a["phase"] in ("init", "adam") else 5e-2
                 assert _close(b[column], value, 0 if column in ("arm", "epoch", "phase") else rtol), \
                     (name, key, column, b[column], value)
     for arm, figures in expected["arms"].items():

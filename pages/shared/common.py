@@ -110,8 +110,7 @@ RATIO_COLUMNS = {
 class Field:
     """How one RunConfig field is asked for. kind: "choice", "int", "float", "slider", "bool", "text".
     advanced: under "Advanced: switch rule and CG". choices: for kind "choice" (from RunConfig's
-    owners). step: the number boxes' step. lo, hi: the range a value read from a link must be in (ints:
-    config.LIMITS); the boxes themselves have no bounds, validation names a value out of range."""
+    owners). step, lo, hi: widget bounds (ints default to config.LIMITS; validation has the last word)."""
 
     name: str
     label: str
@@ -241,20 +240,18 @@ def _widget(f: Field, default, where, values: dict):
     if f.kind == "text":
         return where.text_input(f.label, placeholder=f.placeholder, **kw) if key in st.session_state else \
             where.text_input(f.label, value=default, placeholder=f.placeholder, **kw)
-    # Numbers: the widget is made with value=None, so that an emptied box reads None (and is
-    # refused by validation, naming the field, or means "all" / "auto" where the field is
-    # optional) instead of silently falling back to a default; the first value comes from the
-    # session state. No bounds in the widget: a typed 0 reaches validation and its message,
-    # instead of being held back by the browser while Start goes on with the old value.
-    if default == "auto":
-        default = None
-    if key not in st.session_state:
-        st.session_state[key] = (int(default) if f.kind == "int" else float(default)) if default is not None else None
     if f.kind == "int":
-        return where.number_input(f.label, value=None, step=int(f.step or 1),
-                                  placeholder=f.placeholder or "required", **kw)
-    return where.number_input(f.label, value=None, step=f.step, format="%g", placeholder=f.placeholder or "required",
-                              **kw)
+        if default == "auto":
+            default = None
+        lo, hi = LIMITS.get(f.name, (f.lo if f.lo is not None else 1, None))
+        args = dict(min_value=int(lo), step=int(f.step or 1), placeholder=f.placeholder)
+        if hi is not None:
+            args["max_value"] = int(hi)
+        return where.number_input(f.label, **args, **kw) if key in st.session_state else \
+            where.number_input(f.label, value=default, **args, **kw)
+    args = dict(min_value=float(f.lo) if f.lo is not None else None, step=f.step, format="%g")  # float
+    return where.number_input(f.label, **args, **kw) if key in st.session_state else \
+        where.number_input(f.label, value=float(default), **args, **kw)
 
 
 def use_paper_rule() -> None:
@@ -376,9 +373,7 @@ def settings_form(defaults: RunConfig | None = None) -> dict:
             if f.name == "model":
                 st.caption(models_mod.names().get(values["model"], ""))
         st.markdown("**Arms** (trained from the same initial weights)")
-        for a in ARMS:  # the boxes' values live in the session state (a default too would be "set twice")
-            st.session_state.setdefault(f"cfg_arm_{a}", a in d.arms)
-        values["arms"] = [a for a in ARMS if st.checkbox(plots.arm_label(a), key=f"cfg_arm_{a}",
+        values["arms"] = [a for a in ARMS if st.checkbox(plots.arm_label(a), value=a in d.arms, key=f"cfg_arm_{a}",
                                                          help=ARM_DESCRIPTIONS.get(a))]
         values["switch_points"] = st.text_input(
             LABELS["switch_points"], value="", key="cfg_switch_points", placeholder="e.g. 3, 100, 30%",
