@@ -96,15 +96,13 @@ def test_a_run_grows_live_keeps_its_zoom_and_nothing_is_fetched_from_outside(ser
 def test_a_dataset_that_is_not_installed_is_refused_before_anything_starts(served_app, browser, runs_dir):
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
     page.set_default_timeout(60_000)
-    page.goto(served_app)
+    # the dataset comes from a link (?cfg=): a choice in the box made while the page's first run is
+    # still going can be lost (the form's open defect, see the closing note), which this test is not about
+    page.goto(f"{served_app}/?cfg={quote(json.dumps({'dataset': 'cifar10'}))}")
     page.get_by_text("Run settings").wait_for()
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").click()
-    page.get_by_role("option", name=re.compile(r"^cifar10( |$)")).click()
-    # the box shows the choice before Start is pressed (under load an option click was once lost,
-    # and Start ran with mnist), and the rerun the choice causes has ended
     page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid=stSelectbox] input'))
         .some(i => i.getAttribute('aria-label') === 'Dataset' && i.value.startsWith('cifar10 '))""", timeout=120_000)
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(1000)
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
     page.get_by_role("button", name=re.compile("Start")).click()
     page.get_by_text(re.compile("CIFAR-10")).first.wait_for(timeout=120_000)
