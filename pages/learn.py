@@ -155,41 +155,48 @@ k1, k2 = _start_keys(name)
 for key, value in ((k1, surf.start[0]), (k2, surf.start[1])):
     st.session_state.setdefault(key, value)
 
-row = st.columns(4)
-if name == "tanh-family":
-    c_value = row[0].slider("C", teaching.C_RANGE[0], teaching.C_RANGE[1], 0.50, 0.01, key="learn_c",
-                            help="y = tanh(h) + C·tanh(−2h). Above 0.5 the activation dips at h = 0 "
-                                 "and extra local minima appear.")
-else:
-    c_value = 0.5  # the valley has no C
-    row[0].markdown("&nbsp;")
-start_w1 = row[1].slider(f"Start {surf.w1_label}", a0, a1, step=START_STEP, key=k1)
-start_w2 = row[2].slider(f"Start {surf.w2_label}", b0, b1, step=START_STEP, key=k2)
-tolerance = row[3].slider("Switch tolerance", 0.50, 1.00, 0.90, 0.01, key="learn_tolerance",
-                          help="Two-phase switches to CG at the first step whose gradient norm is at or "
-                               "below tolerance × the largest norm so far (0.9 = the paper's rule).")
-with st.expander("More settings: steps, Adam's learning rate, line search, switch options"):
-    m = st.columns(5)
-    steps = m[0].slider("Steps (epochs of the toy)", 10, 300, 100, 10, key="learn_steps")
-    lr = m[1].select_slider("Adam learning rate", [0.005, 0.01, 0.02, 0.05, 0.1, 0.2], value=surf.lr,
-                            key="learn_lr")
-    line_search = m[2].selectbox("CG line search", ["strong-wolfe", "golden"], key="learn_ls")
-    min_epochs = m[3].number_input("Minimum Adam steps", 0, 200, 0, key="learn_min_epochs")
-    patience = m[4].number_input("Patience", 1, 20, 1, key="learn_patience")
-
-start = (float(start_w1), float(start_w2))
-grid = surface_grid(name, float(c_value))
-trajs = run_arms(name, start, float(c_value), int(steps), float(lr), float(tolerance), line_search,
-                 int(min_epochs), int(patience))
-two = trajs["two-phase"]
-
-# the slider's value lives in the session state only (a default as well would be "set twice")
-if "learn_step" not in st.session_state or st.session_state["learn_step"] > steps:
-    st.session_state["learn_step"] = int(steps)
-step = st.slider("Walk along the paths: step", 0, int(steps), key="learn_step",
-                 help="Move the slider to see where each optimizer is after that many steps.")
-
+# the map on the left; beside it everything that moves it, then the curves (at 1280x720 the map
+# starts in the first screen, next to the sliders, as in TensorFlow Playground)
 left, right = st.columns([1.1, 1])
+with right:
+    row = st.columns(2)
+    if name == "tanh-family":
+        c_value = row[0].slider("C", teaching.C_RANGE[0], teaching.C_RANGE[1], 0.50, 0.01, key="learn_c",
+                                help="y = tanh(h) + C·tanh(−2h). Above 0.5 the activation dips at h = 0 "
+                                     "and extra local minima appear.")
+    else:
+        c_value = 0.5  # the valley has no C
+    tolerance = row[1].slider("Switch tolerance", 0.50, 1.00, 0.90, 0.01, key="learn_tolerance",
+                              help="Two-phase switches to CG at the first step whose gradient norm is at or "
+                                   "below tolerance × the largest norm so far (0.9 = the paper's rule).")
+    row = st.columns(2)
+    start_w1 = row[0].slider(f"Start {surf.w1_label}", a0, a1, step=START_STEP, key=k1)
+    start_w2 = row[1].slider(f"Start {surf.w2_label}", b0, b1, step=START_STEP, key=k2)
+    with st.expander("More settings: steps, Adam's learning rate, line search, switch options"):
+        m = st.columns(2)
+        steps = m[0].slider("Steps (epochs of the toy)", 10, 300, 100, 10, key="learn_steps")
+        lr = m[1].select_slider("Adam learning rate", [0.005, 0.01, 0.02, 0.05, 0.1, 0.2], value=surf.lr,
+                                key="learn_lr")
+        m = st.columns(3)
+        line_search = m[0].selectbox("CG line search", ["strong-wolfe", "golden"], key="learn_ls")
+        min_epochs = m[1].number_input("Minimum Adam steps", 0, 200, 0, key="learn_min_epochs")
+        patience = m[2].number_input("Patience", 1, 20, 1, key="learn_patience")
+
+    start = (float(start_w1), float(start_w2))
+    grid = surface_grid(name, float(c_value))
+    trajs = run_arms(name, start, float(c_value), int(steps), float(lr), float(tolerance), line_search,
+                     int(min_epochs), int(patience))
+    two = trajs["two-phase"]
+
+    # the slider's value lives in the session state only (a default as well would be "set twice")
+    if "learn_step" not in st.session_state or st.session_state["learn_step"] > steps:
+        st.session_state["learn_step"] = int(steps)
+    step = st.slider("Walk along the paths: step", 0, int(steps), key="learn_step",
+                     help="Move the slider to see where each optimizer is after that many steps.")
+    x_axis = st.radio("x-axis", ["step", "evals"], horizontal=True, key="learn_x",
+                      format_func=lambda v: {"step": "steps", "evals": "loss evaluations (cost)"}[v])
+    st.plotly_chart(teaching.trajectory_curves_figure(trajs, step=step, x=x_axis), width="stretch",
+                    key="learn_curves_chart")
 with left:
     st.plotly_chart(
         teaching.surface_figure(name, grid, trajs, step=step, start=start, pick_grid=41),
@@ -198,11 +205,6 @@ with left:
     )
     st.caption("Shaded: the Hessian is not positive definite there (not convex). Click anywhere on the "
                "map to start from that point, or use the sliders.")
-with right:
-    x_axis = st.radio("x-axis", ["step", "evals"], horizontal=True, key="learn_x",
-                      format_func=lambda v: {"step": "steps", "evals": "loss evaluations (cost)"}[v])
-    st.plotly_chart(teaching.trajectory_curves_figure(trajs, step=step, x=x_axis), width="stretch",
-                    key="learn_curves_chart")
 
 rows = []
 for arm, tr in trajs.items():

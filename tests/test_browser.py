@@ -119,3 +119,24 @@ def test_start_a_tiny_run_and_watch_it_complete(served_app, browser, runs_dir, t
     # a refresh re-attaches to the run from the address
     page.reload()
     page.locator(".tp-status-completed").wait_for(timeout=60_000)
+
+
+def test_learn_page_at_1280x720_shows_the_map_beside_its_sliders(served_app, browser):
+    # defect 18: at 1280x720 the two-weight map sat below its sliders, out of the first screen
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.set_default_timeout(60_000)
+    page.goto(served_app + "/learn")
+    page.get_by_role("heading", name=re.compile("Two weights")).wait_for()
+    page.get_by_role("heading", name=re.compile("Two weights")).scroll_into_view_if_needed()
+    chart = page.locator(".st-key-learn_surface_chart .js-plotly-plot")
+    chart.wait_for()
+    page.wait_for_timeout(500)
+    heading = page.get_by_role("heading", name=re.compile("Two weights")).bounding_box()
+    box = chart.bounding_box()
+    slider = page.get_by_text("Switch tolerance", exact=True).last.bounding_box()
+    step = page.get_by_text("Walk along the paths: step", exact=True).bounding_box()
+    # the map starts in the screen that shows the section's heading, beside the sliders, not under them
+    assert box["y"] - heading["y"] < 250, (heading, box)
+    assert box["x"] + box["width"] <= slider["x"] + 1 and abs(slider["y"] - box["y"]) < 150, (box, slider)
+    assert step["y"] < box["y"] + box["height"], (step, box)  # the step slider too
+    assert page.locator('[data-testid="stException"]').count() == 0
