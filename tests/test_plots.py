@@ -190,8 +190,15 @@ def test_compare_overlay_colours_dashes_smoothing_references():
               ("run B", "adam", m[m.arm == "adam"])]
     fig = plots.compare_figure(curves, y="train_loss", x="data_passes", log_y=True, smoothing=0.5,
                                references=[("paper adam", "adam", 0.01), ("paper two-phase", "two-phase", 0.0105)])
-    lines = [t for t in fig.data if t.meta["role"] != "reference"]
+    lines = [t for t in fig.data if t.meta["role"] != "reference" and not t.meta.get("raw")]
     assert len(lines) == 3
+    # smoothed, each curve keeps its raw values faint behind it (as TensorBoard draws them)
+    raws = {(t.meta["run"], t.meta["arm"]): t for t in fig.data if t.meta.get("raw")}
+    assert set(raws) == set((t.meta["run"], t.meta["arm"]) for t in lines)
+    assert all(t.opacity < 0.5 and t.showlegend is False and t.hoverinfo == "skip" for t in raws.values())
+    assert list(raws["run B", "adam"].y) == list(m[m.arm == "adam"]["train_loss"])
+    run_b = next(t for t in lines if t.meta["run"] == "run B")
+    assert raws["run B", "adam"].line.dash == run_b.line.dash and raws["run B", "adam"].line.color == run_b.line.color
     by = {(t.meta["run"], t.meta["arm"]): t for t in lines}
     assert by["run A", "two-phase"].line.color == plots.ARM_COLORS["two-phase"]
     assert by["run A", "adam"].line.color == by["run B", "adam"].line.color == plots.ARM_COLORS["adam"]

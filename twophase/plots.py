@@ -471,7 +471,7 @@ def compare_figure(curves: Sequence[tuple[str, str, pd.DataFrame]], y: str = "tr
     curves: (label of the run, arm, that arm's metrics rows) per curve; the
     colour follows the arm, the dash the run (same run, same dash).
     y: the metric column to draw. x: one of X_AXES. log_y: logarithmic y axis.
-    smoothing: exponential moving average weight in [0, 1) (0 = raw).
+    smoothing: exponential moving average weight in [0, 1) (0 = raw; else the raw curve faint behind).
     references: (label, arm, value) horizontal reference lines, e.g. the
     paper's published final losses.
     """
@@ -486,12 +486,8 @@ def compare_figure(curves: Sequence[tuple[str, str, pd.DataFrame]], y: str = "tr
             continue
         df = df.sort_values(x)
         dash = run_dash.setdefault(label, _DASHES[len(run_dash) % len(_DASHES)])
-        yv = smooth(df[y], smoothing) if smoothing else df[y]
-        fig.add_trace(go.Scatter(
-            x=df[x], y=yv, mode="lines", name=f"{text(label)} · {arm_label(arm)}",
-            line=dict(color=arm_color(arm), dash=dash, width=2),
-            meta={"role": y, "arm": arm, "run": label},
-        ))
+        _add_line(fig, df[x], df[y], smoothing, name=f"{text(label)} · {arm_label(arm)}", mode="lines",
+                  line=dict(color=arm_color(arm), dash=dash, width=2), meta={"role": y, "arm": arm, "run": label})
     for label, arm, value in references:
         if value is None or not math.isfinite(float(value)) or (log_y and float(value) <= 0):
             continue
