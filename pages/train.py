@@ -268,14 +268,23 @@ def landing() -> None:
         done = [i for i in runs.list_runs(jobs.runs_dir) if i.status == "completed"]
     except OSError:
         done = []
-    if not done:
-        st.caption("No finished run yet: the charts of your first run appear here afterwards.")
-        return
-    last = jobs.get_run(done[0].run_id)
-    if last is None or not len(last.metrics):
-        return
-    name = html.escape(str((last.config or {}).get("name") or last.run_id))
-    st.markdown(f"**The last finished run** ({name}; open it from the Runs page):")
+    last = jobs.get_run(done[0].run_id) if done else None
+    if last is not None and len(last.metrics):
+        name = html.escape(str((last.config or {}).get("name") or last.run_id))
+        st.markdown(f"**The last finished run** ({name}; open it from the Runs page):")
+    else:
+        example = runs.example_run()
+        if example is None:
+            st.caption("No finished run yet: the charts of your first run appear here afterwards.")
+            return
+        last = RunView(example.run_id, example.status, example.config or {}, example.metrics, example.events)
+        summary = example.summary or {}
+        switch = next((e.get("epoch") for e in example.events if e.get("kind") == "switch"), None)
+        st.markdown("**An example: the default run**, trained once from the command line "
+                    f"({str(summary.get('started', ''))[:10]}, CPU, {summary.get('torch_threads', '?')} thread) and "
+                    "shipped with the app. It shows the early regime"
+                    + (f": the paper's rule switches at epoch {switch}" if switch is not None else "")
+                    + ". Press Start to train it here; your last finished run then takes its place.")
     figures = chart_figures(last, "epoch", True)
     c1, c2 = st.columns(2)
     c1.plotly_chart(figures["grad_norm"], key="landing_grad_norm")

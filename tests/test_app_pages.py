@@ -66,12 +66,12 @@ def set_tiny(at: AppTest, **extra) -> None:
     s = dict(tiny_settings(), **extra)
     at.selectbox(key="cfg_dataset").set_value(s["dataset"])
     at.selectbox(key="cfg_model").set_value(s["model"])
-    at.number_input(key="cfg_subset").set_value(s["subset"])
-    at.number_input(key="cfg_val_subset").set_value(s["val_subset"])
-    at.number_input(key="cfg_epochs").set_value(s["epochs"])
-    at.number_input(key="cfg_batch_size").set_value(s["batch_size"])
+    at.text_input(key="cfg_subset").set_value(str(s["subset"]))
+    at.text_input(key="cfg_val_subset").set_value(str(s["val_subset"]))
+    at.text_input(key="cfg_epochs").set_value(str(s["epochs"]))
+    at.text_input(key="cfg_batch_size").set_value(str(s["batch_size"]))
     if "switch_epoch" in s:
-        at.number_input(key="cfg_switch_epoch").set_value(s["switch_epoch"])
+        at.text_input(key="cfg_switch_epoch").set_value(str(s["switch_epoch"]))
     for arm in ("two-phase", "adam", "adam-lbfgs", "cg"):
         at.checkbox(key=f"cfg_arm_{arm}").set_value(arm in s["arms"])
 
@@ -95,13 +95,15 @@ def test_train_page_loads_with_the_config_defaults(runs_dir):
     d = RunConfig()
     assert at.title[0].value.startswith("Two-phase training")
     assert at.slider(key="cfg_tolerance").value == pytest.approx(d.tolerance)
-    assert at.number_input(key="cfg_epochs").value == d.epochs
-    assert at.number_input(key="cfg_batch_size").value == d.batch_size
+    assert at.text_input(key="cfg_epochs").value == str(d.epochs)
+    assert at.text_input(key="cfg_batch_size").value == str(d.batch_size)
     assert at.selectbox(key="cfg_model").value == d.model
     assert at.selectbox(key="cfg_dataset").value == d.dataset
     assert [a for a in ("two-phase", "adam", "adam-lbfgs", "cg") if at.checkbox(key=f"cfg_arm_{a}").value] == d.arms
-    # the model's parameter count is part of its label
-    assert "parameters" in at.selectbox(key="cfg_model").format_func(d.model)
+    # the model's parameter count is under the box, for the chosen dataset (not in the list's labels,
+    # which must not change with the dataset: Streamlit would lose the choice)
+    assert any(c.value.endswith(" parameters on mnist") for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
+    assert at.selectbox(key="cfg_model").format_func(d.model) == d.model
     assert at.button(key="start")
     assert status_of(at) is None  # nothing followed yet
 
@@ -136,19 +138,19 @@ def test_paper_rule_button_puts_the_switch_rule_back_in_one_click(runs_dir):
     assert {k: getattr(d, k) for k in PAPER_RULE} == PAPER_RULE
     at = new_app()
     at.slider(key="cfg_tolerance").set_value(0.7)
-    at.number_input(key="cfg_min_epochs").set_value(3)
-    at.number_input(key="cfg_patience").set_value(2)
+    at.text_input(key="cfg_min_epochs").set_value("3")
+    at.text_input(key="cfg_patience").set_value("2")
     at.slider(key="cfg_smoothing").set_value(0.5)
-    at.number_input(key="cfg_switch_epoch").set_value(4)
+    at.text_input(key="cfg_switch_epoch").set_value("4")
     at.run()
     assert at.slider(key="cfg_tolerance").value == pytest.approx(0.7)
     at.button(key="cfg_paper_rule").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.slider(key="cfg_tolerance").value == pytest.approx(0.9)
-    assert at.number_input(key="cfg_min_epochs").value == 0
-    assert at.number_input(key="cfg_patience").value == 1
+    assert at.text_input(key="cfg_min_epochs").value == "0"
+    assert at.text_input(key="cfg_patience").value == "1"
     assert at.slider(key="cfg_smoothing").value == pytest.approx(0.0)
-    assert at.number_input(key="cfg_switch_epoch").value is None
+    assert at.text_input(key="cfg_switch_epoch").value == ""
 
 
 def test_train_page_runs_a_tiny_config_to_completed_with_charts(runs_dir):
@@ -246,7 +248,7 @@ def test_diverged_arm_is_shown_as_diverged_with_its_curve_up_to_then(runs_dir, d
 def test_bad_value_shows_the_error_next_to_start_and_starts_nothing(runs_dir):
     at = new_app()
     set_tiny(at)
-    at.number_input(key="cfg_subset").set_value(10**7)  # larger than MNIST's training set
+    at.text_input(key="cfg_subset").set_value("10000000")  # larger than MNIST's training set
     at.button(key="start").click().run()
     assert not at.exception
     messages = " ".join(e.value for e in at.error)
@@ -406,12 +408,12 @@ def test_a_preset_fills_the_form_in_one_click_and_trains_what_it_says(runs_dir):
     at.button(key="cfg_load_preset").click().run()
     assert not at.exception and not at.warning, [w.value for w in at.warning]
     fields = PRESETS["early-vs-late"]["fields"]
-    assert at.number_input(key="cfg_epochs").value == fields["epochs"]
-    assert at.number_input(key="cfg_subset").value == fields["subset"]
+    assert at.text_input(key="cfg_epochs").value == str(fields["epochs"])
+    assert at.text_input(key="cfg_subset").value == str(fields["subset"])
     assert not at.checkbox(key="cfg_arm_two-phase").value and at.checkbox(key="cfg_arm_adam").value
     assert at.text_input(key="cfg_switch_points").value == "paper, 60%"
     # the form gives exactly the preset's arms (a short run here: the preset itself takes a minute)
-    at.number_input(key="cfg_epochs").set_value(4)
+    at.text_input(key="cfg_epochs").set_value("4")
     at.button(key="start").click().run()
     run = runs.load_run(runs_dir, at.query_params["run"])
     assert run.config["arms"] == fields["arms"]

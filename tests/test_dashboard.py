@@ -22,7 +22,7 @@ def test_the_address_carries_the_settings_and_a_link_reproduces_them(runs_dir):
     from streamlit.testing.v1 import AppTest
 
     at = new_app()
-    at.number_input(key="cfg_epochs").set_value(7)
+    at.text_input(key="cfg_epochs").set_value("7")
     at.slider(key="cfg_tolerance").set_value(0.8)
     at.text_input(key="cfg_switch_points").set_value("3, 50%")
     at.run()
@@ -33,7 +33,7 @@ def test_the_address_carries_the_settings_and_a_link_reproduces_them(runs_dir):
     other.query_params["cfg"] = at.query_params["cfg"]
     other.run()
     assert not other.exception
-    assert other.number_input(key="cfg_epochs").value == 7
+    assert other.text_input(key="cfg_epochs").value == "7"
     assert other.slider(key="cfg_tolerance").value == pytest.approx(0.8)
     assert other.text_input(key="cfg_switch_points").value == "3, 50%"
     # a damaged link falls back to the defaults, saying so
@@ -55,12 +55,12 @@ def test_12_rerun_fills_the_settings_from_a_finished_run(finished_runs):
     at.query_params["run"] = run_dir.name
     at.run()
     config = runs.load_run(str(finished_runs), run_dir.name).config
-    assert at.number_input(key="cfg_epochs").value == 40  # the defaults until asked
+    assert at.text_input(key="cfg_epochs").value == "40"  # the defaults until asked
     at.button(key="rerun_settings").click().run()
     assert not at.exception and not at.warning, [w.value for w in at.warning]
-    assert at.number_input(key="cfg_epochs").value == config["epochs"]
-    assert at.number_input(key="cfg_subset").value == config["subset"]
-    assert at.number_input(key="cfg_switch_epoch").value == config["switch_epoch"]
+    assert at.text_input(key="cfg_epochs").value == str(config["epochs"])
+    assert at.text_input(key="cfg_subset").value == str(config["subset"])
+    assert at.text_input(key="cfg_switch_epoch").value == str(config["switch_epoch"])
 
 
 def test_6_14_charts_keep_their_view_across_redraws_and_legends_sit_below(finished_runs):
@@ -135,6 +135,28 @@ def test_landing_page_says_what_happens_and_draws_the_last_finished_run(finished
     assert {s["layout"]["title"]["text"] for s in plotly_specs(at)} == {"Gradient norm", "Loss"}
 
 
+def test_landing_page_on_a_fresh_runs_folder_draws_the_shipped_example_run(runs_dir):
+    from twophase.config import RunConfig
+
+    example = runs.example_run()
+    assert example is not None and example.status == "completed"
+    # the shipped run is the app's default run, and the early regime the caption names
+    assert {k: example.config[k] for k in ("model", "dataset", "subset", "epochs", "tolerance", "arms")} == \
+        {k: getattr(RunConfig(), k) for k in ("model", "dataset", "subset", "epochs", "tolerance", "arms")}
+    switch = [e["epoch"] for e in example.events if e["kind"] == "switch"]
+    assert switch and switch[0] <= 6
+    at = new_app()
+    assert not at.exception
+    (md,) = [md.value for md in at.markdown if "An example: the default run" in md.value]
+    assert f"switches at epoch {switch[0]}" in md and "early regime" in md
+    specs = plotly_specs(at)
+    assert {s["layout"]["title"]["text"] for s in specs} == {"Gradient norm", "Loss"}
+    grad = next(s for s in specs if s["layout"]["title"]["text"] == "Gradient norm")
+    assert {t["meta"]["arm"] for t in grad["data"] if (t.get("meta") or {}).get("role") == "grad_norm"} == \
+        {"two-phase", "adam"}
+    assert runs.list_runs(runs_dir) == []  # nothing was written to the user's runs folder
+
+
 def test_16_runs_can_be_found_by_text_and_status_and_show_their_progress(finished_runs):
     (src,) = list(finished_runs.iterdir())
     other = finished_runs / "20200101-000000-abcdef"
@@ -164,6 +186,37 @@ def test_16_runs_can_be_found_by_text_and_status_and_show_their_progress(finishe
     assert list(table()["run"]) == [src.name]
     # the selector below lists what the table lists, with the same status
     assert at.selectbox(key="runs_selected").options == [f"{src.name} “tiny” · mlp on mnist · completed"]
+
+
+def test_8_numbers_are_taken_as_typed_and_refused_by_name(runs_dir):
+    # defect 8: epochs typed as 0, "abc" or nothing silently started a 40-epoch run (a number box
+    # clamps, or falls back to its default); an emptied "Training samples" came back as 2048
+    at = new_app()
+    for typed, said in [("0", "must be from 1 to 100000, got 0"),
+                        ("abc", "must be a whole number from 1 to 100000, got 'abc'"),
+                        ("", "must be a whole number from 1 to 100000, but the box is empty"),
+                        ("2.5", "must be a whole number from 1 to 100000, got 2.5")]:
+        at.text_input(key="cfg_epochs").set_value(typed)
+        at.button(key="start").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        (message,) = [e.value for e in at.error]
+        assert f"**Epochs** (`epochs`): {said}" in message, message
+        assert at.text_input(key="cfg_epochs").value == typed  # kept as typed, to be fixed
+        assert "run" not in at.query_params and runs.list_runs(runs_dir) == []
+    at.text_input(key="cfg_epochs").set_value(" 1e1 ")  # what reads as a whole number is one
+    at.text_input(key="cfg_lr").set_value("3e-4")
+    at.text_input(key="cfg_subset").set_value("")  # the placeholder says: all
+    at.run()
+    linked = json.loads(at.query_params["cfg"])
+    assert (linked["epochs"], linked["lr"], linked["subset"]) == (10, 3e-4, None), linked
+    assert at.text_input(key="cfg_subset").value == "" and at.text_input(key="cfg_subset").placeholder == "all"
+    # and the settings the form gives are the run's settings (no Start needed: the whole set is large)
+    from pages.shared import common
+
+    values = {name: at.session_state[f"cfg_{name}"] for name in ("epochs", "lr", "subset", "val_subset")}
+    config = common.form_config({name: common.parse_number(common.FIELDS[name], text) for name, text in values.items()}
+                                | {"arms": ["adam"]})
+    assert (config.epochs, config.lr, config.subset, config.val_subset) == (10, 3e-4, None, 2000)
 
 
 def test_9_datasets_that_are_not_installed_say_so_in_the_list(runs_dir):
@@ -217,6 +270,5 @@ def test_20_no_widget_gets_a_default_and_a_session_state_value(finished_runs, se
     learn.slider(key="learn_steps").set_value(50).run()  # below the walk's step (100)
     assert learn.slider(key="learn_step").value == 50
     assert not linked.exception and not learn.exception
-    # the arm boxes still are (their state is set by a preset, Re-run and a link while they keep a
-    # default: giving them none lost their values when the first run of a page was cut short)
-    assert [k for k in set_twice_warnings if not k.startswith("cfg_arm_")] == []
+    # no widget at all: a preset, Re-run and a link write the arm boxes too
+    assert set_twice_warnings == []

@@ -31,7 +31,7 @@ def wait_until(predicate, timeout=60.0, what="condition"):
 
 def start_long_run(at) -> str:
     set_tiny(at, **LONG)
-    at.number_input(key="cfg_threads").set_value(1)
+    at.text_input(key="cfg_threads").set_value("1")
     at.button(key="start").click().run()
     assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
     return at.query_params["run"]
@@ -83,7 +83,7 @@ def test_start_pressed_twice_quickly_starts_one_run(runs_dir):
         assert len(jobs.list()) == 1
 
         # a changed setting is a new run (queued behind the first)
-        at.number_input(key="cfg_seed").set_value(7)
+        at.text_input(key="cfg_seed").set_value("7")
         at.button(key="start").click().run()
         assert not at.exception and not at.error
         second = at.query_params["run"]

@@ -257,37 +257,33 @@ def test_cli_config_file_that_is_not_a_json_object_exits_2(tmp_path, capsys):
 def test_ui_values_beyond_the_limits_are_named_next_to_start_and_nothing_starts(runs_dir):
     at = new_app()
     set_tiny(at)
-    at.number_input(key="cfg_lr").set_value(0.0)  # the widget allows 0; the config does not
-    at.number_input(key="cfg_epochs").set_value(200_000)
-    at.number_input(key="cfg_batch_size").set_value(2_000_000)
-    at.number_input(key="cfg_switch_epoch").set_value(300_000)
-    at.number_input(key="cfg_val_subset").set_value(10_001)
-    at.number_input(key="cfg_threads").set_value(5000)
+    at.text_input(key="cfg_lr").set_value("0.0")
+    at.text_input(key="cfg_epochs").set_value("200000")
+    at.text_input(key="cfg_batch_size").set_value("2000000")
+    at.text_input(key="cfg_switch_epoch").set_value("300000")
+    at.text_input(key="cfg_val_subset").set_value("10001")
+    at.text_input(key="cfg_threads").set_value("5000")
     at.text_input(key="cfg_name").input("n" * 250)
     at.button(key="start").click().run()
     assert not at.exception, [e.value for e in at.exception]
     (message,) = [e.value for e in at.error]
     assert message.startswith("Nothing was started")
-    for label, field in [("Learning rate", "lr"), ("Fixed switch epoch", "switch_epoch"),
-                         ("Validation samples", "val_subset"), ("Run name", "name")]:
+    # the boxes take what is typed: every value beyond RunConfig's limits is named, with the limits
+    for label, field in [("Learning rate", "lr"), ("Epochs", "epochs"), ("Batch size", "batch_size"),
+                         ("Fixed switch epoch", "switch_epoch"), ("Validation samples", "val_subset"),
+                         ("CPU threads", "threads"), ("Run name", "name")]:
         assert f"**{label}** (`{field}`)" in message, (label, message)
-    # the widgets take RunConfig's limits: a value beyond them is refused by the widget itself
-    from twophase.config import LIMITS
-
-    for field in ("epochs", "batch_size", "threads"):
-        widget = at.number_input(key=f"cfg_{field}")
-        assert widget.max == LIMITS[field][1] and widget.min == LIMITS[field][0]
-        assert widget.value is None or widget.value <= LIMITS[field][1]  # (threads: empty means auto)
+    assert "from 1 to 100000, got 200000" in message and "from 0 to 1024, got 5000" in message, message
     assert "run" not in at.query_params and status_of(at) is None
     assert runs.list_runs(runs_dir) == []
 
     # fixed values start a run at once: a refusal leaves nothing behind that blocks the next Start
     set_tiny(at)
-    at.number_input(key="cfg_lr").set_value(1e-3)
-    at.number_input(key="cfg_switch_epoch").set_value(None)
-    at.number_input(key="cfg_threads").set_value(1)
+    at.text_input(key="cfg_lr").set_value("0.001")
+    at.text_input(key="cfg_switch_epoch").set_value("")
+    at.text_input(key="cfg_threads").set_value("1")
     at.text_input(key="cfg_name").input("ok")
-    at.number_input(key="cfg_val_subset").set_value(256)
+    at.text_input(key="cfg_val_subset").set_value("256")
     at.button(key="start").click().run()
     assert not at.error, [e.value for e in at.error]
     run_id = at.query_params["run"]

@@ -36,8 +36,8 @@ def test_two_browser_sessions_each_start_a_run_and_both_complete_one_after_the_o
         at = AppTest.from_file(APP, default_timeout=TIMEOUT)
         at.run()
         set_tiny(at, epochs=4)
-        at.number_input(key="cfg_seed").set_value(seed)
-        at.number_input(key="cfg_threads").set_value(1)
+        at.text_input(key="cfg_seed").set_value(str(seed))
+        at.text_input(key="cfg_threads").set_value("1")
         sessions.append(at)
     for at in sessions:  # the second presses Start while the first run trains
         at.button(key="start").click().run()

@@ -115,7 +115,7 @@ def test_disk_full_mid_run_ends_the_run_failed_with_the_reason_and_the_app_keeps
     assert jobs.mode == "thread"
     calls = full_disk_after(monkeypatch, rows=5)  # the header is written at creation; rows 1-5 fit
     set_tiny(at)
-    at.number_input(key="cfg_threads").set_value(1)
+    at.text_input(key="cfg_threads").set_value("1")
     at.button(key="start").click().run()
     run_id = at.query_params["run"]
     assert wait_final(at, timeout=120) == "failed"

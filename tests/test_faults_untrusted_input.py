@@ -75,7 +75,10 @@ def test_run_ids_from_the_address_bar_are_ignored_on_every_page(runs_dir, tmp_pa
         at.run()
         assert not at.exception, [e.value for e in at.exception]
         assert any("not a valid run id" in w.value for w in at.warning), bad
-        assert status_of(at) is None and not at.get("plotly_chart")  # nothing was read from that path
+        # nothing was read from that path: no run followed, only the landing page's shipped example drawn
+        assert status_of(at) is None
+        assert {c.key for c in at.get("plotly_chart")} <= {"landing_grad_norm", "landing_loss"}
+        assert any("An example: the default run" in md.value for md in at.markdown)
         for page in ("pages/runs.py", "pages/compare.py"):  # the other pages take no id from the address
             at.switch_page(page).run()
             assert not at.exception
@@ -91,14 +94,20 @@ def test_nothing_typed_in_the_browser_becomes_a_path_outside_the_runs_folder(run
     # specs or refused); the run folder is named by its id.
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
+    from pages.shared import common
+
     widget_keys = {w.key for w in at.text_input}
-    assert widget_keys == {"cfg_name", "cfg_switch_points"}  # no data folder, runs folder or file name is asked for
+    number_boxes = {f"cfg_{f.name}" for f in common.FORM if f.kind in ("int", "float")}
+    # no data folder, runs folder or file name is asked for; the number boxes are parsed as numbers
+    assert widget_keys - number_boxes == {"cfg_name", "cfg_switch_points"}
     at.text_input(key="cfg_switch_points").input("../../etc/passwd")
+    at.text_input(key="cfg_subset").input("../../etc")
     at.button(key="start").click().run()
-    assert any("Extra switch points" in e.value for e in at.error) and "run" not in at.query_params
+    assert any("Extra switch points" in e.value and "Training samples" in e.value for e in at.error)
+    assert "run" not in at.query_params
     at.text_input(key="cfg_switch_points").input("")
     set_tiny(at, epochs=1)
-    at.number_input(key="cfg_threads").set_value(1)
+    at.text_input(key="cfg_threads").set_value("1")
     hostile = "../../../" + str(tmp_path / "evil").lstrip("/") + "/\x00<script>alert(1)</script>"
     at.text_input(key="cfg_name").input(hostile)
     outside_before = {p.name for p in tmp_path.iterdir()}

@@ -116,7 +116,7 @@ def test_the_train_page_runs_two_seeds_and_draws_their_band(runs_dir):
 
     at = new_app()
     set_tiny(at, arms=["adam", "two-phase"], epochs=2)
-    at.number_input(key="cfg_seeds").set_value(2)
+    at.text_input(key="cfg_seeds").set_value("2")
     at.button(key="start").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     first = at.query_params["run"]

@@ -210,9 +210,61 @@ def _key(name: str) -> str:
     return f"cfg_{name}"
 
 
+def _set_this_run(key: str) -> bool:
+    """Whether `key` was written through st.session_state since this script run began (fill_form,
+    use_paper_rule). Only then is a widget made without its `value`: Streamlit sends that value with
+    the widget and warns when a default is passed as well. Every other time the widget is made with
+    its current value as its default, so that what the browser shows never falls back to another one
+    (a widget made without `value` defaults to its minimum or first option: a box emptied, or a
+    widget the browser had not yet drawn when the user changed another one, would show that)."""
+    try:
+        from streamlit.runtime.state import get_session_state
+
+        return get_session_state().is_new_state_value(key)
+    except Exception:  # another Streamlit: the safe side is the one that never warns
+        return key in st.session_state
+
+
+def _current(key: str, default, param: str = "value", to=lambda v: v) -> dict:
+    """The keyword (`value=`, `index=`) that makes a widget start at its current value."""
+    if _set_this_run(key):
+        return {}
+    return {param: to(st.session_state.get(key, default))}
+
+
+def number_text(value) -> str:
+    """A number as the form's text boxes show it ("" for None: the field's "all" or "auto")."""
+    if value is None or value == "auto":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float):
+        short = format(value, "g")
+        return short if float(short) == value else repr(value)
+    return str(value)
+
+
+def parse_number(f: Field, text):
+    """The value typed into a number field: int or float, None when empty; text that is no number
+    is returned as it is, for RunConfig's validation to name the field and the allowed values."""
+    if not isinstance(text, str):
+        return text
+    t = text.strip()
+    if not t:
+        return None
+    try:
+        return int(t) if f.kind == "int" else float(t)
+    except ValueError:
+        pass
+    try:
+        number = float(t)
+    except ValueError:
+        return t  # "abc", "auto": RunConfig says what it allows
+    return int(number) if f.kind == "int" and number.is_integer() else number
+
+
 def _widget(f: Field, default, where, values: dict):
     key = _key(f.name)
-    value = st.session_state.get(key, default)
     kw = dict(key=key, help=f.help or None)
     if f.kind == "choice":
         choices = list(f.choices)
@@ -222,41 +274,31 @@ def _widget(f: Field, default, where, values: dict):
                 return f"{name} (not installed: Start says where its files go)" \
                     if dataset_missing(name, data_mod.default_root()) else name
             fmt = dict(format_func=fmt_dataset)
-        if f.name == "model":
-            def fmt_model(name: str) -> str:
-                n = parameter_count(name, values.get("dataset", "mnist"))
-                return f"{name} · {n:,} parameters" if n else name
-            fmt = dict(format_func=fmt_model)
-        index = choices.index(value) if value in choices else 0
-        if key in st.session_state:
-            return where.selectbox(f.label, choices, **fmt, **kw)
-        return where.selectbox(f.label, choices, index=index, **fmt, **kw)
+        index = _current(key, default, "index", lambda v: choices.index(v) if v in choices else 0)
+        return where.selectbox(f.label, choices, **index, **fmt, **kw)
     if f.kind == "slider":
         args = dict(min_value=float(f.lo), max_value=float(f.hi), step=float(f.step))
-        return where.slider(f.label, **args, **kw) if key in st.session_state else \
-            where.slider(f.label, value=float(default), **args, **kw)
+        return where.slider(f.label, **args, **_current(key, float(default), to=float), **kw)
     if f.kind == "bool":
-        return where.checkbox(f.label, **kw) if key in st.session_state else where.checkbox(f.label, value=bool(default), **kw)
+        return where.checkbox(f.label, **_current(key, bool(default), to=bool), **kw)
     if f.kind == "text":
-        return where.text_input(f.label, placeholder=f.placeholder, **kw) if key in st.session_state else \
-            where.text_input(f.label, value=default, placeholder=f.placeholder, **kw)
-    if f.kind == "int":
-        if default == "auto":
-            default = None
-        lo, hi = LIMITS.get(f.name, (f.lo if f.lo is not None else 1, None))
-        args = dict(min_value=int(lo), step=int(f.step or 1), placeholder=f.placeholder)
-        if hi is not None:
-            args["max_value"] = int(hi)
-        return where.number_input(f.label, **args, **kw) if key in st.session_state else \
-            where.number_input(f.label, value=default, **args, **kw)
-    args = dict(min_value=float(f.lo) if f.lo is not None else None, step=f.step, format="%g")  # float
-    return where.number_input(f.label, **args, **kw) if key in st.session_state else \
-        where.number_input(f.label, value=float(default), **args, **kw)
+        return where.text_input(f.label, placeholder=f.placeholder, **_current(key, default, to=str), **kw)
+    # "int", "float": a text box, so that what is typed (0, "abc", nothing) reaches RunConfig's
+    # validation as typed, instead of a number box clamping it or falling back to its default
+    text = where.text_input(f.label, placeholder=f.placeholder or ("required" if not f.optional else None),
+                            **_current(key, number_text(default), to=str), **kw)
+    return parse_number(f, text)
+
+
+def _store(f: Field, value) -> None:
+    """Set the widget of field `f` to `value` (as its widget holds it: text for numbers)."""
+    st.session_state[_key(f.name)] = number_text(value) if f.kind in ("int", "float") else value
 
 
 def use_paper_rule() -> None:
     """The 'Use the paper's rule' button: the switch-rule widgets back to the paper's rule."""
-    st.session_state.update({_key(k): v for k, v in PAPER_RULE.items()})
+    for name, value in PAPER_RULE.items():
+        _store(FIELDS[name], value)
 
 
 def fill_form(config: dict) -> None:
@@ -265,7 +307,7 @@ def fill_form(config: dict) -> None:
     as they are."""
     for f in FORM:
         if f.name in config and _shows(f, config[f.name]):
-            st.session_state[_key(f.name)] = None if config[f.name] == "auto" else config[f.name]
+            _store(f, None if config[f.name] == "auto" else config[f.name])
     arms = config.get("arms") if isinstance(config.get("arms"), list) else None
     if arms is not None:
         for name in ARMS:
@@ -305,9 +347,12 @@ def settings_to_url(values: dict) -> None:
     for name, value in values.items():
         if name == "threads" and value is None:  # the empty box means auto
             value = "auto"
+        f = FIELDS.get(name)
         if name == "switch_points":
             if str(value or "").strip():
                 diff[name] = str(value)
+        elif f is not None and f.kind in ("int", "float") and value != "auto" and not _shows(f, value):
+            continue  # what a box holds that is not a valid setting stays out of the link
         elif value != getattr(defaults, name, None):
             diff[name] = value
     text = json.dumps(diff, separators=(",", ":"), sort_keys=True) if diff else ""
@@ -370,13 +415,18 @@ def settings_form(defaults: RunConfig | None = None) -> dict:
                 values[f.name] = _widget(f, getattr(d, f.name), c4, values)
                 continue
             values[f.name] = _widget(f, getattr(d, f.name), st, values)
-            if f.name == "model":
-                st.caption(models_mod.names().get(values["model"], ""))
+            if f.name == "model":  # (the count is not in the list's labels: a label that changes with
+                # the dataset makes Streamlit lose the choice, back to the list's first model)
+                n = parameter_count(values["model"], values.get("dataset", "mnist"))
+                count = f" · {n:,} parameters on {values.get('dataset', 'mnist')}" if n else ""
+                st.caption(models_mod.names().get(values["model"], "").rstrip(".") + count)
         st.markdown("**Arms** (trained from the same initial weights)")
-        values["arms"] = [a for a in ARMS if st.checkbox(plots.arm_label(a), value=a in d.arms, key=f"cfg_arm_{a}",
+        values["arms"] = [a for a in ARMS if st.checkbox(plots.arm_label(a), key=f"cfg_arm_{a}",
+                                                         **_current(f"cfg_arm_{a}", a in d.arms, to=bool),
                                                          help=ARM_DESCRIPTIONS.get(a))]
         values["switch_points"] = st.text_input(
-            LABELS["switch_points"], value="", key="cfg_switch_points", placeholder="e.g. 3, 100, 30%",
+            LABELS["switch_points"], key="cfg_switch_points", **_current("cfg_switch_points", "", to=str),
+            placeholder="e.g. 3, 100, 30%",
             help="One more two-phase branch per point, all from the same Adam trunk (its Adam epochs are "
                  "computed once): an epoch (300), a percentage of the epochs (30%) or 'paper' (the paper's "
                  "rule). Compare where switching pays off in one run.")
@@ -393,25 +443,34 @@ def settings_form(defaults: RunConfig | None = None) -> dict:
 
 def form_config(values: dict) -> RunConfig:
     """The RunConfig of the form's values (validated); the extra switch points become two-phase
-    branches. Raises ConfigError naming each bad field."""
+    branches. Raises ConfigError naming every bad field at once."""
     from twophase.training.strategies import sweep_arms
 
     values = dict(values)
+    errors = {}
     points = [p for p in str(values.pop("switch_points", "") or "").replace(";", ",").split(",") if p.strip()]
     if points:
         try:
             branches = sweep_arms(points)
         except ValueError as exc:
-            raise ConfigError({"switch_points": f"{exc}; write epochs (300), percentages (30%) or 'paper', "
-                                                "separated by commas"}) from None
-        values["arms"] = list(values["arms"]) + [b for b in branches if b not in values["arms"]]
+            errors["switch_points"] = f"{exc}; write epochs (300), percentages (30%) or 'paper', separated by commas"
+        else:
+            values["arms"] = list(values["arms"]) + [b for b in branches if b not in values["arms"]]
     if values.get("threads") is None:  # the empty CPU threads box
         values["threads"] = "auto"
-    for name, value in list(values.items()):  # number_input gives floats for whole numbers in some versions
+    for name, value in list(values.items()):  # "1e3" in a whole-number box is 1000
         f = FIELDS.get(name)
         if f is not None and f.kind == "int" and isinstance(value, float) and value.is_integer():
             values[name] = int(value)
-    return RunConfig(**values).validate()
+    try:
+        config = RunConfig(**values).validate()
+    except ConfigError as err:  # a required number box left empty: say so, not "got None"
+        errors.update({name: msg.replace("got None", "but the box is empty")
+                       if name in FIELDS and values.get(name) is None else msg
+                       for name, msg in err.errors.items()})
+    if errors:
+        raise ConfigError(errors)
+    return config
 
 
 def describe_config_error(err: ConfigError) -> str:
