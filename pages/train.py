@@ -12,6 +12,7 @@ server); once the status is final both stop polling.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -26,6 +27,7 @@ POLL_SECONDS = 2.0  # status and progress bars, while a run is active
 CHART_SECONDS = 5.0  # the charts, while a run is active (benchmarks/app.py measures what drawing them costs)
 FAST_CHART_SECONDS = 1.0  # ... while it has logged fewer than FAST_CHART_RECORDS records (the default run)
 FAST_CHART_RECORDS = 200
+KEEP_VIEW_JS = (Path(__file__).resolve().parent.parent / "assets" / "keep_view.js").read_text(encoding="utf-8")
 
 jobs = common.jobs()
 
@@ -172,8 +174,9 @@ def show_charts(run_id: str, was_live: bool, x: str, log_y: bool, smoothing: flo
         return
     if was_live:
         st.caption(f"While the run trains the charts are redrawn every {every:g} s and the progress every "
-                   f"{POLL_SECONDS:g} s (redrawing takes CPU that training shares). A redraw resets a zoom: "
-                   "turn on **Pause charts** to zoom and inspect while the run goes on.")
+                   f"{POLL_SECONDS:g} s (redrawing takes CPU that training shares). A zoom or pan stays across "
+                   "redraws (double-click a chart to reset it); **Pause charts** stops the redraws, to hover "
+                   "undisturbed.")
     figures = chart_figures(view, x, log_y, smoothing)
     order = ["grad_norm", "loss", "accuracy", "grad_vs_loss"] + (["curvature"] if "curvature" in figures else [])
     columns = 1 if wide else 2
@@ -292,6 +295,8 @@ def landing() -> None:
 
 
 # --------------------------------------------------------------------- page
+# zoom and pan survive live redraws (assets/keep_view.js says why Plotly's uirevision alone does not)
+st.html(f"<script>{KEEP_VIEW_JS}</script>", unsafe_allow_javascript=True, width="content")
 st.title("Two-phase training, live")
 st.caption("Adam while the loss surface is non-convex; conjugate gradient once the gradient norm has peaked "
            "and fallen below tolerance x its maximum. Both arms start from the same initial weights.")
