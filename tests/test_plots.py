@@ -289,3 +289,18 @@ def test_points_get_markers_in_short_runs_and_plain_lines_in_long_ones():
         for fig in (plots.grad_norm_figure(df, []), plots.grad_norm_vs_loss_figure(df, [])):
             lines = [t for t in fig.data if (t.meta or {}).get("role") == "grad_norm"]
             assert len(lines) == 2 and {t.mode for t in lines} == {mode}, (epochs, [t.mode for t in lines])
+
+
+def test_hovering_a_chart_shows_every_arm_at_that_x():
+    # the Train page's time-series charts and Compare's overlay: one hover label per x with every
+    # curve's value (Plotly's "x unified"); the raw curves behind a smoothed one stay out of it
+    m = make_metrics()
+    figures = [plots.grad_norm_figure(m, EVENTS, smoothing=0.5), plots.loss_figure(m, EVENTS, smoothing=0.5),
+               plots.accuracy_figure(m, EVENTS),
+               plots.compare_figure([("run A", "adam", m[m.arm == "adam"])], smoothing=0.5)]
+    for fig in figures:
+        assert fig.layout.hovermode == "x unified", fig.layout.title.text
+        arms = {t.meta["arm"] for t in fig.data if (t.meta or {}).get("arm") and t.hoverinfo != "skip"}
+        assert arms, fig.layout.title.text
+        assert all(t.hoverinfo == "skip" for t in fig.data if (t.meta or {}).get("raw"))
+    assert {t.meta["arm"] for t in traces(figures[1], role="train_loss") if t.hoverinfo != "skip"} == {"two-phase", "adam"}
