@@ -66,5 +66,13 @@
       if (gd.__twophaseKey !== undefined) restore(gd);
     });
   }
+  // at once when the page changes (a redraw's fresh graph gets its view back within a frame), and
+  // every 100 ms for what no change announces (a graph that finished drawing)
+  let pending = false;
+  new MutationObserver(() => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; scan(); });
+  }).observe(document.body, {childList: true, subtree: true});
   setInterval(scan, 100);
 })();

@@ -41,6 +41,13 @@ GRAD_RANGE_JS = """
 
 
 
+def grad_range(page, until: str = "true", timeout: float = 10_000) -> list:
+    """[x0, x1, points] of the gradient-norm chart, once one is drawn and `until` (JS over r) holds:
+    while Streamlit swaps a redrawn chart in, there can be a moment with none."""
+    return page.wait_for_function(f"() => {{ const r = ({GRAD_RANGE_JS})(); return r && ({until}) ? r : null; }}",
+                                  timeout=timeout).json_value()
+
+
 def box_zoom(page) -> list:
     """A box zoom with the mouse over the left part of the gradient-norm chart; returns the range.
     The chart is redrawn every second meanwhile: a drag the redraw cut off is tried again."""
@@ -62,8 +69,8 @@ def box_zoom(page) -> list:
         except Error:  # the graph was replaced under the mouse
             continue
         page.wait_for_timeout(300)
-        zoomed = page.evaluate(GRAD_RANGE_JS)
-        if zoomed and zoomed[1] < 0.5 * zoomed[2]:
+        zoomed = grad_range(page)
+        if zoomed[1] < 0.5 * zoomed[2]:
             break
     return zoomed
 
@@ -88,7 +95,8 @@ def test_a_run_grows_live_keeps_its_zoom_and_nothing_is_fetched_from_outside(ser
     # the chart keeps growing under the zoom, redraw after redraw, and the zoom stays
     page.wait_for_function(f"({GRAD_POINTS_JS})() > {zoomed[2]} + 30", timeout=120_000)
     page.wait_for_timeout(1500)
-    grown = page.evaluate(GRAD_RANGE_JS)
+    # (a fresh graph gets the view back within a frame of being drawn: the look waits for that)
+    grown = grad_range(page, until=f"Math.abs(r[0] - {zoomed[0]}) < 1e-6 && Math.abs(r[1] - {zoomed[1]}) < 1e-6")
     assert grown[2] > zoomed[2] + 30 and grown[:2] == pytest.approx(zoomed[:2]), (zoomed, grown)
     # a double click resets the view, and the next redraws keep the whole curve in view
     for _ in range(15):
@@ -98,11 +106,11 @@ def test_a_run_grows_live_keeps_its_zoom_and_nothing_is_fetched_from_outside(ser
         except Error:  # the graph was replaced under the mouse
             continue
         page.wait_for_timeout(300)
-        if page.evaluate(GRAD_RANGE_JS)[1] > grown[1] + 1:
+        if grad_range(page)[1] > grown[1] + 1:
             break
     page.wait_for_function(f"({GRAD_POINTS_JS})() > {grown[2]} + 30", timeout=120_000)
     page.wait_for_timeout(1500)
-    reset = page.evaluate(GRAD_RANGE_JS)
+    reset = grad_range(page)
     assert reset[0] <= 0 and reset[1] >= reset[2] - 2, reset
     # Pause charts: the chart stops changing while the run goes on
     page.get_by_text("Pause charts", exact=True).first.click()
