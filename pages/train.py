@@ -280,9 +280,9 @@ def landing() -> None:
         if example is None:
             st.caption("No finished run yet: the charts of your first run appear here afterwards.")
             return
-        last = RunView(example.run_id, example.status, example.config or {}, example.metrics, example.events)
+        last = RunView.from_run(example)
         summary = example.summary or {}
-        switch = next((e.get("epoch") for e in example.events if e.get("kind") == "switch"), None)
+        switch = analysis.switch_epoch(example.metrics, example.events)
         st.markdown("**An example: the default run**, trained once from the command line "
                     f"({str(summary.get('started', ''))[:10]}, CPU, {summary.get('torch_threads', '?')} thread) and "
                     "shipped with the app. It shows the early regime"

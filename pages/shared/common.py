@@ -458,10 +458,6 @@ def form_config(values: dict) -> RunConfig:
             values["arms"] = list(values["arms"]) + [b for b in branches if b not in values["arms"]]
     if values.get("threads") is None:  # the empty CPU threads box
         values["threads"] = "auto"
-    for name, value in list(values.items()):  # "1e3" in a whole-number box is 1000
-        f = FIELDS.get(name)
-        if f is not None and f.kind == "int" and isinstance(value, float) and value.is_integer():
-            values[name] = int(value)
     try:
         config = RunConfig(**values).validate()
     except ConfigError as err:  # a required number box left empty: say so, not "got None"

@@ -86,6 +86,18 @@ class RunView:
     warnings: list = field(default_factory=list)
     live: bool = False  # held by this manager (Stop works)
 
+    @classmethod
+    def from_run(cls, run: "runs.Run") -> "RunView":
+        """The view of a run folder read from disk (`runs.load_run`): progress from its records."""
+        config = run.config or {}
+        progress = {}
+        epochs = _whole_number(config.get("epochs"))
+        if len(run.metrics) and "arm" in run.metrics.columns and epochs:
+            for arm, part in run.metrics.groupby("arm"):
+                progress[arm] = min(1.0, float(part["epoch"].max()) / epochs)
+        return cls(run.run_id, run.status, config, run.metrics, run.events, progress,
+                   (run.summary or {}).get("error"), run.summary, run.warnings)
+
     @property
     def arm_status(self) -> dict:
         arms = (self.summary or {}).get("arms")
@@ -291,14 +303,7 @@ class JobManager:
             run = runs.load_run(self.runs_dir, run_id)
         except (FileNotFoundError, ValueError, TypeError):
             return None
-        config = run.config or {}
-        progress = {}
-        epochs = _whole_number(config.get("epochs"))
-        if len(run.metrics) and "arm" in run.metrics.columns and epochs:
-            for arm, part in run.metrics.groupby("arm"):
-                progress[arm] = min(1.0, float(part["epoch"].max()) / epochs)
-        return RunView(run_id, run.status, config, run.metrics, run.events, progress,
-                       (run.summary or {}).get("error"), run.summary, run.warnings)
+        return RunView.from_run(run)
 
     def list(self) -> list[JobSnapshot]:
         """Jobs held by this manager (newest first), without their records."""

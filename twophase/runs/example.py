@@ -8,6 +8,7 @@ copying DIR/<run id>/ (without checkpoint files) to twophase/data_files/example_
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from twophase.runs.ids import is_valid_run_id
@@ -16,8 +17,10 @@ from twophase.runs.reader import Run, load_run
 EXAMPLE_RUNS_DIR = Path(__file__).resolve().parent.parent / "data_files" / "example_runs"
 
 
+@lru_cache(maxsize=1)
 def example_run() -> Run | None:
-    """The shipped example run (None when the package was installed without it)."""
+    """The shipped example run (None when the package was installed without it). Read once per
+    process: the files ship with the package and never change; callers must not modify it."""
     try:
         ids = sorted(p.name for p in EXAMPLE_RUNS_DIR.iterdir() if is_valid_run_id(p.name))
     except OSError:
