@@ -206,3 +206,28 @@ def test_three_seeds_from_a_link_draw_a_median_and_a_shaded_band(served_app, bro
     page.get_by_text(re.compile(r"ahead of Adam at equal data passes in \d of 3 seeds")).first.wait_for()
     listed = runs.list_runs(str(runs_dir))
     assert sorted(i.config["seed"] for i in listed) == [0, 1, 2] and len({i.config["group"] for i in listed}) == 1
+
+
+def test_the_default_run_is_seen_growing_and_its_status_turns_completed(served_app, browser, runs_dir):
+    # defect 7: the default run (a few seconds of training) was over before the first chart appeared,
+    # so nothing was seen live, and the status still said "running" after it had ended. The page now
+    # looks every 0.25 s and draws the first epochs at once (pages/train.py LOOK_SECONDS).
+    page = browser.new_page(viewport={"width": 1500, "height": 1800})
+    page.set_default_timeout(60_000)
+    page.goto(served_app)
+    page.get_by_text("Run settings").wait_for()
+    # the page itself notes every chart size it shows (a poll from here would miss what the browser
+    # drew while it was busy); the shipped example on the landing page has 41 points
+    page.evaluate(f"""() => {{ window.__seen = []; const look = {GRAD_POINTS_JS};
+        setInterval(() => {{ const n = look(); if (n !== null && !window.__seen.includes(n)) window.__seen.push(n); }},
+                    50); }}""")
+    page.get_by_role("button", name=re.compile("Start")).click()
+    page.locator(".tp-status-completed").wait_for(timeout=180_000)  # ends as completed, not "running"
+    page.wait_for_function(f"({GRAD_POINTS_JS})() === 41")  # epochs 0-40 of the two-phase arm, at the end
+    seen = page.evaluate("() => window.__seen")
+    partial = [n for n in seen if 0 < n < 41]
+    # drawn while it trained, from its first half on (the old 1-s timer first drew it at epoch 30 of
+    # 40 in 1 of 3 runs on this machine, and only at the end on a loaded one)
+    assert partial and min(partial) <= 20, seen
+    [info] = runs.list_runs(str(runs_dir))
+    assert info.status == "completed" and info.config["epochs"] == 40 and info.config["subset"] == 2048
