@@ -2,7 +2,7 @@
 
 Four sections: one parameter (loss, non-convex stretches, gradient norm against
 loss), two parameters (contour, non-convex shading, the paths of Adam, CG and
-two-phase, a step slider walking along them), what it all means, and the curvature of a real
+two-phase, a step slider under the map that walks along them in the browser), what it all means, and the curvature of a real
 network over a long run (a figure made by benchmarks/curvature.py). The numbers
 come from twophase/teaching/, which runs NonlinearCG, TwoPhase and SwitchRule on the
 toy losses; this file only lays them out. It runs on its own too
@@ -42,9 +42,12 @@ def one_parameter_facts(units: int, seed: int, start: float) -> dict:
     }
 
 
+MAP_PIXELS = 301  # grid points per axis of the map's picture (its contour lines and shading)
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def surface_grid(name: str, c: float) -> dict:
-    return teaching.surface_grid(name, c)
+    return teaching.surface_grid(name, c, n=MAP_PIXELS)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -144,113 +147,118 @@ with text_col:
 
 # ================================================================== 2. two parameters
 st.header("2 · Two weights: Adam, CG and two-phase")
-surface_names = list(teaching.SURFACES)
-name = st.radio("Loss surface", surface_names, horizontal=True, key="learn_surface",
-                format_func=lambda n: teaching.SURFACES[n].label)
-surf = teaching.SURFACES[name]
-st.caption(surf.description)
+@st.fragment
+def two_weights_section() -> None:
+    """Section 2 as a fragment: its sliders rerun this section alone, not the whole page. The walk
+    along the paths needs no rerun at all: the map's own slider moves it in the browser."""
+    surface_names = list(teaching.SURFACES)
+    name = st.radio("Loss surface", surface_names, horizontal=True, key="learn_surface",
+                    format_func=lambda n: teaching.SURFACES[n].label)
+    surf = teaching.SURFACES[name]
+    st.caption(surf.description)
 
-(a0, a1), (b0, b1) = surf.box
-k1, k2 = _start_keys(name)
-for key, value in ((k1, surf.start[0]), (k2, surf.start[1])):
-    st.session_state.setdefault(key, value)
+    (a0, a1), (b0, b1) = surf.box
+    k1, k2 = _start_keys(name)
+    for key, value in ((k1, surf.start[0]), (k2, surf.start[1])):
+        st.session_state.setdefault(key, value)
 
-# the map on the left; beside it everything that moves it, then the curves (at 1280x720 the map
-# starts in the first screen, next to the sliders, as in TensorFlow Playground)
-left, right = st.columns([1.1, 1])
-with right:
-    row = st.columns(2)
-    if name == "tanh-family":
-        c_value = row[0].slider("C", teaching.C_RANGE[0], teaching.C_RANGE[1], 0.50, 0.01, key="learn_c",
-                                help="y = tanh(h) + C·tanh(−2h). Above 0.5 the activation dips at h = 0 "
-                                     "and extra local minima appear.")
-    else:
-        c_value = 0.5  # the valley has no C
-    tolerance = row[1].slider("Switch tolerance", 0.50, 1.00, 0.90, 0.01, key="learn_tolerance",
-                              help="Two-phase switches to CG at the first step whose gradient norm is at or "
-                                   "below tolerance × the largest norm so far (0.9 = the paper's rule).")
-    row = st.columns(2)
-    start_w1 = row[0].slider(f"Start {surf.w1_label}", a0, a1, step=START_STEP, key=k1)
-    start_w2 = row[1].slider(f"Start {surf.w2_label}", b0, b1, step=START_STEP, key=k2)
-    with st.expander("More settings: steps, Adam's learning rate, line search, switch options"):
-        m = st.columns(2)
-        steps = m[0].slider("Steps (epochs of the toy)", 10, 300, 100, 10, key="learn_steps")
-        lr = m[1].select_slider("Adam learning rate", [0.005, 0.01, 0.02, 0.05, 0.1, 0.2], value=surf.lr,
-                                key="learn_lr")
-        m = st.columns(3)
-        line_search = m[0].selectbox("CG line search", ["strong-wolfe", "golden"], key="learn_ls")
-        min_epochs = m[1].number_input("Minimum Adam steps", 0, 200, 0, key="learn_min_epochs")
-        patience = m[2].number_input("Patience", 1, 20, 1, key="learn_patience")
+    # the map on the left; beside it everything that moves it, then the curves (at 1280x720 the map
+    # starts in the first screen, next to the sliders, as in TensorFlow Playground)
+    left, right = st.columns([1.1, 1])
+    with right:
+        row = st.columns(2)
+        if name == "tanh-family":
+            c_value = row[0].slider("C", teaching.C_RANGE[0], teaching.C_RANGE[1], 0.50, 0.01, key="learn_c",
+                                    help="y = tanh(h) + C·tanh(−2h). Above 0.5 the activation dips at h = 0 "
+                                         "and extra local minima appear.")
+        else:
+            c_value = 0.5  # the valley has no C
+        tolerance = row[1].slider("Switch tolerance", 0.50, 1.00, 0.90, 0.01, key="learn_tolerance",
+                                  help="Two-phase switches to CG at the first step whose gradient norm is at or "
+                                       "below tolerance × the largest norm so far (0.9 = the paper's rule).")
+        row = st.columns(2)
+        start_w1 = row[0].slider(f"Start {surf.w1_label}", a0, a1, step=START_STEP, key=k1)
+        start_w2 = row[1].slider(f"Start {surf.w2_label}", b0, b1, step=START_STEP, key=k2)
+        with st.expander("More settings: steps, Adam's learning rate, line search, switch options"):
+            m = st.columns(2)
+            steps = m[0].slider("Steps (epochs of the toy)", 10, 300, 100, 10, key="learn_steps")
+            lr = m[1].select_slider("Adam learning rate", [0.005, 0.01, 0.02, 0.05, 0.1, 0.2], value=surf.lr,
+                                    key="learn_lr")
+            m = st.columns(3)
+            line_search = m[0].selectbox("CG line search", ["strong-wolfe", "golden"], key="learn_ls")
+            min_epochs = m[1].number_input("Minimum Adam steps", 0, 200, 0, key="learn_min_epochs")
+            patience = m[2].number_input("Patience", 1, 20, 1, key="learn_patience")
 
-    start = (float(start_w1), float(start_w2))
-    grid = surface_grid(name, float(c_value))
-    trajs = run_arms(name, start, float(c_value), int(steps), float(lr), float(tolerance), line_search,
-                     int(min_epochs), int(patience))
-    two = trajs["two-phase"]
+        start = (float(start_w1), float(start_w2))
+        grid = surface_grid(name, float(c_value))
+        trajs = run_arms(name, start, float(c_value), int(steps), float(lr), float(tolerance), line_search,
+                         int(min_epochs), int(patience))
+        two = trajs["two-phase"]
 
-    # the slider's value lives in the session state only (a default as well would be "set twice")
-    if "learn_step" not in st.session_state or st.session_state["learn_step"] > steps:
-        st.session_state["learn_step"] = int(steps)
-    step = st.slider("Walk along the paths: step", 0, int(steps), key="learn_step",
-                     help="Move the slider to see where each optimizer is after that many steps.")
-    x_axis = st.radio("x-axis", ["step", "evals"], horizontal=True, key="learn_x",
-                      format_func=lambda v: {"step": "steps", "evals": "loss evaluations (cost)"}[v])
-    st.plotly_chart(teaching.trajectory_curves_figure(trajs, step=step, x=x_axis), width="stretch",
-                    key="learn_curves_chart")
-with left:
-    st.plotly_chart(
-        teaching.surface_figure(name, grid, trajs, step=step, start=start, pick_grid=41),
-        width="stretch", key="learn_surface_chart", on_select=lambda: _pick_start(name),
-        selection_mode="points",
-    )
-    st.caption("Shaded: the Hessian is not positive definite there (not convex). Click anywhere on the "
-               "map to start from that point, or use the sliders.")
-
-rows = []
-for arm, tr in trajs.items():
-    k = min(step, tr.steps)
-    rows.append({
-        "arm": arm_label(arm),
-        "phase now": tr.phase[k] if k > 0 else "start",
-        "loss": _fmt(float(tr.loss[k])),
-        "gradient norm": _fmt(float(tr.grad_norm[k])),
-        "loss evaluations": int(tr.evals[k]),
-        "last CG status": tr.status[k] or "–",
-    })
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-
-if two.switch_index is not None:
-    s, p = two.switch_index, two.peak_index
-    eig_min, _ = teaching.hessian_eigenvalues(name, two.points[s], float(c_value))
-    where = ("**not convex** there (smallest Hessian eigenvalue "
-             f"{eig_min:.3g}): the rule fired while the path was still in the non-convex region"
-             if eig_min <= 0 else
-             f"**convex** there (smallest Hessian eigenvalue {eig_min:.3g} > 0)")
-    st.markdown(
-        f"**Two-phase** saw its largest gradient norm ({_fmt(two.grad_norm[p])}) after step {p}. After step "
-        f"{s} the norm was {_fmt(two.grad_norm[s])}, at or below {tolerance:g} × that peak, so from there on "
-        f"it runs CG (the star marks the switch). The surface is {where}."
-    )
-    if eig_min <= 0:  # the headline's claim does not hold here: say why, with this path's numbers
-        adam = trajs["adam"]
-        k = convex_step(name, start, float(c_value), int(steps), float(lr))
-        reached = (f"Adam's path (the same start, no switch) reaches the convex region after step {k}, where "
-                   f"its norm is {adam.grad_norm[k] / max(adam.grad_norm[: k + 1].max(), 1e-300):.2f} × its "
-                   "largest so far: a rule that waited for convexity would need a tolerance about that low"
-                   if k is not None else
-                   f"Adam's path (the same start, no switch) does not reach the convex region within {steps} "
-                   "steps")
-        st.info(
-            "Why before the convex region: the rule watches the gradient norm, and the norm peaks where the "
-            "curvature *along the path* stops being strongly negative, which comes before the Hessian is "
-            f"positive in every direction. {reached}. Real networks do the same: on the app's default run the "
-            "paper's rule fires at epoch 3, where the probe measures hess_min / hess_max of about -0.08; it "
-            "is about -2e-5 only by epoch 300 (section 4). This is why a late switch can pay off where the "
-            "paper's early one does not (README, 'When does switching pay off?')."
+        x_axis = st.radio("x-axis", ["step", "evals"], horizontal=True, key="learn_x",
+                          format_func=lambda v: {"step": "steps", "evals": "loss evaluations (cost)"}[v])
+        st.plotly_chart(teaching.trajectory_curves_figure(trajs, x=x_axis), width="stretch",
+                        key="learn_curves_chart")
+    with left:
+        st.plotly_chart(
+            teaching.surface_figure(name, grid, trajs, start=start, pick_grid=41, walk=True),
+            width="stretch", key="learn_surface_chart", on_select=lambda: _pick_start(name),
+            selection_mode="points",
         )
-else:
-    st.markdown(f"**Two-phase** did not switch within {steps} steps: its gradient norm never fell to "
-                f"{tolerance:g} × its running maximum, so it ran Adam all the way.")
+        st.caption("Shaded: the Hessian is not positive definite there (not convex). Drag the step slider "
+                   "under the map, or press ▶, to walk along the paths (it moves in your browser at once; hover "
+                   "over an arm's dot for its phase, loss and cost at that step). Click anywhere on the map to "
+                   "start from that point, or use the sliders.")
+
+    rows = []
+    for arm, tr in trajs.items():
+        k = tr.steps
+        rows.append({
+            "arm": arm_label(arm),
+            f"phase after step {k}": tr.phase[k] if k > 0 else "start",
+            "loss": _fmt(float(tr.loss[k])),
+            "gradient norm": _fmt(float(tr.grad_norm[k])),
+            "loss evaluations": int(tr.evals[k]),
+            "last CG status": tr.status[k] or "–",
+        })
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+    if two.switch_index is not None:
+        s, p = two.switch_index, two.peak_index
+        eig_min, _ = teaching.hessian_eigenvalues(name, two.points[s], float(c_value))
+        where = ("**not convex** there (smallest Hessian eigenvalue "
+                 f"{eig_min:.3g}): the rule fired while the path was still in the non-convex region"
+                 if eig_min <= 0 else
+                 f"**convex** there (smallest Hessian eigenvalue {eig_min:.3g} > 0)")
+        st.markdown(
+            f"**Two-phase** saw its largest gradient norm ({_fmt(two.grad_norm[p])}) after step {p}. After step "
+            f"{s} the norm was {_fmt(two.grad_norm[s])}, at or below {tolerance:g} × that peak, so from there on "
+            f"it runs CG (the star marks the switch). The surface is {where}."
+        )
+        if eig_min <= 0:  # the headline's claim does not hold here: say why, with this path's numbers
+            adam = trajs["adam"]
+            k = convex_step(name, start, float(c_value), int(steps), float(lr))
+            reached = (f"Adam's path (the same start, no switch) reaches the convex region after step {k}, where "
+                       f"its norm is {adam.grad_norm[k] / max(adam.grad_norm[: k + 1].max(), 1e-300):.2f} × its "
+                       "largest so far: a rule that waited for convexity would need a tolerance about that low"
+                       if k is not None else
+                       f"Adam's path (the same start, no switch) does not reach the convex region within {steps} "
+                       "steps")
+            st.info(
+                "Why before the convex region: the rule watches the gradient norm, and the norm peaks where the "
+                "curvature *along the path* stops being strongly negative, which comes before the Hessian is "
+                f"positive in every direction. {reached}. Real networks do the same: on the app's default run the "
+                "paper's rule fires at epoch 3, where the probe measures hess_min / hess_max of about -0.08; it "
+                "is about -2e-5 only by epoch 300 (section 4). This is why a late switch can pay off where the "
+                "paper's early one does not (README, 'When does switching pay off?')."
+            )
+    else:
+        st.markdown(f"**Two-phase** did not switch within {steps} steps: its gradient norm never fell to "
+                    f"{tolerance:g} × its running maximum, so it ran Adam all the way.")
+
+
+two_weights_section()
+
 
 # ================================================================== 3. explanations
 st.header("3 · What the pictures say")

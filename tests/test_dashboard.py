@@ -267,8 +267,9 @@ def test_20_no_widget_gets_a_default_and_a_session_state_value(finished_runs, se
     linked.run()
     learn = AppTest.from_file(str(Path(new_app_path()).parent / "pages" / "learn.py"), default_timeout=120)
     learn.run()
-    learn.slider(key="learn_steps").set_value(50).run()  # below the walk's step (100)
-    assert learn.slider(key="learn_step").value == 50
+    learn.slider(key="learn_steps").set_value(50).run()
+    walk = json.loads(learn.get("plotly_chart")[1].proto.spec)["layout"]["sliders"][0]
+    assert walk["steps"][walk["active"]]["label"] == "50"  # the map's walk starts at the new last step
     assert not linked.exception and not learn.exception
     # no widget at all: a preset, Re-run and a link write the arm boxes too
     assert set_twice_warnings == []

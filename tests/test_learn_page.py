@@ -48,7 +48,8 @@ def test_learn_page_loads_with_its_four_sections():
     assert len(figs) == 3
     one, surface, curves = figs
     assert any(s.get("type") == "rect" for s in one["layout"].get("shapes", []))  # non-convex shading
-    assert "not convex" in trace_names(surface)
+    assert any(n and n.startswith("not convex") for n in trace_names(surface))
+    assert surface["layout"]["images"][0]["source"].startswith("data:image/png;base64,")  # contours and shading
     assert {"Adam", "CG only", "two-phase"} <= set(trace_names(surface))
     assert any(n and n.startswith("switch to CG") for n in trace_names(surface))
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 3
@@ -70,12 +71,15 @@ def test_moving_sliders_recomputes_the_figures():
     after_c = charts(at)
     assert after_c[1] != after_units[1] and after_c[2] != after_units[2]
 
-    at.slider(key="learn_step").set_value(2).run()
-    assert not at.exception
-    walked = charts(at)
-    assert walked[1] != after_c[1]
-    two = [t for t in walked[1]["data"] if t.get("name") == "two-phase"][0]
-    assert len(values(two["x"])) == 3  # the path is drawn up to step 2
+    # the walk along the paths is the map's own slider: a frame per step, played in the browser
+    walked = after_c
+    index = [i for i, t in enumerate(walked[1]["data"]) if t.get("name") == "two-phase"][0]
+    frame = [f for f in walked[1]["frames"] if f["name"] == "2"][0]
+    path = frame["data"][frame["traces"].index(index)]
+    assert len(values(path["x"])) == 3  # the path is drawn up to step 2
+    slider = walked[1]["layout"]["sliders"][0]
+    assert [s["args"][0] for s in slider["steps"]][:3] == [["0"], ["1"], ["2"]]
+    assert slider["steps"][slider["active"]]["label"] == "100"  # it starts at the last step
 
     at.slider(key="learn_tolerance").set_value(0.6).run()
     assert not at.exception

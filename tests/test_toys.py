@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from twophase import teaching
+from twophase.plots import arm_label
 from twophase.errors import ConfigError
 
 
@@ -237,7 +238,8 @@ def test_two_dimensional_figures_show_shading_paths_and_switch():
     grid = teaching.surface_grid("valley", n=60)
     fig = teaching.surface_figure("valley", grid, trajs, step=10, pick_grid=11)
     names = [t.name for t in fig.data]
-    assert "not convex" in names and "loss" in names
+    assert any(n and n.startswith("not convex") for n in names) and "loss" in names
+    assert fig.layout.images[0].source == teaching.figures.surface_image(grid)  # the contours and the shading
     switch = [t for t in fig.data if t.name and t.name.startswith("switch to CG")]
     assert len(switch) == 1
     s = trajs["two-phase"].switch_index
@@ -275,3 +277,60 @@ def test_the_map_keeps_paths_in_view_or_says_where_they_went_and_titles_do_not_c
     assert titles and switch and all(s.y == 0 for s in switch)  # at the foot of the line, not up by the titles
     one = teaching.toy1d_figure(10, 0, -2.5)
     assert all(len(a.text) <= 40 for a in one.layout.annotations if a.yref == "paper" and a.y == 1.0)
+
+
+def test_the_maps_picture_shades_the_non_convex_region_and_draws_contour_lines():
+    # the map's background is one PNG (a heatmap and a contour trace made each step of the walk
+    # slow to draw): orange where the Hessian is not positive definite, lines at round loss values
+    import base64
+    import io
+
+    from PIL import Image
+
+    grid = teaching.surface_grid("valley", n=120)
+    uri = teaching.figures.surface_image(grid)
+    png = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    rgba = np.asarray(png.convert("RGBA"), dtype=float)[::-1]  # rows again as the grid's (w2 upwards)
+    assert rgba.shape == (120, 120, 4)
+    shaded = grid["nonconvex"]
+    assert 0.1 < shaded.mean() < 0.9
+    lines = rgba[..., 3] > 200
+    assert 0.02 < lines.mean() < 0.4  # lines, not a fill
+    # off the lines (and their anti-aliased edges): orange at the shading's alpha where not convex,
+    # transparent where convex
+    orange = (np.abs(rgba[..., 3] - 255 * 0.20) <= 2) & (np.abs(rgba[..., :3] - [255, 127, 14]) <= 2).all(axis=-1)
+    clear = rgba[..., 3] == 0
+    assert orange[shaded].mean() > 0.6 and not orange[~shaded].any()
+    assert clear[~shaded].mean() > 0.6 and not clear[shaded].any()
+    # a line lies where log10 loss crosses a round value: every row crossing one has a line pixel
+    z = np.log10(grid["loss"] + 1e-4)
+    step = teaching.figures._nice_step(z.max() - z.min(), teaching.figures.CONTOUR_LINES)
+    crossing = np.floor(z[:, 1:] / step) != np.floor(z[:, :-1] / step)
+    ink = ~orange & ~clear
+    near = ink[:, 1:] | ink[:, :-1]
+    assert near[crossing].mean() > 0.9
+
+
+def test_the_walk_along_the_paths_is_one_frame_per_step_played_in_the_browser():
+    name = "valley"
+    trajs = teaching.trajectories(name, (-1.5, 2.8), steps=40)
+    fig = teaching.surface_figure(name, teaching.surface_grid(name, n=40), trajs, walk=True)
+    assert [f.name for f in fig.frames] == [str(k) for k in range(41)]
+    slider = fig.layout.sliders[0]
+    assert slider.steps[slider.active].label == "40" and slider.steps[0].args[1]["frame"]["redraw"] is False
+    data = list(fig.data)
+    for k in (0, 7, 40):
+        frame = fig.frames[k]
+        for arm, tr in trajs.items():
+            path = frame.data[list(frame.traces).index(data.index([t for t in data if t.name == arm_label(arm)][0]))]
+            assert len(path.x) == k + 1 and path.x[-1] == pytest.approx(tr.points[k, 0], rel=1e-6)
+        now = [d for d in frame.data if d.text and "at step" in d.text[0]]
+        assert len(now) == 3 and all(f"at step {k}" in d.text[0] for d in now)
+    two = trajs["two-phase"]
+    star = [i for i, t in enumerate(data) if t.name and t.name.startswith("switch to CG")][0]
+    fills = [f.data[list(f.traces).index(star)].marker.color for f in fig.frames]
+    assert fills[two.switch_index - 1] == "white" and fills[two.switch_index] != "white"  # filled once reached
+    # long walks: at most WALK_FRAMES frames, the first, last and switch steps among them
+    steps = teaching.figures.walk_steps(300, switches=[37])
+    assert len(steps) <= teaching.figures.WALK_FRAMES and {0, 37, 38, 300} <= set(steps)
+    assert steps == sorted(set(steps))

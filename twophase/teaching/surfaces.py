@@ -192,7 +192,7 @@ def surface_grid(name: str, c: float = 0.5, n: int = 121) -> dict:
         c: C of the tanh family.
         n: points per axis (10 to 400).
 
-    Returns a dict: "w1", "w2" (1-D arrays of length n), and (n, n) arrays indexed
+    Returns a dict: "w1", "w2" (1-D arrays of length n), "c", and (n, n) arrays indexed
     [i2, i1] (rows = w2, as plotly's z): "loss", "eig_min", "eig_max" (the eigenvalues of
     the 2x2 Hessian), "nonconvex" (bool: the Hessian is not positive definite, eig_min <= 0).
     """
@@ -207,7 +207,7 @@ def surface_grid(name: str, c: float = 0.5, n: int = 121) -> dict:
     mean = 0.5 * (haa + hbb)
     radius = np.sqrt((0.5 * (haa - hbb)) ** 2 + hab ** 2)
     eig_min, eig_max = mean - radius, mean + radius
-    return {"w1": w1, "w2": w2, "loss": loss, "eig_min": eig_min, "eig_max": eig_max,
+    return {"w1": w1, "w2": w2, "c": c, "loss": loss, "eig_min": eig_min, "eig_max": eig_max,
             "nonconvex": eig_min <= 0}
 
 
