@@ -18,6 +18,9 @@ Modules (each writes benchmarks/results/<name>.md, .csv and, where it draws one,
                  so when no GPU is there
     trunk        wall time saved by the shared Adam trunk (two-arm runs, a switch sweep), against the expected
     app          training throughput with the Train page open in chromium against the CLI
+    long_reproduction  the paper's budgets on 1,024 MNIST images beside its Table 1, with a switch sweep
+                 per cell (hours per cell here: run on its own, not by `python -m benchmarks`; cells
+                 are recorded in results/long/ and carried on by the next machine)
 
 Every result carries the machine it was measured on (cores, torch version, threads) and
 states each target next to the measured value, including misses.

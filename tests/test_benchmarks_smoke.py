@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from benchmarks import __main__ as bench_main
-from benchmarks import (app, cg_vs_scipy, common, gpu, optimizers, overhead, presets, probe, roofline, switch_rule,
-                        switch_sweep, trunk)
+from benchmarks import (app, cg_vs_scipy, common, gpu, long_reproduction, optimizers, overhead, presets, probe,
+                        roofline, switch_rule, switch_sweep, trunk)
 
 
 def run(module, tmp_path: Path, *extra: str, size: str = "tiny") -> tuple[str, dict]:
@@ -154,6 +154,29 @@ def test_switch_sweep(tmp_path):
     pd.testing.assert_frame_equal(again.drop(columns=["cpu"]), arms.drop(columns=["cpu"]), check_dtype=False)
     assert blob2["tables"]["rules"] == blob["tables"]["rules"]
     assert len(pd.read_csv(tmp_path / "switch_sweep_curves.csv")) == len(curves)
+
+
+def test_long_reproduction(tmp_path):
+    md, blob = run(long_reproduction, tmp_path, "--no-png")
+    arms = pd.DataFrame(blob["tables"]["arms"])
+    assert set(arms["arm"]) == {"adam", "two-phase", "two-phase@3", "two-phase@10%", "two-phase@60%",
+                                "two-phase@paper"}
+    by_arm = arms.set_index("arm")
+    assert by_arm.loc["two-phase", "switch epoch"] == 2 and by_arm.loc["two-phase@3", "switch epoch"] == 3  # 30% of 6
+    table = pd.DataFrame(blob["tables"]["table1"])
+    assert list(table["algorithm"]) == ["adam", "two-phase"]
+    assert table.loc[1, "paper_train_loss"] == 0.0006  # vit-nomlp-wkewq-wvwo on MNIST, the paper's Table 1
+    assert table.loc[0, "train_loss"] == pytest.approx(by_arm.loc["adam", "train_loss"])
+    compare = pd.DataFrame(blob["tables"]["comparison"])
+    assert compare.loc[0, "equal passes"] == pytest.approx(by_arm.loc["two-phase", "ratio at equal passes"])
+    # a machine with an empty runs folder carries the reproduction on: the recorded cell is kept
+    empty = tmp_path / "fresh-runs"
+    empty.mkdir()
+    md2, blob2 = run(long_reproduction, tmp_path, "--no-png", "--runs-dir", str(empty))
+    assert not any(empty.iterdir())
+    again = pd.DataFrame(blob2["tables"]["arms"])
+    pd.testing.assert_frame_equal(again.drop(columns=["cpu"]), arms.drop(columns=["cpu"]), check_dtype=False)
+    assert blob2["tables"]["comparison"] == blob["tables"]["comparison"]
 
 
 def test_gpu_script_runs_its_steps_on_the_cpu_at_tiny_size(tmp_path):

@@ -265,6 +265,31 @@ def test_paper_page_on_a_fresh_runs_folder_shows_the_shipped_small_reproduction_
     assert any("About 14 minutes" in c.value for c in at.caption)
 
 
+def test_paper_page_shows_the_shipped_long_reproduction_beside_table1(tmp_path, monkeypatch):
+    # the long reproduction (the paper's budgets on 1,024 images) stands beside Table 1, with its
+    # ratios at equal epochs, passes and time, whether or not a reproduction ran here
+    from twophase.paper import published
+
+    shipped = tmp_path / "measured_long.csv"
+    pd.DataFrame([
+        dict(dataset="mnist", model="vit-nomlp-wkewq-wvwo", algorithm="adam", seeds=2, epochs=1000, train_loss=0.004,
+             train_acc=0.98, val_loss=0.05, val_acc=0.7, ratio_epochs=None, ratio_passes=None, ratio_time=None,
+             hours=0.9),
+        dict(dataset="mnist", model="vit-nomlp-wkewq-wvwo", algorithm="two-phase", seeds=2, epochs=1000,
+             train_loss=0.006, train_acc=0.96, val_loss=0.06, val_acc=0.69, ratio_epochs=1.5, ratio_passes=2.25,
+             ratio_time=1.75, hours=0.9),
+    ]).to_csv(shipped, index=False)
+    monkeypatch.setattr(published, "MEASURED_LONG_PATH", shipped)
+    at = new_page(RecordingJobs(tmp_path))
+    shown = table_with(at, "equal passes")
+    assert list(shown["model"]) == ["vit-nomlp-wkewq-wvwo"] * 2 and list(shown["seeds"]) == [2, 2]
+    two = shown[shown["algorithm"] == paper.ALGORITHM_LABELS["two-phase"]].iloc[0]
+    assert two["equal passes"] == 2.25 and two["two-phase / Adam, equal epochs"] == 1.5
+    assert two["paper: train loss"] == pytest.approx(0.0006)  # the paper's figure beside ours
+    monkeypatch.setattr(published, "MEASURED_LONG_PATH", tmp_path / "none.csv")
+    assert all("equal passes" not in df.value.columns for df in new_page(RecordingJobs(tmp_path)).dataframe)
+
+
 def test_paper_page_stops_a_reproduction_and_continues_it_from_the_checkpoint(data_root, tmp_path):
     # defect: the Paper page had no Stop button, and a stopped cell silently became "1 to run" (started
     # again from scratch)

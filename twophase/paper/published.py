@@ -20,6 +20,10 @@ TABLE_PATH = Path(__file__).resolve().parent.parent / "data_files" / "paper_tabl
 # 2-core machine and shipped so that a fresh install has something beside Table 1 (README,
 # "Reproducing the paper"); `minutes` is each run's wall time there (rough: the machine was shared).
 MEASURED_SMALL_PATH = TABLE_PATH.parent / "measured_small.csv"
+# Our long reproduction (the paper's epoch budgets on 1,024 images; python -m benchmarks.long_reproduction
+# writes it from the rows recorded in benchmarks/results/long/): per model and algorithm the mean over
+# the seeds done, two-phase / Adam at equal epochs, data passes and wall time, and hours per cell.
+MEASURED_LONG_PATH = TABLE_PATH.parent / "measured_long.csv"
 COLUMNS = ["dataset", "model", "algorithm", "train_loss", "train_acc", "val_loss", "val_acc",
            "overdetermination_q"]
 # The paper's budgets (epochs): Adam alone, and the two-phase split Adam + CG.
@@ -52,6 +56,17 @@ def measured_small() -> pd.DataFrame:
     """Our shipped small reproduction beside the paper: one row per model and algorithm with our
     figures and the paper's (columns paper_train_loss, ...)."""
     ours = _measured_small().drop(columns=["minutes"])
+    theirs = _table().drop(columns=["overdetermination_q"]).rename(
+        columns={c: f"paper_{c}" for c in ("train_loss", "train_acc", "val_loss", "val_acc")})
+    return ours.merge(theirs, on=["dataset", "model", "algorithm"], how="left")
+
+
+def measured_long() -> pd.DataFrame:
+    """Our shipped long reproduction beside the paper (as measured_small, with the columns seeds,
+    ratio_epochs, ratio_passes, ratio_time and hours); empty when none is shipped."""
+    if not MEASURED_LONG_PATH.exists():
+        return pd.DataFrame()
+    ours = pd.read_csv(MEASURED_LONG_PATH)
     theirs = _table().drop(columns=["overdetermination_q"]).rename(
         columns={c: f"paper_{c}" for c in ("train_loss", "train_acc", "val_loss", "val_acc")})
     return ours.merge(theirs, on=["dataset", "model", "algorithm"], how="left")
