@@ -5,15 +5,15 @@ before anything starts. The run id goes into the URL (?run=...), so a refresh,
 a bookmark or the Runs page's "Open" re-attaches to it. While the run is
 active, one fragment re-reads the JobManager's snapshot for the status and
 progress bars every two seconds and another redraws the charts: a short run's
-every second, its first epochs at once (it looks every LOOK_SECONDS), a long
-run's every CHART_SECONDS (redrawing four Plotly charts is the page's main cost,
-in the browser and the server); once the status is final both stop polling.
+every second, a long run's every CHART_SECONDS (redrawing four Plotly charts is
+the page's main cost, in the browser and the server). Until a run's first epoch
+is logged the charts' fragment looks every LOOK_SECONDS, so the first chart
+comes at once; once the status is final both stop polling.
 """
 
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -29,9 +29,9 @@ POLL_SECONDS = 2.0  # status and progress bars, while a run is active
 CHART_SECONDS = 5.0  # the charts, while a run is active (benchmarks/app.py measures what drawing them costs)
 FAST_CHART_SECONDS = 1.0  # ... while it has logged fewer than FAST_CHART_RECORDS records (the default run)
 FAST_CHART_RECORDS = 200
-# A short run is looked at every LOOK_SECONDS: its first epochs are drawn at once (the default run
-# trains for a few seconds only), later ones at most every FAST_CHART_SECONDS; a look that finds
-# nothing to redraw sends the figures it drew last (a few ms; the browser keeps the same graphs).
+# Until a run has logged its first epoch, the page looks for it every LOOK_SECONDS and draws the
+# charts at once (the default run trains for a few seconds only); a look that finds nothing sends
+# one line of text, so the look costs nearly nothing, unlike a redraw of the charts.
 LOOK_SECONDS = 0.25
 KEEP_VIEW_JS = (Path(__file__).resolve().parent.parent / "assets" / "keep_view.js").read_text(encoding="utf-8")
 
@@ -143,19 +143,13 @@ def show_status(run_id: str, was_live: bool) -> None:
         st.rerun()  # a full rerun re-creates the fragments without run_every: polling stops
 
 
-def chart_figures(view: RunView, x: str, log_y: bool, smoothing: float = 0.0, at_most_every: float = 0.0) -> dict:
+def chart_figures(view: RunView, x: str, log_y: bool, smoothing: float = 0.0) -> dict:
     """The run's figures, built again only when something they show has changed (a slow model logs
-    an epoch every few minutes; building four figures takes about 0.2 s of the server's CPU), and,
-    while the run goes on, at most every `at_most_every` seconds: the figures of the last build
-    come back until then. The first epochs and the final status are drawn at once."""
+    an epoch every few minutes; building four figures takes about 0.2 s of the server's CPU)."""
     key = (view.run_id, view.status, len(view.metrics), len(view.events), x, log_y, smoothing)
     cached = st.session_state.get("_chart_figures")
     if cached is not None and cached[0] == key:
         return cached[1]
-    if (cached is not None and at_most_every > 0 and view.status not in FINAL
-            and cached[0][0] == view.run_id and cached[0][4:] == key[4:] and cached[0][2] > 0
-            and time.monotonic() - cached[2] < at_most_every):
-        return cached[1]  # drawn less than at_most_every seconds ago: keep those until the next build
     cfg, metrics = view.config or {}, view.metrics
     rule = cfg.get("switch_epoch") is None  # a fixed switch epoch makes the threshold irrelevant
     figures = {
@@ -169,19 +163,21 @@ def chart_figures(view: RunView, x: str, log_y: bool, smoothing: float = 0.0, at
         figures["curvature"] = plots.curvature_figure(metrics, view.events, x=x)
     for name, fig in figures.items():  # zoom, pan and legend choices survive every redraw of this chart
         plots.keep_view(fig, f"{view.run_id}:{name}:{x}")
-    st.session_state["_chart_figures"] = (key, figures, time.monotonic())
+    st.session_state["_chart_figures"] = (key, figures)
     return figures
 
 
 def show_charts(run_id: str, was_live: bool, x: str, log_y: bool, smoothing: float, wide: bool,
-                every: float) -> None:
-    """The charts (a fragment: every `every` seconds while live; drawing them is the page's main cost)."""
+                every: float, waiting: bool = False) -> None:
+    """The charts (a fragment: every `every` seconds while live; drawing them is the page's main
+    cost). waiting: the run had no epoch yet; this fragment then looks every LOOK_SECONDS, and the
+    first epoch reruns the whole page, which draws the charts and sets the redraw timer."""
     view = jobs.get_run(run_id)
     if view is None:
         return
     metrics = view.metrics
-    if was_live and view.status in FINAL:
-        st.rerun()  # the run ended: the whole page, status line included, at once and without timers
+    if (was_live and view.status in FINAL) or (waiting and len(metrics)):
+        st.rerun()  # the run ended (the status line too, at once, without timers), or its first epoch came
     if len(metrics) == 0:
         st.info("Loading the data and building the model…" if view.status == "running" else
                 "Waiting for its turn (see above)." if view.status == "queued" else "No epochs logged.")
@@ -191,7 +187,7 @@ def show_charts(run_id: str, was_live: bool, x: str, log_y: bool, smoothing: flo
                    f"{POLL_SECONDS:g} s (redrawing takes CPU that training shares). A zoom or pan stays across "
                    "redraws (double-click a chart to reset it); **Pause charts** stops the redraws, to hover "
                    "undisturbed.")
-    figures = chart_figures(view, x, log_y, smoothing, at_most_every=every if was_live else 0.0)
+    figures = chart_figures(view, x, log_y, smoothing)
     order = ["grad_norm", "loss", "accuracy", "grad_vs_loss"] + (["curvature"] if "curvature" in figures else [])
     columns = 1 if wide else 2
     for start in range(0, len(order), columns):
@@ -366,13 +362,13 @@ if run_id is not None:
                             "hover undisturbed; turn it off to catch up.")
     first = jobs.get_run(run_id)
     live = first is not None and first.status in runs.ACTIVE_STATUSES  # not "damaged": nothing to follow
-    # a short run is looked at every LOOK_SECONDS and redrawn at most every second, so it is seen
-    # growing from its first epoch; a long one is redrawn every CHART_SECONDS
-    short = first is not None and len(first.metrics) < FAST_CHART_RECORDS
-    every = FAST_CHART_SECONDS if short else CHART_SECONDS
+    # a short run is redrawn every second, so it is seen growing; a long one every CHART_SECONDS;
+    # before the first epoch the page looks every LOOK_SECONDS (show_charts reruns the page then)
+    every = FAST_CHART_SECONDS if first is not None and len(first.metrics) < FAST_CHART_RECORDS else CHART_SECONDS
+    waiting = live and len(first.metrics) == 0
     st.fragment(run_every=POLL_SECONDS if live else None)(show_status)(run_id, live)
-    st.fragment(run_every=(LOOK_SECONDS if short else every) if live and not paused else None)(show_charts)(
-        run_id, live, x=x_axis, log_y=log_y, smoothing=smoothing, wide=wide, every=every)
+    st.fragment(run_every=(LOOK_SECONDS if waiting else every) if live and not paused else None)(show_charts)(
+        run_id, live, x=x_axis, log_y=log_y, smoothing=smoothing, wide=wide, every=every, waiting=waiting)
     members = jobs.group(run_id) if first is not None else []
     if len(members) > 1:
         group_live = any(v is not None and v.status in runs.ACTIVE_STATUSES for v in map(jobs.get_run, members))
