@@ -231,3 +231,48 @@ def test_the_default_run_is_seen_growing_and_its_status_turns_completed(served_a
     assert partial and min(partial) <= 20, seen
     [info] = runs.list_runs(str(runs_dir))
     assert info.status == "completed" and info.config["epochs"] == 40 and info.config["subset"] == 2048
+
+
+CHART_BOXES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => {
+  const box = (el) => { if (!el) return null; const b = el.getBoundingClientRect();
+                        return {left: b.left, top: b.top, right: b.right, bottom: b.bottom}; };
+  return {title: ((gd.layout.title || {}).text || '').replace(/<[^>]*>/g, ''), plot: box(gd.querySelector('.nsewdrag')),
+          legend: box(gd.querySelector('.legend')), modebar: box(gd.querySelector('.modebar')), whole: box(gd)}; })"""
+
+
+def _overlap(a, b) -> bool:
+    return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+
+
+def test_14_legends_sit_below_the_plots_and_the_toolbar_covers_neither_at_common_screen_sizes(served_app, browser,
+                                                                                              runs_dir):
+    # defect 14: the legend covered a third of the gradient-norm chart and the toolbar covered the
+    # legend on hover; a chart was about 480x450 px
+    import shutil
+
+    from twophase.runs.example import EXAMPLE_RUNS_DIR
+
+    [example] = list(EXAMPLE_RUNS_DIR.iterdir())
+    shutil.copytree(example, runs_dir / example.name)
+    for width, height in ((1280, 720), (1600, 1300), (1920, 1080)):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(60_000)
+        page.goto(f"{served_app}/?run={example.name}")
+        page.get_by_text("Run settings").wait_for()
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .legend').length >= 4")
+        page.wait_for_timeout(500)
+        charts = [c for c in page.evaluate(CHART_BOXES_JS) if c["title"] in ("Gradient norm", "Loss", "Accuracy")]
+        assert len(charts) == 3, charts
+        for c in charts:
+            where = (width, c["title"])
+            assert c["legend"]["top"] >= c["plot"]["bottom"] - 1, where  # below the plotting area
+            assert c["whole"]["left"] - 1 <= c["legend"]["left"] and c["legend"]["right"] <= c["whole"]["right"] + 1, where
+            assert not _overlap(c["modebar"], c["legend"]) and not _overlap(c["modebar"], c["plot"]), where
+            assert c["whole"]["right"] - c["whole"]["left"] >= 390 and c["plot"]["bottom"] - c["plot"]["top"] >= 230, where
+        if width == 1280:  # "Wide": one chart per row, the page's width
+            page.get_by_text("Wide", exact=True).first.click()
+            page.wait_for_function("""() => { const g = Array.from(document.querySelectorAll('.js-plotly-plot'));
+                return g.length && g[0].getBoundingClientRect().width > 800; }""")
+            wide = [c for c in page.evaluate(CHART_BOXES_JS) if c["title"] == "Gradient norm"][0]
+            assert wide["legend"]["top"] >= wide["plot"]["bottom"] - 1 and not _overlap(wide["modebar"], wide["legend"])
+        page.close()
