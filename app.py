@@ -41,4 +41,10 @@ pages = [
     st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
     st.Page("pages/paper.py", title="Paper", icon=":material/menu_book:", url_path="paper"),
 ]
-st.navigation(pages).run()
+navigation = st.navigation(pages)
+# a page first visited in Streamlit's legacy pages/ mode came here to get this navigation: back to it
+wanted = st.session_state.pop(common.AFTER_APP_KEY, None)
+for page in pages:
+    if wanted is not None and page.url_path == wanted:
+        st.switch_page(page)
+navigation.run()

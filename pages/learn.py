@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from pages.shared import common
 from twophase import teaching
 from twophase.plots import arm_label
 
@@ -99,6 +100,7 @@ def _fmt(value: float) -> str:
 
 
 # ------------------------------------------------------------------ page
+common.through_the_app("learn")  # a first visit to /learn on a fresh server: through app.py's navigation
 if __name__ == "__main__":  # run on its own (streamlit run pages/learn.py, AppTest); app.py sets it otherwise
     st.set_page_config(page_title="Learn · twophase", page_icon="📉", layout="wide")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 
@@ -39,6 +40,22 @@ def jobs() -> JobManager:
     if "jobs" not in st.session_state:
         st.switch_page("app.py")
     return st.session_state["jobs"]
+
+
+AFTER_APP_KEY = "_page_after_app"  # the url path of the page to show once app.py has set up the navigation
+
+
+def through_the_app(url_path: str) -> None:
+    """For a page that needs no JobManager (Learn, at `url_path`): a first visit to its URL on a
+    fresh server runs it in Streamlit's legacy pages/ mode, whose sidebar lists the files of
+    pages/; go through app.py, which then comes back to this page. A page run on its own
+    (`streamlit run pages/learn.py`, AppTest) stays as it is."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if "jobs" not in st.session_state and ctx is not None and Path(ctx.main_script_path).name == "app.py":
+        st.session_state[AFTER_APP_KEY] = url_path
+        st.switch_page("app.py")
 
 
 def resumable_from(run_id: str, status: str) -> dict | None:
