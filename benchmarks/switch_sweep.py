@@ -60,6 +60,7 @@ SIZES = {
 }
 TAG = "switch-sweep"
 DEFAULT_RUNS = common.ROOT / "runs" / "switch-sweep"
+SHIPPED = common.ROOT / "twophase" / "data_files"  # the study's tables as the Paper page shows them
 
 
 def epochs_for(model: str, epochs: int) -> int:
@@ -282,23 +283,24 @@ def float64_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def study_points(rows: pd.DataFrame) -> pd.DataFrame:
+    """The median over seeds of each fixed switch point's ratio at equal passes, per model and image count."""
+    fixed = rows[rows["arm"].isin(FIXED)]
+    return (fixed.groupby(["model", "images", "switch epoch"], sort=False)["ratio at equal passes"].median()
+            .reset_index())
+
+
 def ratio_figure(rows: pd.DataFrame):
     """The per-pass ratio against the switch epoch, one line per model and image count (median over seeds)."""
-    import plotly.graph_objects as go
+    from twophase import plots
 
-    fig = go.Figure()
-    fixed = rows[rows["arm"].isin(FIXED)]
-    for (model, images), part in fixed.groupby(["model", "images"], sort=False):
-        points = part.groupby("switch epoch")["ratio at equal passes"].median().sort_index()
-        fig.add_trace(go.Scatter(x=list(points.index), y=list(points.values), mode="lines+markers",
-                                 name=f"{model}, {images} images"))
-    fig.add_hline(y=1.0, line_dash="dot", annotation_text="Adam", annotation_position="bottom right")
-    fig.update_layout(title="Two-phase / Adam training loss at equal data passes, by switch epoch",
-                      xaxis_title="switch epoch (log scale)", yaxis_title="ratio (below 1: two-phase ahead)",
-                      template="plotly_white")
-    fig.update_xaxes(type="log")
-    fig.update_yaxes(type="log")
-    return fig
+    return plots.switch_study_figure(study_points(rows))
+
+
+def write_shipped(rows: pd.DataFrame) -> None:
+    """The copies the app's Paper page shows (twophase/data_files/switch_study_*.csv)."""
+    for name, frame in (("sweep", sweep_table(rows)), ("rules", rules_table(rows)), ("points", study_points(rows))):
+        frame.to_csv(SHIPPED / f"switch_study_{name}.csv", index=False, float_format="%.6g")
 
 
 def main(args) -> common.Report:
@@ -354,6 +356,8 @@ def main(args) -> common.Report:
     if len(curves):  # every 20th epoch of every arm, beside the report (not in its JSON)
         Path(args.out).mkdir(parents=True, exist_ok=True)
         curves.to_csv(Path(args.out) / "switch_sweep_curves.csv", index=False, float_format="%.6g")
+    if args.size == "issue" and Path(args.out).resolve() == (common.RESULTS_DIR / "issue").resolve():
+        write_shipped(rows)
     report.meta["runs_dir"] = str(runs_dir)
     return report
 

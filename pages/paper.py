@@ -135,6 +135,38 @@ def measured_section() -> None:
                                     "hours per cell": st.column_config.NumberColumn(format="%.1f")})
 
 
+def switch_study_section() -> None:
+    """Where switching to CG paid off here: the study from one Adam trunk per cell, shipped."""
+    study = paper.switch_study()
+    if not study:
+        return
+    st.subheader("When does switching pay off? Measured here")
+    rules = study["rules"]
+    overall = rules[rules["model"] == "all"]
+    cells = int(overall["cells"].max()) if len(overall) else 0
+    st.caption(f"{cells} cells (model, MNIST training images, seed), 1000 epochs (700 for vit-mlp), strong-Wolfe "
+               "CG: one Adam trunk per cell and CG branches cloned from it at several switch epochs and by several "
+               "rules (`python -m benchmarks.switch_sweep --size issue`; README, \"When does switching pay off?\"). "
+               "The ratio is the branch's training loss over Adam's at equal data passes: below 1, switching paid "
+               "off for the same work. Early switches, where the paper's rule fires, trail Adam on most models; "
+               "late ones often win, by a little; on vit-nomlp-wkewq-wvwo no switch wins.")
+    st.plotly_chart(plots.switch_study_figure(study["points"]), key="paper_switch_study")
+    ratio = st.column_config.NumberColumn(format="%.3g")
+    sweep = study["sweep"]
+    st.dataframe(sweep, hide_index=True, key="paper_switch_sweep",
+                 column_config={c: ratio for c in sweep.columns if c.startswith("switch")})
+    st.caption("Each rule is charged for what it reads (the paper's rule a full-set gradient per epoch, the "
+               "plateau rule a forward pass, the curvature rule its probes, the trial rule its CG passes). "
+               "No rule wins on every model, so the app's default stays the paper's rule; the others are arm "
+               "specs (`two-phase@plateau`, `two-phase@60%`, ...) and the Train page's \"Early vs late switch\" "
+               "preset.")
+    model = st.selectbox("Rules on", ["all"] + [m for m in rules["model"].unique() if m != "all"],
+                         key="paper_rules_model", help="All cells together, or one model's cells.")
+    st.dataframe(rules[rules["model"] == model].drop(columns=["model"]), hide_index=True, key="paper_switch_rules",
+                 column_config={"median ratio at equal passes": ratio, "median ratio at equal time": ratio,
+                                "median switch epoch": st.column_config.NumberColumn(format="%.0f")})
+
+
 def show_reproduction(reproduction_id: str, was_active: bool) -> None:
     try:
         plan = paper.plan_from_runs(jobs.runs_dir, reproduction_id)
@@ -251,6 +283,7 @@ if not ids:
     st.info("No reproduction yet. Start a small one above, or run "
             "`python -m twophase reproduce --scale small`.")
     measured_section()
+    switch_study_section()
     st.stop()
 if st.session_state.get("paper_repro") not in ids:
     st.session_state["paper_repro"] = ids[0]
@@ -262,3 +295,4 @@ active_now = any(s.status == "active" for s in paper.cell_states(plan_now, jobs.
 st.fragment(run_every=REFRESH_SECONDS if active_now else None)(show_reproduction)(reproduction_id, active_now)
 with st.expander("Measured here, beside the paper: our shipped small and long reproductions"):
     measured_section()
+switch_study_section()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import csv
 import math
 import shutil
@@ -214,7 +215,8 @@ def test_paper_page_renders_the_reproduction_table(tiny_reproduction, tmp_path):
             a, b = shown.loc[key, page_column], written.loc[key, ours]
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b), (key, ours)
     assert len(table_with(at, "same as paper")) == 4
-    assert len(at.get("plotly_chart")) == 2  # one loss-against-cost chart per cell (model)
+    cells = [c for c in at.get("plotly_chart") if c.key.startswith("paper_fig_")]
+    assert len(cells) == 2  # one loss-against-cost chart per cell (model)
 
 
 def test_paper_page_starts_a_small_reproduction_with_one_click(tmp_path):
@@ -288,6 +290,26 @@ def test_paper_page_shows_the_shipped_long_reproduction_beside_table1(tmp_path, 
     assert two["paper: train loss"] == pytest.approx(0.0006)  # the paper's figure beside ours
     monkeypatch.setattr(published, "MEASURED_LONG_PATH", tmp_path / "none.csv")
     assert all("equal passes" not in df.value.columns for df in new_page(RecordingJobs(tmp_path)).dataframe)
+
+
+def test_paper_page_shows_where_switching_paid_off_from_the_shipped_study(tmp_path):
+    # issue 17: the switch study's tables stand on the Paper page (and in the README), from the
+    # copies benchmarks/switch_sweep.py writes into twophase/data_files/
+    study = paper.switch_study()
+    assert set(study) == {"sweep", "rules", "points"}
+    at = new_page(RecordingJobs(tmp_path))
+    rules = table_with(at, "per-pass wins")
+    shipped = study["rules"][study["rules"]["model"] == "all"]
+    assert list(rules["rule"]) == list(shipped["rule"]) and "paper's rule (gradient norm)" in set(rules["rule"])
+    assert list(rules["per-pass wins"]) == list(shipped["per-pass wins"])
+    sweep = table_with(at, "switch 60%")
+    assert set(sweep["model"]) >= {"mlp", "vit-nomlp-wkewq-wvwo"}
+    [figure] = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if "switch epoch" in json.loads(c.proto.spec)["layout"]["title"]["text"]]
+    assert len(figure["data"]) == len(study["points"].groupby(["model", "images"]))
+    at.selectbox(key="paper_rules_model").set_value("mlp").run()
+    mlp = table_with(at, "per-pass wins")
+    assert list(mlp["cells"]) == list(study["rules"][study["rules"]["model"] == "mlp"]["cells"])
 
 
 def test_paper_page_stops_a_reproduction_and_continues_it_from_the_checkpoint(data_root, tmp_path):

@@ -546,3 +546,24 @@ def seed_band_figure(frames: Sequence[pd.DataFrame], y: str = "train_loss", x: s
     if log_y:
         fig.update_yaxes(type="log")
     return fig
+
+
+def switch_study_figure(points: pd.DataFrame) -> go.Figure:
+    """Two-phase / Adam training loss at equal data passes against the switch epoch, one line per
+    model and image count (benchmarks/switch_sweep.py: the median over seeds of each fixed switch
+    point; columns model, images, switch epoch, ratio at equal passes). Both axes log; the dotted
+    line at 1 is Adam: below it two-phase reached a lower loss for the same work."""
+    fig = go.Figure()
+    for (model, images), part in points.groupby(["model", "images"], sort=False):
+        part = part.sort_values("switch epoch")
+        fig.add_trace(go.Scatter(x=list(part["switch epoch"]), y=list(part["ratio at equal passes"]),
+                                 mode="lines+markers", name=text(f"{model}, {images} images"),
+                                 hovertemplate=text(f"{model}, {images} images") + "<br>switch after epoch %{x}"
+                                 "<br>two-phase / Adam %{y:.3g}<extra></extra>"))
+    fig.add_hline(y=1.0, line_dash="dot", annotation_text="Adam", annotation_position="bottom right")
+    fig.update_layout(title="Two-phase / Adam training loss at equal data passes, by switch epoch",
+                      xaxis_title="switch epoch (log scale)", yaxis_title="ratio (below 1: two-phase ahead)",
+                      template="plotly_white")
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig

@@ -72,6 +72,19 @@ def measured_long() -> pd.DataFrame:
     return ours.merge(theirs, on=["dataset", "model", "algorithm"], how="left")
 
 
+def switch_study() -> dict[str, pd.DataFrame]:
+    """Where switching to CG paid off here (python -m benchmarks.switch_sweep --size issue writes the
+    copies): "sweep" (per model and image count, the median ratio to Adam at equal data passes of each
+    fixed switch point, and the seeds ahead), "rules" (per rule, over all cells and per model), "points"
+    (the figure's data). Empty when not shipped."""
+    out = {}
+    for name in ("sweep", "rules", "points"):
+        path = TABLE_PATH.parent / f"switch_study_{name}.csv"
+        if path.exists():
+            out[name] = pd.read_csv(path)
+    return out if len(out) == 3 else {}
+
+
 def small_run_minutes(model: str) -> int | None:
     """Minutes one small-scale run of `model` took on the 2-core machine that measured
     measured_small.csv (None for a model it did not run)."""
