@@ -2,8 +2,9 @@
 
 `streamlit run app.py` is served on a free localhost port; Debian's chromium (driven by
 Playwright, headless) opens the Train page, enters the run's settings, presses Start and stays
-on the page while it trains (the page redraws the progress every 2 s and its four charts every
-5 s: pages/train.py's POLL_SECONDS and CHART_SECONDS) until the status says completed. The same config runs from the command line
+on the page while it trains (the page redraws the progress every 2 s, and the four charts of a
+run under 200 records, as this one, at its first epoch and then every 2 s: pages/train.py's
+POLL_SECONDS, LOOK_SECONDS and FAST_CHART_SECONDS) until the status says completed. The same config runs from the command line
 (`python -m twophase run`). The two alternate (CLI, app, app, CLI, ...).
 
 Throughput: training samples processed per second of the arms' counted work (sum over arms of
@@ -315,7 +316,7 @@ def main(args) -> common.Report:
                 "JobManager mode \"process\"), so the server's Python never holds up training; the CPU "
                 "columns are what the Streamlit server and chromium used from the press of Start until the run "
                 "ended: the page's cost, on the same 2 cores as the training. The page redraws its progress "
-                "every 2 s and its charts every 5 s while a run trains.")
+                "every 2 s and, for a run this short, its charts at the first epoch and then every 2 s.")
     return report
 
 

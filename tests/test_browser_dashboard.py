@@ -50,7 +50,7 @@ def grad_range(page, until: str = "true", timeout: float = 10_000) -> list:
 
 def box_zoom(page) -> list:
     """A box zoom with the mouse over the left part of the gradient-norm chart; returns the range.
-    The chart is redrawn every second meanwhile: a drag the redraw cut off is tried again."""
+    The chart is redrawn every few seconds meanwhile: a drag the redraw cut off is tried again."""
     from playwright.sync_api import Error
 
     zoomed = None
