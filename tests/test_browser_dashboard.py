@@ -1,8 +1,9 @@
 """The dashboard in a real browser (Debian's chromium, Playwright): what only a browser shows.
 
 - A run is seen growing while it trains (its gradient-norm curve gains points between looks).
-- A zoom stays while the run goes on and its charts are redrawn (assets/keep_view.js: Streamlit
-  1.67 mounts a fresh graph at each redraw); "Pause charts" stops the redraws.
+- A zoom, and a legend entry clicked off, stay while the run goes on and its charts are redrawn
+  (assets/keep_view.js: Streamlit 1.67 mounts a fresh graph at each redraw); "Pause charts"
+  stops the redraws.
 - The page loads nothing from outside this machine (the favicon once came from a font host).
 - A link with ?cfg= reproduces the settings; a dataset that is not installed is refused up front.
 - Choices made while the page loads are kept; bad numbers are named, not replaced.
@@ -39,6 +40,18 @@ GRAD_RANGE_JS = """
         return [gd._fullLayout.xaxis.range[0], gd._fullLayout.xaxis.range[1], t && t.x ? t.x.length : null]; }
 """
 
+
+
+def _visible_js(name: str) -> str:
+    """JS: the `visible` of the gradient-norm chart's trace named `name` (null: not drawn, or default)."""
+    return f"""() => {{ const gd = Array.from(document.querySelectorAll('.js-plotly-plot'))
+          .filter(g => ((g.layout.title || {{}}).text || '').replace(/<[^>]*>/g, '') === 'Gradient norm').pop();
+        if (!gd) return null; const t = gd.data.find(t => t.name === '{name}');
+        return t && t.visible !== undefined ? t.visible : null; }}"""
+
+
+ADAM_VISIBLE_JS = _visible_js("Adam")
+TWO_PHASE_VISIBLE_JS = _visible_js("two-phase")
 
 
 def grad_range(page, until: str = "true", timeout: float = 10_000) -> list:
@@ -112,6 +125,20 @@ def test_a_run_grows_live_keeps_its_zoom_and_nothing_is_fetched_from_outside(ser
     page.wait_for_timeout(1500)
     reset = grad_range(page)
     assert reset[0] <= 0 and reset[1] >= reset[2] - 2, reset
+    # a legend entry clicked off stays off through the next redraws (and the others stay on)
+    for _ in range(15):
+        try:
+            page.locator(".js-plotly-plot").filter(has_text="Gradient norm").first.locator(
+                ".legend .traces").filter(has_text="Adam").first.click(timeout=5000)
+        except Error:  # the graph was replaced under the mouse
+            continue
+        page.wait_for_timeout(300)
+        if page.evaluate(ADAM_VISIBLE_JS) == "legendonly":
+            break
+    page.wait_for_function(f"({GRAD_POINTS_JS})() > {reset[2]} + 30", timeout=120_000)
+    page.wait_for_timeout(1500)
+    assert page.evaluate(ADAM_VISIBLE_JS) == "legendonly"
+    assert page.evaluate(TWO_PHASE_VISIBLE_JS) in (None, True)
     # Pause charts: the chart stops changing while the run goes on
     page.get_by_text("Pause charts", exact=True).first.click()
     last, steady = None, 0
