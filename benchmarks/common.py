@@ -146,6 +146,15 @@ def ratio_of(times: Mapping[str, list[float]], num: str, den: str) -> float:
     return median([a / b for a, b in zip(times[num], times[den]) if b > 0])
 
 
+def ratio_spread(times: Mapping[str, list[float]], num: str, den: str) -> tuple[float, float]:
+    """The first and third quartiles of the per-repetition ratios num/den (the spread around ratio_of)."""
+    vals = sorted(a / b for a, b in zip(times[num], times[den]) if b > 0 and math.isfinite(a / b))
+    if len(vals) < 2:
+        return (vals[0], vals[0]) if vals else (math.nan, math.nan)
+    q1, _, q3 = statistics.quantiles(vals, n=4, method="inclusive")
+    return q1, q3
+
+
 # ----------------------------------------------------------------- targets
 @dataclass
 class Target:
