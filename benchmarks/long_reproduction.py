@@ -173,7 +173,9 @@ def measured_copy(table: pd.DataFrame, compare: pd.DataFrame) -> pd.DataFrame:
     ratios = compare[["dataset", "model", "equal epochs", "equal passes", "equal time", "hours per cell"]].rename(
         columns={"equal epochs": "ratio_epochs", "equal passes": "ratio_passes", "equal time": "ratio_time",
                  "hours per cell": "hours"})
-    return keep.merge(ratios, on=["dataset", "model"], how="left")
+    out = keep.merge(ratios, on=["dataset", "model"], how="left")
+    out.loc[out["algorithm"] != "two-phase", ["ratio_epochs", "ratio_passes", "ratio_time"]] = math.nan  # Adam's own row
+    return out
 
 
 def main(args) -> common.Report:
