@@ -267,7 +267,10 @@ def main(args) -> common.Report:
                               "ratio engine/loop": ".3f", "ratio of the medians": ".3f"})
     report.text("'ratio engine/loop' (the one held against the target) is the median of the per-repetition ratios, "
                 "'quartiles' their first and third quartiles (the spread); the ratio of the two medians is shown "
-                "beside it as a check of the noise.")
+                "beside it as a check of the noise. The mlp CG epoch (about 12 ms) was profiled: pyinstrument puts "
+                "all but a few percent of the engine's time in the same forward and backward passes as the loop's, "
+                "and the engine's own bookkeeping (a flat copy of the parameters per evaluation to reuse the "
+                "record, two equality checks) measures about 0.1 ms; flushing denormals changed nothing.")
     report.meta["sizes"] = SIZES[args.size]
     return report
 
