@@ -270,7 +270,8 @@ def main(args) -> common.Report:
                 "beside it as a check of the noise. The mlp CG epoch (about 12 ms) was profiled: pyinstrument puts "
                 "all but a few percent of the engine's time in the same forward and backward passes as the loop's, "
                 "and the engine's own bookkeeping (a flat copy of the parameters per evaluation to reuse the "
-                "record, two equality checks) measures about 0.1 ms; flushing denormals changed nothing.")
+                "record, two equality checks) about 0.1 ms an evaluation (5.51 against 5.41 ms); flushing denormals "
+                "changed nothing. The rest of the gap was not found.")
     report.meta["sizes"] = SIZES[args.size]
     return report
 
