@@ -72,9 +72,9 @@ def _walked(tr: Trajectory, k: int, part: str) -> dict:
     """The attributes of one arm's moving trace after step k: "path" (the points up to k), "now"
     (where the arm is, with what it is doing in the hover), "switch" (the star, filled once reached)."""
     k = min(k, tr.steps)
-    if part == "path":
+    if part == "path":  # point i is step i: the hover data of every step serves any cut of the path
         return dict(x=tr.points[: k + 1, 0], y=tr.points[: k + 1, 1],
-                    customdata=np.stack([np.arange(k + 1), tr.loss[: k + 1]], axis=-1))
+                    customdata=np.stack([np.arange(tr.steps + 1), tr.loss], axis=-1))
     if part == "now":
         cg = tr.status[k] or "–"
         return dict(x=[tr.points[k, 0]], y=[tr.points[k, 1]],
@@ -107,7 +107,7 @@ def _add_walk(fig: go.Figure, moving: list, last: int, shown: int) -> None:
         data = []
         for _, _, tr, part in moving:
             attrs = _walked(tr, k, part)
-            if part == "path":  # point i is step i in every frame: the full path's hover data serves
+            if part == "path":  # the base trace's hover data serves every frame (point i is step i)
                 attrs = dict(x=attrs["x"].astype(np.float32), y=attrs["y"].astype(np.float32))
             data.append(go.Scatter(marker=attrs) if part == "switch" else go.Scatter(**attrs))
         frames.append(go.Frame(name=str(k), data=data, traces=indices))
