@@ -680,3 +680,43 @@ def test_line_searches_respect_the_evaluation_budget():
     result = golden_section(lambda t: -t, 0.0, -1.0, 1.0, max_evals=7)
     assert result.loss_evals == 7
     assert not result.success and result.step > 0
+
+
+def test_whether_a_closure_takes_backward_is_read_from_its_signature_and_remembered_per_code():
+    # NonlinearCG calls closure(backward=False) for value-only evaluations when the closure takes
+    # that keyword; the answer is remembered per code object of a plain function (the engine makes
+    # a new closure every epoch from the same code), and worked out afresh for anything else
+    import functools
+
+    from twophase.optim.cg import _accepts_backward
+
+    def make(with_keyword: bool):
+        if with_keyword:
+            def closure(backward=True):
+                return backward
+        else:
+            def closure():
+                return 0.0
+        return closure
+
+    for _ in range(2):  # the second round reads the remembered answers
+        assert _accepts_backward(make(True)) and not _accepts_backward(make(False))
+    assert _accepts_backward(lambda **kwargs: 0.0) and not _accepts_backward(lambda *args: 0.0)
+
+    def two(a, backward=True):
+        return a
+
+    assert _accepts_backward(functools.partial(two, 1))
+    assert not _accepts_backward(functools.partial(lambda a: a, 1))
+
+    class Callable:
+        def __call__(self, backward=True):
+            return 0.0
+
+    assert _accepts_backward(Callable())
+
+    @functools.wraps(make(False))
+    def wrapped(*args, **kwargs):  # its signature is the wrapped function's: no backward keyword
+        return 0.0
+
+    assert not _accepts_backward(wrapped)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
 from dataclasses import asdict, dataclass
 
 import torch
@@ -95,8 +96,23 @@ class StepInfo:
         return asdict(self)
 
 
+_ACCEPTS_BACKWARD: dict = {}  # code object -> answer, for plain functions (their parameters are their code's)
+
+
 def _accepts_backward(closure) -> bool:
-    """True if ``closure`` can be called as ``closure(backward=False)``."""
+    """True if ``closure`` can be called as ``closure(backward=False)`` (remembered per code object of a
+    plain function: inspect.signature costs about 0.1 ms, a tenth of a small model's CG step)."""
+    plain = (isinstance(closure, types.FunctionType) and not hasattr(closure, "__wrapped__")
+             and not hasattr(closure, "__signature__"))
+    if plain and closure.__code__ in _ACCEPTS_BACKWARD:
+        return _ACCEPTS_BACKWARD[closure.__code__]
+    answer = _signature_accepts_backward(closure)
+    if plain:
+        _ACCEPTS_BACKWARD[closure.__code__] = answer
+    return answer
+
+
+def _signature_accepts_backward(closure) -> bool:
     try:
         signature = inspect.signature(closure)
     except (TypeError, ValueError):
