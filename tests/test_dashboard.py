@@ -87,6 +87,9 @@ def test_13_the_status_line_says_what_decides_the_switch(finished_runs):
     at.run()
     line = next(md.value for md in at.markdown if "tp-status-" in md.value)
     assert "fixed switch after epoch 2" in line and "tolerance" not in line
+    # and the Processes box says where a one-process run trains (it said "in the server itself")
+    [box] = [w for w in at.text_input if w.key == "cfg_processes"]
+    assert "worker process" in box.help and "server itself" not in box.help
 
 
 def test_10_a_loss_that_rises_over_the_first_epochs_is_warned_about(runs_dir):
