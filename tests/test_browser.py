@@ -142,6 +142,11 @@ WALK_STEPS_JS = """() => { const gd = document.querySelector('.st-key-learn_surf
     return gd.data.map(t => /at step (\\d+)/.exec(((t.text || [])[0]) || '')).filter(m => m).map(m => Number(m[1])); }"""
 
 
+# where the map's paths start ([w1, w2] of its "start" marker)
+START_JS = """() => { const gd = document.querySelector('.st-key-learn_surface_chart .js-plotly-plot');
+    const t = gd && gd.data.find(t => t.name === 'start'); return t ? [t.x[0], t.y[0]] : null; }"""
+
+
 def test_learn_page_at_1280x720_shows_the_map_beside_its_sliders(served_app, browser):
     # defect 18: at 1280x720 the two-weight map sat below its sliders, out of the first screen
     page = browser.new_page(viewport={"width": 1280, "height": 720})
@@ -177,3 +182,14 @@ def test_learn_page_at_1280x720_shows_the_map_beside_its_sliders(served_app, bro
     assert 15 <= walked[0] <= 45 and len(set(walked)) == 1, walked  # every arm at the chosen step
     page.wait_for_timeout(500)
     assert len(sent) == quiet  # nothing went to the server
+    # a click on the map starts the paths there (section 2 reruns on its own, a fragment)
+    before = page.evaluate(START_JS)
+    drag = page.locator(".st-key-learn_surface_chart .nsewdrag").first
+    drag.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    area = drag.bounding_box()
+    page.mouse.click(area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.7)
+    page.wait_for_function(f"(() => {{ const s = ({START_JS})(); return s && s[0] !== {before[0]}; }})")
+    after = page.evaluate(START_JS)
+    assert after != before and page.evaluate(WALK_STEPS_JS) == [100, 100, 100], (before, after)
+    assert page.locator('[data-testid="stException"]').count() == 0
