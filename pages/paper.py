@@ -126,6 +126,9 @@ def measured_section() -> None:
         long_view = table1_view(long).rename(columns={
             "ratio_epochs": "two-phase / Adam, equal epochs", "ratio_passes": "equal passes",
             "ratio_time": "equal time", "hours": "hours per cell"})
+        first = ["dataset", "model", "algorithm", "seeds", "epochs", "two-phase / Adam, equal epochs", "equal passes",
+                 "equal time", "hours per cell"]  # the ratios in view, the figures after them
+        long_view = long_view[[c for c in first if c in long_view] + [c for c in long_view if c not in first]]
         ratio = st.column_config.NumberColumn(format="%.3g")
         st.dataframe(long_view, hide_index=True, key="paper_measured_long",
                      column_config={**{c: (ACC_FORMAT if "accuracy" in c else LOSS_FORMAT)
