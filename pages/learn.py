@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.shared import common
 from twophase import teaching
 from twophase.plots import arm_label
 
@@ -100,7 +99,12 @@ def _fmt(value: float) -> str:
 
 
 # ------------------------------------------------------------------ page
-common.through_the_app("learn")  # a first visit to /learn on a fresh server: through app.py's navigation
+try:  # in the app (the repository root on sys.path); `streamlit run pages/learn.py` has only pages/ there
+    from pages.shared import common
+except ModuleNotFoundError:
+    common = None
+if common is not None:
+    common.through_the_app("learn")  # a first visit to /learn on a fresh server: through app.py's navigation
 if __name__ == "__main__":  # run on its own (streamlit run pages/learn.py, AppTest); app.py sets it otherwise
     st.set_page_config(page_title="Learn · twophase", page_icon="📉", layout="wide")
 

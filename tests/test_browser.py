@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -140,6 +143,38 @@ def test_a_first_visit_to_learn_on_a_fresh_server_shows_the_apps_navigation(serv
 WALK_STEPS_JS = """() => { const gd = document.querySelector('.st-key-learn_surface_chart .js-plotly-plot');
     if (!gd) return null;
     return gd.data.map(t => /at step (\\d+)/.exec(((t.text || [])[0]) || '')).filter(m => m).map(m => Number(m[1])); }"""
+
+
+def test_the_learn_page_runs_on_its_own(browser, tmp_path):
+    # `streamlit run pages/learn.py` (its docstring's promise): Streamlit then puts pages/ on sys.path,
+    # not the repository root, so the page may not need the app's modules (an import of
+    # pages.shared once broke it). The console script, not `python -m`, which would add the cwd.
+    from conftest import ROOT, free_port
+
+    port = free_port()
+    log = open(tmp_path / "learn.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "streamlit"), "run", "pages/learn.py",
+                             "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(60_000)
+        deadline = time.time() + 60
+        while True:
+            try:
+                page.goto(f"http://127.0.0.1:{port}/")
+                break
+            except Exception:
+                assert time.time() < deadline and proc.poll() is None, (tmp_path / "learn.log").read_text()
+                time.sleep(0.5)
+        page.get_by_role("heading", name=re.compile("Two weights")).wait_for()
+        page.locator(".st-key-learn_surface_chart .js-plotly-plot").wait_for()
+        assert page.locator('[data-testid="stException"]').count() == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
 
 
 # where the map's paths start ([w1, w2] of its "start" marker)
