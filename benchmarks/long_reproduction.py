@@ -21,7 +21,6 @@ twophase/data_files/measured_long.csv is the copy that the Paper page shows.
 from __future__ import annotations
 
 import math
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -102,11 +101,6 @@ def _mean(values) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def _median(values) -> float:
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return statistics.median(vals) if vals else math.nan
-
-
 def _wins(values) -> str:
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return f"{sum(v < 1 for v in vals)}/{len(vals)}" if vals else "-"
@@ -144,7 +138,7 @@ def comparison(rows: pd.DataFrame) -> pd.DataFrame:
                "paper: two-phase / Adam": tp / adam if tp is not None and adam else math.nan}
         for axis in ("epochs", "passes", "time"):
             values = list(split[f"ratio at equal {axis}"])
-            row[f"equal {axis}"] = _median(values)
+            row[f"equal {axis}"] = common.median(values)
             row[f"wins at equal {axis}"] = _wins(values)
         row["hours per cell"] = _mean(cell.drop_duplicates("seed")["cell hours"])
         out.append(row)
@@ -159,7 +153,7 @@ def sweep(rows: pd.DataFrame) -> pd.DataFrame:
         row = {"dataset": dataset, "model": model, "seeds": cell["seed"].nunique()}
         for arm, label in BRANCHES.items():
             ratios = list(cell[cell["arm"] == arm]["ratio at equal passes"])
-            row[f"switch {label}"] = f"{_median(ratios):.3g} ({_wins(ratios)})" if ratios else "-"
+            row[f"switch {label}"] = f"{common.median(ratios):.3g} ({_wins(ratios)})" if ratios else "-"
         epochs = sorted({int(e) for e in cell[cell["arm"] == "two-phase@paper"]["switch epoch"].dropna()})
         row["paper's rule switched after epoch"] = ", ".join(map(str, epochs)) or "never"
         out.append(row)
