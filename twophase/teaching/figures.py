@@ -112,9 +112,9 @@ def _add_walk(fig: go.Figure, moving: list, last: int, shown: int) -> None:
             attrs = _walked(tr, k, part)
             if part == "path":  # the base trace's hover data serves every frame (point i is step i)
                 attrs = dict(x=attrs["x"].astype(np.float32), y=attrs["y"].astype(np.float32))
-            data.append(go.Scatter(marker=attrs) if part == "switch" else go.Scatter(**attrs))
-        frames.append(go.Frame(name=str(k), data=data, traces=indices))
-    fig.frames = frames
+            data.append(dict(type="scatter", marker=attrs) if part == "switch" else dict(type="scatter", **attrs))
+        frames.append(dict(name=str(k), data=data, traces=indices))
+    fig.frames = frames  # plain dicts: plotly validates them once, here (go.Frame objects were validated twice)
     instant = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
     fig.update_layout(
         sliders=[dict(active=steps.index(min(steps, key=lambda k: abs(k - shown))), x=0.0, len=0.74, y=-0.11,
