@@ -395,8 +395,8 @@ def main(args) -> common.Report:
         report.table("threads", pd.DataFrame(auto_rows), {c: ".3f" for c in ("epoch s, 1 thread(s)",
                      "epoch s, 2 thread(s)", "epoch s, auto", "auto / fastest")},
                      caption="threads='auto' (the default) against fixed counts: what settings.threads_for('auto') "
-                             "chose at the start of each model's measurement (free cores by the 1-minute load "
-                             "average), its Adam epoch time interleaved with 1 and 2 threads, and its time over the "
+                             "chose at the start of each model's measurement (the cores free by a 30-ms look at the run "
+                             "queue, settings.busy_cores), its Adam epoch time interleaved with 1 and 2 threads, and its time over the "
                              "fastest fixed count's (1.000: auto chose the fastest).")
     for note in compile_notes:
         report.text(note)

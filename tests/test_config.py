@@ -62,7 +62,7 @@ def test_a_config_written_before_a_rename_still_reads():
     assert RunConfig.from_dict(old).full_batch_iters == 3
 
 
-def test_threads_auto_takes_the_free_cores_and_leaves_one_for_the_page_in_the_app(monkeypatch):
+def test_threads_auto_takes_the_free_cores_and_leaves_one_for_the_page_in_the_app(monkeypatch, tmp_path):
     import pytest
 
     from twophase import settings
@@ -76,9 +76,20 @@ def test_threads_auto_takes_the_free_cores_and_leaves_one_for_the_page_in_the_ap
         RunConfig(threads="fast").validate()
     assert "'auto'" in info.value.errors["threads"]
     monkeypatch.setattr(settings.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(settings.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
-    assert settings.threads_for("auto")[0] == 2  # the CLI: both free cores
+    # the run queue at this instant (/proc/loadavg's fourth field counts the looking process too),
+    # not the 1-minute load average, which lags and counts this process's own recent work
+    loadavg = tmp_path / "loadavg"
+    monkeypatch.setattr(settings, "LOADAVG", str(loadavg))
+    monkeypatch.setattr(settings.os, "getloadavg", lambda: (1.9, 1.9, 1.9))  # a busy minute just ended
+    loadavg.write_text("1.90 1.90 1.90 1/120 4242\n")  # only this process runs now
+    assert settings.threads_for("auto") == (2, "auto: 2 of 2 cores (free cores, 0 busy now)")  # the CLI
     assert settings.threads_for("auto", for_app=True)[0] == 1  # the app: one left for the page
-    monkeypatch.setattr(settings.os, "getloadavg", lambda: (1.9, 0.0, 0.0))
+    loadavg.write_text("0.10 0.10 0.10 2/120 4242\n")  # one other task runs now
     assert settings.threads_for("auto")[0] == 1  # a busy core is not taken
+    loadavg.write_text("0.10 0.10 0.10 5/120 4242\n")
+    assert settings.threads_for("auto")[0] == 1  # never fewer than one
+    loadavg.unlink()  # no /proc: the load average
+    assert settings.threads_for("auto")[0] == 1
+    monkeypatch.setattr(settings.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert settings.threads_for("auto")[0] == 2
     assert settings.threads_for(4) == (4, "4 (set)")

@@ -16,11 +16,13 @@ it allows when the value is unusable. `environment()` is what a worker process i
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from pathlib import Path
 
 from twophase.errors import TwophaseError
 
-__all__ = ["VARIABLES", "runs_dir", "data_root", "jobs_mode", "dist_timeout", "environment", "JOB_MODES", "free_cores",
+__all__ = ["VARIABLES", "runs_dir", "data_root", "jobs_mode", "dist_timeout", "environment", "JOB_MODES", "busy_cores", "usable_cores", "free_cores",
            "threads_for"]
 
 JOB_MODES = ("process", "thread")
@@ -69,17 +71,46 @@ def dist_timeout() -> float:
     return value
 
 
-def free_cores() -> tuple[int, int]:
-    """(cores this process may use, of those the ones not busy now by the 1-minute load average)."""
+LOADAVG = "/proc/loadavg"  # its fourth field: the tasks runnable at this instant / all tasks
+BUSY_LOOKS, BUSY_LOOK_S = 10, 0.003  # a 30-ms look at the run queue
+
+
+def busy_cores() -> float:
+    """The cores other work keeps busy now: the median, over a 30-ms look, of the tasks runnable at
+    that instant (/proc/loadavg) less this process's looking thread. Where that file is missing,
+    the 1-minute load average, which lags by a minute and counts this process's own recent work
+    (a benchmark that had kept one core busy then saw that core as taken)."""
+    counts = []
+    for look in range(BUSY_LOOKS):
+        try:
+            with open(LOADAVG) as fh:
+                runnable = int(fh.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            break
+        counts.append(max(0, runnable - 1))
+        if look + 1 < BUSY_LOOKS:
+            time.sleep(BUSY_LOOK_S)
+    if counts:
+        return float(statistics.median(counts))
     try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
+        return os.getloadavg()[0]
     except OSError:
-        load = 0.0
-    return cores, max(1, min(cores, round(cores - load)))
+        return 0.0
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def free_cores(busy: float | None = None) -> tuple[int, int]:
+    """(cores this process may use, of those the ones not busy now: `busy` or busy_cores())."""
+    cores = usable_cores()
+    busy = busy_cores() if busy is None else busy
+    return cores, max(1, min(cores, round(cores - busy)))
 
 
 def threads_for(threads, for_app: bool = False) -> tuple[int, str]:
@@ -88,10 +119,11 @@ def threads_for(threads, for_app: bool = False) -> tuple[int, str]:
     number is kept (0: torch's default)."""
     if threads != "auto":
         return int(threads), f"{threads} (set)"
-    cores, free = free_cores()
+    busy = busy_cores()
+    cores, free = free_cores(busy)
     chosen = free - 1 if for_app and cores <= 4 and free > 1 else free
     where = "the app, one core left for the page" if for_app and chosen < free else "free cores"
-    return max(1, chosen), f"auto: {max(1, chosen)} of {cores} cores ({where}, load {cores - free:g} busy)"
+    return max(1, chosen), f"auto: {max(1, chosen)} of {cores} cores ({where}, {busy:g} busy now)"
 
 
 def environment() -> dict[str, str]:
