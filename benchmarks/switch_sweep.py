@@ -11,6 +11,12 @@ trunk; every other arm is a two-phase branch cloned from it where its switch hap
                    25 epochs finds hess_min / hess_max >= -1e-3), @trial (every 50 epochs, CG for
                    40 data passes; kept when it beats Adam per pass)
 
+float64 cells (the issue size, vit-nomlp-wkewq-wvwo, 3 seeds): a trunk of their own with the 30% and
+60% branches in float32 and in float64 beside each other, for the float64 comparison on the one
+configuration of the issue whose sweep cells have no float64 branches (a ViT: its branches cost more
+than mlp's and cnn-small's). They are kept apart from the sweep's cells (column "cell") and enter
+only the float64 table.
+
 Each arm's training loss is compared with Adam's at the smaller of their total data passes (the
 cost axis; twophase/analysis.py): below 1, two-phase reached a lower loss for the same work.
 Everything a rule reads is charged to its arm (twophase/training/cost.py).
@@ -47,16 +53,20 @@ RULE_NAMES = {"two-phase@paper": "paper's rule (gradient norm)", "two-phase@plat
               "two-phase@curvature": "curvature (probe)", "two-phase@trial": "CG trial",
               "two-phase@30%": "fixed 30% split", "two-phase@60%": "fixed 60% split"}
 WITH_FLOAT64 = ("mlp", "cnn-small")
+# The float64 cells: float32 and float64 CG branches side by side from a trunk of their own.
+FLOAT64_ARMS = ["adam", "two-phase@30%", "two-phase@30%:float64", "two-phase@60%", "two-phase@60%:float64"]
+SWEEP, FLOAT64_CELL = "sweep", "float64"  # the kinds of cell (column "cell" of the arm rows)
 # The study's cells, cheapest first and seed 0 of every model before any second seed, so that a
 # study cut short has the most models. vit-mlp gets the paper's 700 epochs.
 STUDY = ([("mlp", n, s) for s in (0, 1, 2) for n in (1024, 2048, 4096)] + [("cnn-small", 1024, s) for s in (0, 1, 2)]
          + [(m, 1024, s) for s in (0, 1, 2) for m in ("vit-nomlp-wkewq-wvwo", "vit-nomlp-wkewq", "vit-nomlp",
                                                          "vit-mlp", "vgg5-max-relu")])
 SIZES = {
-    "tiny": dict(cells=[("mlp", 256, 0)], epochs=30),
+    "tiny": dict(cells=[("mlp", 256, 0)], epochs=30, float64_cells=[("mlp", 256, 0)]),
     "small": dict(cells=[("mlp", 1024, 0)], epochs=200),
     "full": dict(cells=[("mlp", 1024, 0), ("mlp", 2048, 0)], epochs=EPOCHS),
-    "issue": dict(cells=STUDY, epochs=EPOCHS),
+    "issue": dict(cells=STUDY, epochs=EPOCHS,
+                  float64_cells=[("vit-nomlp-wkewq-wvwo", 1024, s) for s in (0, 1, 2)]),
 }
 TAG = "switch-sweep"
 DEFAULT_RUNS = common.ROOT / "runs" / "switch-sweep"
@@ -67,20 +77,27 @@ def epochs_for(model: str, epochs: int) -> int:
     return round(epochs * 0.7) if model == "vit-mlp" and epochs == EPOCHS else epochs
 
 
-def arms_for(model: str) -> list[str]:
+def arms_for(model: str, kind: str = SWEEP) -> list[str]:
+    if kind == FLOAT64_CELL:
+        return list(FLOAT64_ARMS)
     return ["adam"] + FIXED + (FLOAT64 if model in WITH_FLOAT64 else []) + RULES
 
 
-def cell_name(model: str, subset: int, seed: int, epochs: int) -> str:
-    return f"{model}-n{subset}-s{seed}-e{epochs}"
+def cell_name(model: str, subset: int, seed: int, epochs: int, kind: str = SWEEP) -> str:
+    return f"{model}-n{subset}-s{seed}-e{epochs}" + ("" if kind == SWEEP else f"-{kind}")
 
 
-def config_for(model: str, subset: int, seed: int, epochs: int, threads: int):
+def kind_of(name: str | None) -> str:
+    """The kind of cell a run's name says (cell_name's suffix)."""
+    return FLOAT64_CELL if str(name or "").endswith(f"-{FLOAT64_CELL}") else SWEEP
+
+
+def config_for(model: str, subset: int, seed: int, epochs: int, threads: int, kind: str = SWEEP):
     from twophase.config import RunConfig
 
     return RunConfig(model=model, dataset="mnist", data_root=common.data_root(), subset=subset, val_subset=1000,
-                     epochs=epochs_for(model, epochs), seed=seed, threads=threads, arms=arms_for(model),
-                     name=cell_name(model, subset, seed, epochs_for(model, epochs)), tag=TAG).validate()
+                     epochs=epochs_for(model, epochs), seed=seed, threads=threads, arms=arms_for(model, kind),
+                     name=cell_name(model, subset, seed, epochs_for(model, epochs), kind), tag=TAG).validate()
 
 
 def finished_cells(runs_dir: Path, claimed: bool = False) -> dict:
@@ -120,11 +137,16 @@ def recorded_cells(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not arms.exists():
         return pd.DataFrame(), pd.DataFrame()
     rows = pd.read_csv(arms)
+    if "cell" not in rows:  # recorded before the float64 cells: all of them sweep cells
+        rows.insert(0, "cell", SWEEP)
     rows = rows.rename(columns={"machine_cpu": "cpu"}).drop(columns=[c for c in rows if c.startswith("machine_")])
     if "cpu" not in rows:  # recorded before the CPU was kept per cell: all of them on one machine
         rows["cpu"] = _report_cpu(Path(out_dir) / "switch_sweep.json")
     rows["run"] = None
-    return rows, (pd.read_csv(curves) if curves.exists() else pd.DataFrame())
+    curves = pd.read_csv(curves) if curves.exists() else pd.DataFrame()
+    if len(curves) and "cell" not in curves:
+        curves["cell"] = SWEEP
+    return rows, curves
 
 
 def _report_cpu(report_json: Path) -> str | None:
@@ -136,18 +158,26 @@ def _report_cpu(report_json: Path) -> str | None:
         return None
 
 
-def _key(model, subset, seed) -> tuple:
-    return str(model), int(subset), int(seed)
+CELL_COLUMNS = ["cell", "model", "images", "seed"]
+
+
+def _key(kind, model, subset, seed) -> tuple:
+    return str(kind), str(model), int(subset), int(seed)
+
+
+def _keys(frame: pd.DataFrame) -> list[tuple]:
+    return [_key(*k) for k in frame[CELL_COLUMNS].itertuples(index=False)] if len(frame) else []
 
 
 def run_cells(cells, epochs: int, runs_dir: Path, threads: int, recorded: set = frozenset()) -> None:
+    """Train the cells, (kind, model, images, seed) each, that are neither recorded nor finished."""
     from twophase.training.checkpoint import resume_config
     from twophase.training.run import run_experiment
 
     runs_dir.mkdir(parents=True, exist_ok=True)
-    for model, subset, seed in cells:
-        cfg = config_for(model, subset, seed, epochs, threads)
-        if _key(model, subset, seed) in recorded:
+    for kind, model, subset, seed in cells:
+        cfg = config_for(model, subset, seed, epochs, threads, kind)
+        if _key(kind, model, subset, seed) in recorded:
             print(f"switch_sweep: {cfg.name} is in the results folder already", file=sys.stderr, flush=True)
             continue
         if cfg.name in finished_cells(runs_dir, claimed=True):
@@ -189,7 +219,7 @@ def arm_rows(runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             switch = figures.get("switch_epoch")
             after = part[part["epoch"] > (switch or 0)]
             rows.append({
-                "model": cfg["model"], "images": cfg["subset"], "seed": cfg["seed"], "epochs": cfg["epochs"],
+                "cell": kind_of(cfg.get("name")), "model": cfg["model"], "images": cfg["subset"], "seed": cfg["seed"], "epochs": cfg["epochs"],
                 "arm": arm, "switch epoch": switch,
                 "ratio at equal passes": (ratios.get("data_passes") or {}).get("ratio"),
                 "ratio at equal epochs": (ratios.get("epoch") or {}).get("ratio"),
@@ -203,22 +233,29 @@ def arm_rows(runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             })
             thin = part[(part["epoch"] % 20 == 0) | (part["epoch"] == part["epoch"].max())]
             curves.append(thin[["arm", "epoch", "train_loss", "data_passes", "seconds"]].assign(
-                model=cfg["model"], images=cfg["subset"], seed=cfg["seed"]))
+                cell=kind_of(cfg.get("name")), model=cfg["model"], images=cfg["subset"], seed=cfg["seed"]))
     return pd.DataFrame(rows), (pd.concat(curves) if curves else pd.DataFrame())
 
 
 def merge_recorded(rows, curves, old_rows, old_curves):
     """The cells on disk, and the recorded ones not on disk (a cell on disk wins: it is newer)."""
     if not len(old_rows):
-        return rows, curves
-    here = {_key(*k) for k in rows[["model", "images", "seed"]].itertuples(index=False)} if len(rows) else set()
-    keep = [_key(*k) not in here for k in old_rows[["model", "images", "seed"]].itertuples(index=False)]
+        return _in_order(rows), curves
+    here = set(_keys(rows))
+    keep = [k not in here for k in _keys(old_rows)]
     rows = pd.concat([old_rows[keep], rows], ignore_index=True) if len(rows) else old_rows[keep]
     if len(old_curves):
-        keep = [_key(*k) not in here for k in old_curves[["model", "images", "seed"]].itertuples(index=False)]
+        keep = [k not in here for k in _keys(old_curves)]
         curves = pd.concat([old_curves[keep], curves], ignore_index=True) if len(curves) else old_curves[keep]
-    order = ["model", "images", "seed"]
-    return rows.sort_values(order, kind="stable", ignore_index=True), curves
+    return _in_order(rows), curves
+
+
+def _in_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's cells first, then the float64 cells, each by model, images and seed (arms as trained)."""
+    if not len(rows):
+        return rows
+    return rows.sort_values(CELL_COLUMNS, key=lambda col: col != SWEEP if col.name == "cell" else col,
+                            kind="stable", ignore_index=True)
 
 
 def _median(values) -> float:
@@ -264,22 +301,50 @@ def rules_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def sweep_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's cells only (the float64 cells enter the float64 table alone)."""
+    return rows[rows["cell"] == SWEEP] if len(rows) else rows
+
+
 def float64_table(rows: pd.DataFrame) -> pd.DataFrame:
     """float64 branches against the float32 ones from the same trunk and switch epoch."""
     out = []
-    for (model, images, seed), part in rows.groupby(["model", "images", "seed"], sort=False):
+    for (kind, model, images, seed), part in rows.groupby(CELL_COLUMNS, sort=False):
         by_arm = part.set_index("arm")
         for arm64 in FLOAT64:
             arm32 = arm64.replace(":float64", "")
             if arm64 not in by_arm.index or arm32 not in by_arm.index:
                 continue
             a, b = by_arm.loc[arm32], by_arm.loc[arm64]
-            out.append({"model": model, "images": images, "seed": seed, "switch": arm32.split("@")[1],
+            out.append({"cell": kind, "model": model, "images": images, "seed": seed, "switch": arm32.split("@")[1],
                         "float32 / Adam": a["ratio at equal passes"], "float64 / Adam": b["ratio at equal passes"],
                         "float64 / float32 final loss": (b["final train loss"] / a["final train loss"])
                         if a["final train loss"] else math.nan,
                         "float64 / float32 branch time": (b["branch seconds"] / a["branch seconds"])
                         if a["branch seconds"] else math.nan})
+    return pd.DataFrame(out)
+
+
+BAND = 0.01  # float64 and float32 within 1% of each other count as the same
+
+
+def float64_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per model: how many float64 / float32 pairs, in how many float64 ended more than 1% lower or
+    higher, and which did better per pass against Adam (float64 / Adam over float32 / Adam, 1% band)."""
+    out = []
+    for model, part in pairs.groupby("model", sort=False):
+        final = part["float64 / float32 final loss"]
+        per_pass = part["float64 / Adam"] / part["float32 / Adam"]
+        out.append({"model": model, "pairs": len(part),
+                    "float64 final loss lower": int((final < 1 - BAND).sum()),
+                    "float64 final loss higher": int((final > 1 + BAND).sum()),
+                    "per pass against Adam: same": int(((per_pass - 1).abs() <= BAND).sum()),
+                    "float64 better": int((per_pass < 1 - BAND).sum()),
+                    "float64 worse": int((per_pass > 1 + BAND).sum()),
+                    "median float64 / float32 final loss": _median(final),
+                    "median float64 / float32 branch time": _median(part["float64 / float32 branch time"]),
+                    "range of branch time": f"{part['float64 / float32 branch time'].min():.2g}-"
+                                            f"{part['float64 / float32 branch time'].max():.2g}"})
     return pd.DataFrame(out)
 
 
@@ -299,33 +364,34 @@ def ratio_figure(rows: pd.DataFrame):
 
 def write_shipped(rows: pd.DataFrame) -> None:
     """The copies the app's Paper page shows (twophase/data_files/switch_study_*.csv)."""
+    rows = sweep_rows(rows)
     for name, frame in (("sweep", sweep_table(rows)), ("rules", rules_table(rows)), ("points", study_points(rows))):
         frame.to_csv(SHIPPED / f"switch_study_{name}.csv", index=False, float_format="%.6g")
 
 
 def main(args) -> common.Report:
     setting = dict(SIZES[args.size])
+    # (kind, model, images, seed): the sweep's cells, then the float64 cells
+    cells = [(SWEEP, *c) for c in setting["cells"]] + [(FLOAT64_CELL, *c) for c in setting.get("float64_cells", [])]
     models = getattr(args, "models", None)
     if models:  # a second process on the other core takes these models (cells are never trained twice)
         wanted = [m.strip() for m in models.split(",")]
-        setting["cells"] = sorted((c for c in setting["cells"] if c[0] in wanted),
-                                  key=lambda c: (c[2], wanted.index(c[0])))
+        cells = sorted((c for c in cells if c[1] in wanted), key=lambda c: (c[0] != SWEEP, c[3], wanted.index(c[1])))
     runs_dir = getattr(args, "runs_dir", None)
     if runs_dir is None:  # the long sizes resume from runs kept in the repository's runs/ folder
         runs_dir = DEFAULT_RUNS / args.size if args.size in ("full", "issue") else \
             Path(tempfile.mkdtemp(prefix="switch-sweep-"))
     runs_dir = Path(runs_dir)
     old_rows, old_curves = recorded_cells(Path(args.out))
-    recorded = {_key(*k) for k in old_rows[["model", "images", "seed"]].itertuples(index=False)} if len(old_rows) else set()
     if not getattr(args, "report_only", False):
-        run_cells(setting["cells"], setting["epochs"], runs_dir, args.threads, recorded)
-    rows, curves = arm_rows(runs_dir)
-    rows, curves = merge_recorded(rows, curves, old_rows, old_curves)
+        run_cells(cells, setting["epochs"], runs_dir, args.threads, set(_keys(old_rows)))
+    all_rows, curves = arm_rows(runs_dir)
+    all_rows, curves = merge_recorded(all_rows, curves, old_rows, old_curves)
+    rows = sweep_rows(all_rows)
     report = common.Report("switch_sweep", "Where switching to CG pays off: switch points and rules from one trunk",
                            args.size)
-    cells = rows[["model", "images", "seed"]].drop_duplicates() if len(rows) else rows
-    planned = [c for c in setting["cells"]]
-    report.text(f"{len(cells)} of {len(planned)} planned cells finished (model, MNIST training images, seed; "
+    finished = rows[["model", "images", "seed"]].drop_duplicates() if len(rows) else rows
+    report.text(f"{len(finished)} of {len(setting['cells'])} planned cells finished (model, MNIST training images, seed; "
                 f"{setting['epochs']} epochs, 700 for vit-mlp; batch 512, MSE, strong Wolfe CG). Each cell is one run: "
                 "an Adam trunk and every branch cloned from it at its switch. Ratio: the arm's training loss over "
                 "Adam's at the smaller of their total data passes; below 1, switching paid off for the same work.")
@@ -343,14 +409,24 @@ def main(args) -> common.Report:
                  caption="Switch rules against the fixed 30% / 60% splits. Each rule is charged for what it reads: "
                          "the paper's rule one full-set gradient per Adam epoch, the plateau rule a forward pass, "
                          "the curvature rule its probes, the trial rule every trial's CG passes.")
-    f64 = float64_table(rows)
+    f64 = float64_table(all_rows)
     if len(f64):
+        planned64 = setting.get("float64_cells", [])
+        done64 = all_rows[all_rows["cell"] == FLOAT64_CELL][["model", "images", "seed"]].drop_duplicates()
         report.table("float64", f64, {c: ".3g" for c in f64.columns if "/" in c},
                      caption="CG in float64 (model and data promoted at the switch) against float32 CG from the same "
                              "trunk and epoch: ratios to Adam at equal passes, final losses, and the wall time of the "
-                             "branch after the switch.")
+                             "branch after the switch. Cell \"sweep\": the float64 branches of the sweep's cells "
+                             f"(mlp and cnn-small); cell \"float64\": {len(done64)} of {len(planned64)} cells of their "
+                             "own (a trunk with the 30% and 60% branches in both precisions), for the models whose "
+                             "sweep cells have none.")
+        report.table("float64_summary", float64_summary(f64), {c: ".3g" for c in ("median float64 / float32 final loss",
+                                                                                  "median float64 / float32 branch time")},
+                     caption="float64 against float32 CG per model: pairs; in how many float64's final loss was more "
+                             "than 1% lower or higher; per pass against Adam (float64 / Adam over float32 / Adam), "
+                             "within 1% (same), below (float64 better) or above (worse); the branch's wall time.")
     report.figure("ratio", ratio_figure(rows), "Two-phase / Adam at equal data passes against the switch epoch")
-    report.table("arms", rows.drop(columns=["run"]), {"ratio at equal passes": ".3g", "ratio at equal epochs": ".3g",
+    report.table("arms", all_rows.drop(columns=["run"]), {"ratio at equal passes": ".3g", "ratio at equal epochs": ".3g",
                                                        "ratio at equal time": ".3g"}, detail=True,
                  caption="Every arm of every cell:")
     if len(curves):  # every 20th epoch of every arm, beside the report (not in its JSON)

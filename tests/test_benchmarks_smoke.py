@@ -135,8 +135,22 @@ def test_switch_epochs_follow_the_rule():
 def test_switch_sweep(tmp_path):
     md, blob = run(switch_sweep, tmp_path, "--no-png")
     arms = pd.DataFrame(blob["tables"]["arms"])
-    assert set(arms["arm"]) == set(switch_sweep.arms_for("mlp"))
-    by_arm = arms.set_index("arm")
+    sweep_cell = arms[arms["cell"] == "sweep"]
+    assert set(sweep_cell["arm"]) == set(switch_sweep.arms_for("mlp"))
+    # the float64 cell: a trunk of its own with the 30% and 60% branches in both precisions
+    float64_cell = arms[arms["cell"] == "float64"]
+    assert set(float64_cell["arm"]) == set(switch_sweep.FLOAT64_ARMS)
+    pairs = pd.DataFrame(blob["tables"]["float64"])
+    assert sorted(pairs[pairs["cell"] == "float64"]["switch"]) == ["30%", "60%"]
+    assert sorted(pairs[pairs["cell"] == "sweep"]["switch"]) == ["10%", "30%", "60%"]
+    summary = pd.DataFrame(blob["tables"]["float64_summary"]).set_index("model")
+    assert summary.loc["mlp", "pairs"] == 5
+    assert (summary.loc["mlp", "per pass against Adam: same"] + summary.loc["mlp", "float64 better"]
+            + summary.loc["mlp", "float64 worse"]) == 5
+    # it enters only the float64 tables: the sweep and the rules count the one sweep cell
+    assert "1 of 1 planned cells finished" in md
+    assert set(pd.DataFrame(blob["tables"]["rules"])["cells"]) == {1}
+    by_arm = sweep_cell.set_index("arm")
     assert by_arm.loc["two-phase@30%", "switch epoch"] == 9 and by_arm.loc["two-phase@3", "switch epoch"] == 3
     # the 30% branch and its float64 twin start from the same trunk epoch
     assert by_arm.loc["two-phase@30%:float64", "switch epoch"] == 9
