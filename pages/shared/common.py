@@ -410,11 +410,12 @@ def settings_form(defaults: RunConfig | None = None) -> dict:
     values: dict = {}
     with st.sidebar:
         st.subheader("Run settings")
-        p1, p2 = st.columns([3, 1], vertical_alignment="bottom")
-        p1.selectbox("Preset", list(PRESETS), format_func=lambda n: PRESETS[n]["label"], key="cfg_preset",
+        # the button under the list, full width: beside it, a quarter of the sidebar cut "Load" to "L…"
+        st.selectbox("Preset", list(PRESETS), format_func=lambda n: PRESETS[n]["label"], key="cfg_preset",
                      help="Settings one click away, each named for what it shows (README, 'When does "
                           "switching pay off?').")
-        p2.button("Load", key="cfg_load_preset", on_click=use_preset, help="Set the form below to this preset.")
+        st.button("Load this preset", key="cfg_load_preset", on_click=use_preset, width="stretch",
+                  help="Set the form below to this preset.")
         basic = [f for f in FORM if not f.advanced]
         for f in basic:
             if f.name == "epochs":
