@@ -353,16 +353,20 @@ elif run_id is None:
     landing()
 
 if run_id is not None:
-    xc, sc, yc, wc, pc = st.columns([4, 2, 1, 1, 1], vertical_alignment="bottom")
-    x_axis = xc.radio("x-axis", list(plots.X_AXES), format_func=plots.X_AXES.get, horizontal=True, key="x_axis",
-                      help="Cost axes: a CG epoch costs several loss evaluations; compare per data pass or per second.")
-    smoothing = sc.slider("Smoothing", min_value=0.0, max_value=0.95, value=0.0, step=0.05, key="smoothing",
-                          help="Exponential moving average of the curves, the raw curve faint behind (0 = raw).")
-    log_y = yc.toggle("Log-scale loss", value=True, key="log_y")
-    wide = wc.toggle("Wide", value=False, key="wide_charts", help="One chart per row, the page's full width.")
-    paused = pc.toggle("Pause charts", value=False, key="pause_charts",
-                       help="Stop redrawing the charts (training and the progress bars go on), to zoom, pan and "
-                            "hover undisturbed; turn it off to catch up.")
+    # one row that wraps: each control as wide as its label (in fixed columns of a ninth of the page the
+    # toggles read "Log-scal…" and "Pau…")
+    controls = st.container(horizontal=True, vertical_alignment="bottom", gap="medium")
+    x_axis = controls.radio(
+        "x-axis", list(plots.X_AXES), format_func=plots.X_AXES.get, horizontal=True, key="x_axis",
+        help="Cost axes: a CG epoch costs several loss evaluations; compare per data pass or per second.")
+    smoothing = controls.slider(
+        "Smoothing", min_value=0.0, max_value=0.95, value=0.0, step=0.05, key="smoothing", width=200,
+        help="Exponential moving average of the curves, the raw curve faint behind (0 = raw).")
+    log_y = controls.toggle("Log-scale loss", value=True, key="log_y")
+    wide = controls.toggle("Wide", value=False, key="wide_charts", help="One chart per row, the page's full width.")
+    paused = controls.toggle("Pause charts", value=False, key="pause_charts",
+                             help="Stop redrawing the charts (training and the progress bars go on), to zoom, pan "
+                                  "and hover undisturbed; turn it off to catch up.")
     first = jobs.get_run(run_id)
     live = first is not None and first.status in runs.ACTIVE_STATUSES  # not "damaged": nothing to follow
     # a short run is redrawn every FAST_CHART_SECONDS, so it is seen growing; a long one every CHART_SECONDS;

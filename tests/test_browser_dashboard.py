@@ -275,6 +275,24 @@ def _overlap(a, b) -> bool:
     return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
 
 
+CUT_LABELS_JS = """() => {
+    const names = ['x-axis', 'Smoothing', 'Log-scale loss', 'Wide', 'Pause charts', 'Load this preset'];
+    const cut = [];
+    for (const el of document.querySelectorAll('label, p, span, div')) {
+        const text = (el.innerText || '').trim();
+        if (!names.includes(text) || el.children.length > 1) continue;
+        const box = el.getBoundingClientRect();
+        if (box.width === 0) continue;
+        if (el.scrollWidth > el.clientWidth + 1) cut.push(text);
+    }
+    for (const name of names) {
+        const seen = Array.from(document.querySelectorAll('label, p, span, div, button')).some(
+            el => (el.innerText || '').trim() === name && el.getBoundingClientRect().width > 0);
+        if (!seen) cut.push('missing: ' + name);
+    }
+    return cut; }"""
+
+
 def test_14_legends_sit_below_the_plots_and_the_toolbar_covers_neither_at_common_screen_sizes(served_app, browser,
                                                                                               runs_dir):
     # defect 14: the legend covered a third of the gradient-norm chart and the toolbar covered the
@@ -300,6 +318,10 @@ def test_14_legends_sit_below_the_plots_and_the_toolbar_covers_neither_at_common
             assert c["whole"]["left"] - 1 <= c["legend"]["left"] and c["legend"]["right"] <= c["whole"]["right"] + 1, where
             assert not _overlap(c["modebar"], c["legend"]) and not _overlap(c["modebar"], c["plot"]), where
             assert c["whole"]["right"] - c["whole"]["left"] >= 390 and c["plot"]["bottom"] - c["plot"]["top"] >= 230, where
+        # every control above the charts and the sidebar's preset button reads in full (in fixed
+        # columns "Log-scale loss" was cut to "Log-scal…", "Pause charts" to "Pau…", "Load" to "L…")
+        cut = page.evaluate(CUT_LABELS_JS)
+        assert not cut, (width, cut)
         if width == 1280:  # "Wide": one chart per row, the page's width
             page.get_by_text("Wide", exact=True).first.click()
             page.wait_for_function("""() => { const g = Array.from(document.querySelectorAll('.js-plotly-plot'));
