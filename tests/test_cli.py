@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -61,6 +62,9 @@ def test_list_show_export(data_root, tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "train loss" in shown and "two-phase (switched at 1)" in shown and "completed" in shown
     assert "two-phase (switched at 1): " in shown and "at epoch 2" in shown and "data passes" in shown
+    # a run of a fraction of a second says how long, not "at 0.0 s"
+    seconds = float(re.search(r"at ([0-9.e+-]+) s\b", shown).group(1))
+    assert seconds > 0 and "at 0.0 s" not in shown
     dest = tmp_path / "out.csv"
     assert main(["export", info.run_id, "--format", "csv", "-o", str(dest), "--runs-dir", str(tmp_path)]) == 0
     assert dest.read_text().startswith("arm,epoch,phase")

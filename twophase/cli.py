@@ -428,7 +428,8 @@ def _train(config: RunConfig, runs_dir: str, run_id: str, args, dist, quiet: boo
 SUMMARY_COLUMNS = (("status", "status", "s"), ("epochs", "epochs", "d"), ("switch_epoch", "switch", "d"),
                    ("train_loss", "train loss", ".4e"), ("val_loss", "val loss", ".4e"), ("train_acc", "train acc", ".3f"),
                    ("val_acc", "val acc", ".3f"), ("data_passes", "passes", ".1f"), ("seconds", "seconds", ".1f"))
-RATIO_AXES = (("epoch", "epoch {at:g}"), ("data_passes", "{at:.1f} data passes"), ("seconds", "{at:.1f} s"))
+RATIO_AXES = (("epoch", lambda at: f"epoch {at:g}"), ("data_passes", lambda at: f"{at:.1f} data passes"),
+              ("seconds", lambda at: f"{at:.2g} s" if at < 1 else f"{at:.1f} s"))  # a tiny run's 0.04 s, not "0.0 s"
 
 
 def summary_table(summary: dict) -> str:
@@ -462,7 +463,7 @@ def summary_table(summary: dict) -> str:
         for axis, where in RATIO_AXES:
             r = ratios.get(axis)
             if isinstance(r, dict) and isinstance(r.get("ratio"), (int, float)) and isinstance(r.get("at"), (int, float)):
-                parts.append(f"{r['ratio']:.3g} at {where.format(at=r['at'])}")
+                parts.append(f"{r['ratio']:.3g} at {where(r['at'])}")
         if parts:
             lines.append(f"  {labels[name]}: " + ", ".join(parts))
     return "\n".join(lines)
