@@ -233,9 +233,10 @@ def surface_figure(name: str, grid: dict, trajs: dict[str, Trajectory] | None = 
             if lo[0] < a0 or hi[0] > a1 or lo[1] < b0 or hi[1] > b1:
                 fig.add_annotation(
                     x=0.01, y=0.99, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
-                    text=(f"a path leaves the map: it reaches {surf.w1_label} from {lo[0]:.3g} to {hi[0]:.3g}, "
-                          f"{surf.w2_label} from {lo[1]:.3g} to {hi[1]:.3g}"),
-                    bgcolor="rgba(255,255,255,0.8)", font=dict(size=11), name="off the map")
+                    # short lines: in one line it ran past the map's right edge at 1280 px
+                    text=(f"a path leaves the map: it reaches<br>{surf.w1_label} {lo[0]:.3g} to {hi[0]:.3g},"
+                          f"<br>{surf.w2_label} {lo[1]:.3g} to {hi[1]:.3g}"),
+                    bgcolor="rgba(255,255,255,0.8)", font=dict(size=11), align="left", name="off the map")
     fig.update_xaxes(title_text=surf.w1_label, range=[a0, a1], constrain="domain")
     fig.update_yaxes(title_text=surf.w2_label, range=[b0, b1])
     walking = bool(walk and trajs)

@@ -250,5 +250,5 @@ def toy1d_figure(units: int, seed: int = 0, start: float = -2.0, p_min: float = 
     fig.update_xaxes(title_text="loss (falls to the right, as training goes)", autorange="reversed", row=1, col=2)
     fig.update_yaxes(title_text="gradient norm |L'(p)|", rangemode="tozero", row=1, col=2)
     fig.update_layout(height=420, margin=dict(l=60, r=20, t=60, b=50),
-                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0.0))
+                      legend=dict(orientation="h", yanchor="top", y=-0.3, x=0.0))
     return fig
