@@ -273,7 +273,7 @@ def test_the_map_keeps_paths_in_view_or_says_where_they_went_and_titles_do_not_c
     [note] = [a for a in fig.layout.annotations if a.name == "off the map"]
     assert max(len(line) for line in note.text.split("<br>")) <= 40  # lines that fit the map at 1280 px
     curves = teaching.trajectory_curves_figure(trajs)
-    titles = [a for a in curves.layout.annotations if a.text in ("Loss", "Gradient norm (two-phase: with its threshold)")]
+    titles = [a for a in curves.layout.annotations if a.text in ("Loss", "Gradient norm")]
     switch = [a for a in curves.layout.annotations if a.text == "switch"]
     assert titles and switch and all(s.y == 0 for s in switch)  # at the foot of the line, not up by the titles
     one = teaching.toy1d_figure(10, 0, -2.5)
