@@ -42,9 +42,12 @@ pages = [
     st.Page("pages/paper.py", title="Paper", icon=":material/menu_book:", url_path="paper"),
 ]
 navigation = st.navigation(pages)
-# a page first visited in Streamlit's legacy pages/ mode came here to get this navigation: back to it
+# a page first visited in Streamlit's legacy pages/ mode (a fresh server) came here to get this
+# navigation: back to it, with the query parameters of its URL
 wanted = st.session_state.pop(common.AFTER_APP_KEY, None)
 for page in pages:
-    if wanted is not None and page.url_path == wanted:
-        st.switch_page(page)
+    if wanted is not None and wanted["url_path"] and page.url_path == wanted["url_path"]:
+        st.switch_page(page, query_params=wanted["query_params"] or None)
+if wanted is not None and wanted["query_params"] and not st.query_params:  # the default page (Train)
+    st.query_params.from_dict(wanted["query_params"])
 navigation.run()

@@ -10,7 +10,7 @@ from pages.shared import common
 
 from twophase import analysis, paper, plots, runs, seeds
 
-jobs = common.jobs()
+jobs = common.jobs("compare")
 FINAL = frozenset(runs.FINAL_STATUSES)
 METRICS = ["train_loss", "val_loss", "train_acc", "val_acc", "grad_norm"]
 

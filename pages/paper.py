@@ -16,7 +16,7 @@ from pages.shared import common
 
 from twophase import paper, plots
 
-jobs = common.jobs()
+jobs = common.jobs("paper")
 REFRESH_SECONDS = 2.0
 FIGURES = ["train_loss", "train_acc", "val_loss", "val_acc"]
 LOSS_FORMAT = st.column_config.NumberColumn(format="%.4g")

@@ -9,7 +9,7 @@ from pages.shared import common
 
 from twophase import plots, runs
 
-jobs = common.jobs()
+jobs = common.jobs("runs")
 FINAL = frozenset(runs.FINAL_STATUSES)
 REFRESH_SECONDS = 2.0
 

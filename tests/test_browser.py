@@ -124,18 +124,23 @@ def test_start_a_tiny_run_and_watch_it_complete(served_app, browser, runs_dir, t
     page.locator(".tp-status-completed").wait_for(timeout=60_000)
 
 
-def test_a_first_visit_to_learn_on_a_fresh_server_shows_the_apps_navigation(served_app, browser):
-    # a fresh server's first visit to /learn ran the page in Streamlit's legacy pages/ mode: its
-    # sidebar listed the files of pages/ (app, compare, learn, ...) instead of the app's pages
+@pytest.mark.parametrize("path, heading", [("learn", "Two weights"), ("paper?model=vit-mlp", "The paper"),
+                                           ("compare", "Compare runs"), ("runs", "Runs")])
+def test_a_first_visit_to_a_page_on_a_fresh_server_shows_it_in_the_apps_navigation(served_app, browser, path,
+                                                                                    heading):
+    # a fresh server's first visit to a page's URL ran the page in Streamlit's legacy pages/ mode:
+    # /learn listed the files of pages/ in its sidebar, and /paper, /compare and /runs went to app.py
+    # for the job manager and stayed there, on the Train page at "/"
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(60_000)
-    page.goto(served_app + "/learn")
-    page.get_by_role("heading", name=re.compile("Two weights")).wait_for()
+    page.goto(served_app + "/" + path)
+    page.get_by_role("heading", name=re.compile(heading)).first.wait_for()
     nav = page.locator('[data-testid="stSidebarNav"]')
     nav.get_by_text("Train", exact=True).wait_for()
     links = [t.strip().splitlines()[-1] for t in nav.locator("a").all_inner_texts()]  # after the icon's name
     assert links == ["Train", "Compare", "Runs", "Learn", "Paper"], links
-    assert page.url.rstrip("/").endswith("/learn")
+    assert page.url.rstrip("/").endswith("/" + path)  # the same page, its query parameters kept
+    assert page.locator("h1", has_text="Two-phase training, live").count() == 0
     assert page.locator('[data-testid="stException"]').count() == 0
 
 

@@ -33,16 +33,23 @@ def job_manager(runs_dir: str, mode: str) -> JobManager:
     return JobManager(runs_dir=runs_dir, mode=mode, warm=True)
 
 
-def jobs() -> JobManager:
+def jobs(url_path: str | None = None) -> JobManager:
     """The app's JobManager (app.py puts it in the session). A page run without app.py is
     Streamlit's legacy pages/ mode, active until the server's first st.navigation call (a fresh
-    server whose first visit is to a page's URL): go through app.py first."""
+    server whose first visit is to a page's URL): go through app.py first, which comes back to the
+    page at `url_path` with the same query parameters (None: the default page, Train)."""
     if "jobs" not in st.session_state:
-        st.switch_page("app.py")
+        _through_app_to(url_path)
     return st.session_state["jobs"]
 
 
-AFTER_APP_KEY = "_page_after_app"  # the url path of the page to show once app.py has set up the navigation
+AFTER_APP_KEY = "_page_after_app"  # the page to show once app.py has set up the navigation
+
+
+def _through_app_to(url_path: str | None) -> None:
+    """Run app.py, then come back to the page at `url_path` with this URL's query parameters."""
+    st.session_state[AFTER_APP_KEY] = {"url_path": url_path, "query_params": st.query_params.to_dict()}
+    st.switch_page("app.py")
 
 
 def through_the_app(url_path: str) -> None:
@@ -54,8 +61,7 @@ def through_the_app(url_path: str) -> None:
 
     ctx = get_script_run_ctx()
     if "jobs" not in st.session_state and ctx is not None and Path(ctx.main_script_path).name == "app.py":
-        st.session_state[AFTER_APP_KEY] = url_path
-        st.switch_page("app.py")
+        _through_app_to(url_path)
 
 
 def resumable_from(run_id: str, status: str) -> dict | None:
