@@ -306,7 +306,11 @@ def test_paper_page_shows_where_switching_paid_off_from_the_shipped_study(tmp_pa
     assert set(sweep["model"]) >= {"mlp", "vit-nomlp-wkewq-wvwo"}
     [figure] = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
                 if "switch epoch" in json.loads(c.proto.spec)["layout"]["title"]["text"]]
-    assert len(figure["data"]) == len(study["points"].groupby(["model", "images"]))
+    lines = [t for t in figure["data"] if t["name"] != "Adam (ratio 1)"]
+    assert len(lines) == len(study["points"].groupby(["model", "images"]))
+    # Adam's level is a legend entry, the legend below the plot, ratios written as powers of ten
+    assert [t["y"] for t in figure["data"] if t["name"] == "Adam (ratio 1)"] == [[1.0, 1.0]]
+    assert figure["layout"]["legend"]["y"] < 0 and figure["layout"]["yaxis"]["exponentformat"] == "power"
     at.selectbox(key="paper_rules_model").set_value("mlp").run()
     mlp = table_with(at, "per-pass wins")
     assert list(mlp["cells"]) == list(study["rules"][study["rules"]["model"] == "mlp"]["cells"])

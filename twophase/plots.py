@@ -560,10 +560,15 @@ def switch_study_figure(points: pd.DataFrame) -> go.Figure:
                                  mode="lines+markers", name=text(f"{model}, {images} images"),
                                  hovertemplate=text(f"{model}, {images} images") + "<br>switch after epoch %{x}"
                                  "<br>two-phase / Adam %{y:.3g}<extra></extra>"))
-    fig.add_hline(y=1.0, line_dash="dot", annotation_text="Adam", annotation_position="bottom right")
+    if len(points):  # Adam's level, named in the legend (a label on the line sat on the curves near 1)
+        lo, hi = float(points["switch epoch"].min()), float(points["switch epoch"].max())
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[1.0, 1.0], mode="lines", name="Adam (ratio 1)",
+                                 line=dict(color="black", dash="dot", width=1.5), hoverinfo="skip"))
     fig.update_layout(title="Two-phase / Adam training loss at equal data passes, by switch epoch",
                       xaxis_title="switch epoch (log scale)", yaxis_title="ratio (below 1: two-phase ahead)",
-                      template="plotly_white")
-    fig.update_xaxes(type="log")
-    fig.update_yaxes(type="log")
+                      template="plotly_white", height=520, margin=dict(l=60, r=20, t=50, b=40),
+                      # below the plot: at the right the longest name was cut at 1280 px
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0))
+    fig.update_xaxes(type="log", tickvals=[3, 10, 30, 100, 300, 1000], ticktext=["3", "10", "30", "100", "300", "1000"])
+    fig.update_yaxes(type="log", exponentformat="power")  # 10⁻⁴, not "100µ"
     return fig
