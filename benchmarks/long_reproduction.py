@@ -193,16 +193,17 @@ def main(args) -> common.Report:
 
             paper.run_plan(dataclasses.replace(plan, cells=todo), runs_dir,
                            on_line=lambda line: print(line, file=sys.stderr, flush=True))
-    new = arm_rows(plan, runs_dir)
+    whole = plan_for(args.size, None, None)  # every cell of the size: --models and --seeds pick what to train
+    new = arm_rows(whole, runs_dir)
     if len(new) and len(old):  # a cell on disk wins over its recorded rows (it is newer)
         here = {_key(m, s) for m, s in new[["model", "seed"]].itertuples(index=False)}
         old = old[[_key(m, s) not in here for m, s in old[["model", "seed"]].itertuples(index=False)]]
     rows = pd.concat([old, new], ignore_index=True) if len(old) and len(new) else (new if len(new) else old)
     report = common.Report("long_reproduction", "The paper's budgets on 1,024 MNIST images, beside its Table 1",
                            args.size)
-    planned = len(plan.cells)
+    planned = len(whole.cells)
     finished = rows[["model", "seed"]].drop_duplicates() if len(rows) else rows
-    report.text(f"Reproduction `{plan.id}` ({plan.describe()}; `python -m twophase reproduce --scale long`): "
+    report.text(f"Reproduction `{whole.id}` ({whole.describe()}; `python -m twophase reproduce --scale long`): "
                 f"{len(finished)} of {planned} planned cells finished. Each cell is one run: an Adam trunk, "
                 "two-phase with the paper's 30% split (golden-section CG, as the paper) and branches at epoch 3, "
                 "10%, 60% and by the paper's rule, all cloned from the trunk. The paper: the full datasets.")
