@@ -63,13 +63,12 @@ def test_start_a_tiny_run_and_watch_it_complete(served_app, browser, runs_dir, t
     sent = []  # times of the messages the page sends to the server (reruns, widget changes)
     page.on("websocket", lambda ws: ws.on("framesent", lambda _frame: sent.append(time.time())))
     # The server is fresh: its first visit goes to a page URL, not to the app's root. Streamlit then
-    # runs the page file alone (its legacy pages/ mode); the page hands over to app.py's navigation.
-    page.goto(served_app + "/runs")
-    page.get_by_text("Run settings").wait_for()
-    assert page.locator('[data-testid="stException"]').count() == 0
+    # runs the page file alone (its legacy pages/ mode); the page goes through app.py's navigation
+    # and comes back to itself.
     page.goto(served_app + "/runs")
     page.get_by_role("heading", name="Runs").wait_for()
     page.get_by_text("No runs yet").wait_for()
+    assert page.locator('[data-testid="stException"]').count() == 0
     page.goto(served_app)
     page.get_by_text("Run settings").wait_for()
 
