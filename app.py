@@ -45,9 +45,7 @@ navigation = st.navigation(pages)
 # a page first visited in Streamlit's legacy pages/ mode (a fresh server) came here to get this
 # navigation: back to it, with the query parameters of its URL
 wanted = st.session_state.pop(common.AFTER_APP_KEY, None)
-for page in pages:
-    if wanted is not None and wanted["url_path"] and page.url_path == wanted["url_path"]:
-        st.switch_page(page, query_params=wanted["query_params"] or None)
-if wanted is not None and wanted["query_params"] and not st.query_params:  # the default page (Train)
-    st.query_params.from_dict(wanted["query_params"])
+if wanted is not None:  # url_path None: the default page, Train (its url_path is "")
+    page = next(p for p in pages if p.url_path == (wanted["url_path"] or ""))
+    st.switch_page(page, query_params=wanted["query_params"] or None)
 navigation.run()

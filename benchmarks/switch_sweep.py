@@ -35,7 +35,6 @@ copy of every curve (every 20th epoch) are written to the results folder.
 from __future__ import annotations
 
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -213,14 +212,15 @@ def arm_rows(runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         m = run.metrics.sort_values(["arm", "epoch"])
         adam = m[m["arm"] == "adam"].to_dict("records")
         cfg = run.config
+        kind = kind_of(cfg.get("name"))
         for arm, part in m.groupby("arm", sort=False):
             figures = run.summary["arms"].get(arm, {})
             ratios = analysis.ratios_to_baseline(part.to_dict("records"), adam) if arm != "adam" else {}
             switch = figures.get("switch_epoch")
             after = part[part["epoch"] > (switch or 0)]
             rows.append({
-                "cell": kind_of(cfg.get("name")), "model": cfg["model"], "images": cfg["subset"], "seed": cfg["seed"], "epochs": cfg["epochs"],
-                "arm": arm, "switch epoch": switch,
+                "cell": kind, "model": cfg["model"], "images": cfg["subset"], "seed": cfg["seed"],
+                "epochs": cfg["epochs"], "arm": arm, "switch epoch": switch,
                 "ratio at equal passes": (ratios.get("data_passes") or {}).get("ratio"),
                 "ratio at equal epochs": (ratios.get("epoch") or {}).get("ratio"),
                 "ratio at equal time": (ratios.get("seconds") or {}).get("ratio"),
@@ -233,7 +233,7 @@ def arm_rows(runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             })
             thin = part[(part["epoch"] % 20 == 0) | (part["epoch"] == part["epoch"].max())]
             curves.append(thin[["arm", "epoch", "train_loss", "data_passes", "seconds"]].assign(
-                cell=kind_of(cfg.get("name")), model=cfg["model"], images=cfg["subset"], seed=cfg["seed"]))
+                cell=kind, model=cfg["model"], images=cfg["subset"], seed=cfg["seed"]))
     return pd.DataFrame(rows), (pd.concat(curves) if curves else pd.DataFrame())
 
 
@@ -258,11 +258,6 @@ def _in_order(rows: pd.DataFrame) -> pd.DataFrame:
                             kind="stable", ignore_index=True)
 
 
-def _median(values) -> float:
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return statistics.median(vals) if vals else math.nan
-
-
 def _wins(values) -> str:
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return f"{sum(v < 1 for v in vals)}/{len(vals)}" if vals else "-"
@@ -276,7 +271,7 @@ def sweep_table(rows: pd.DataFrame) -> pd.DataFrame:
         for arm in FIXED:
             sel = part[part["arm"] == arm]
             label = arm.split("@")[1]
-            row[f"switch {label}"] = _median(sel["ratio at equal passes"])
+            row[f"switch {label}"] = common.median(sel["ratio at equal passes"])
             row[f"wins {label}"] = _wins(sel["ratio at equal passes"])
         out.append(row)
     return pd.DataFrame(out)
@@ -294,10 +289,10 @@ def rules_table(rows: pd.DataFrame) -> pd.DataFrame:
             switched = sel["switch epoch"].dropna()
             out.append({"model": model, "rule": RULE_NAMES.get(arm, arm), "cells": len(sel),
                         "switched in": f"{len(switched)}/{len(sel)}",
-                        "median switch epoch": _median(switched) if len(switched) else math.nan,
+                        "median switch epoch": common.median(switched) if len(switched) else math.nan,
                         "per-pass wins": _wins(sel["ratio at equal passes"]),
-                        "median ratio at equal passes": _median(sel["ratio at equal passes"]),
-                        "median ratio at equal time": _median(sel["ratio at equal time"])})
+                        "median ratio at equal passes": common.median(sel["ratio at equal passes"]),
+                        "median ratio at equal time": common.median(sel["ratio at equal time"])})
     return pd.DataFrame(out)
 
 
@@ -341,8 +336,8 @@ def float64_summary(pairs: pd.DataFrame) -> pd.DataFrame:
                     "per pass against Adam: same": int(((per_pass - 1).abs() <= BAND).sum()),
                     "float64 better": int((per_pass < 1 - BAND).sum()),
                     "float64 worse": int((per_pass > 1 + BAND).sum()),
-                    "median float64 / float32 final loss": _median(final),
-                    "median float64 / float32 branch time": _median(part["float64 / float32 branch time"]),
+                    "median float64 / float32 final loss": common.median(final),
+                    "median float64 / float32 branch time": common.median(part["float64 / float32 branch time"]),
                     "range of branch time": f"{part['float64 / float32 branch time'].min():.2g}-"
                                             f"{part['float64 / float32 branch time'].max():.2g}"})
     return pd.DataFrame(out)
