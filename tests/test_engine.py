@@ -71,6 +71,22 @@ def test_two_phase_switches_and_records_peak_and_switch_events(data_root, tmp_pa
     assert len(cost) >= 2 and (cost["data_passes"] >= 1.0).all() and (cost["loss_evals"] >= 1).all()
 
 
+def test_an_arm_switched_at_its_last_epoch_reports_the_phase_it_trained_in(data_root, tmp_path):
+    """summary.json (the Runs page's arm table) and metrics.csv (Compare's final table) agree on
+    the phase: the rule fired after the last epoch, which Adam trained; no CG epoch followed."""
+    from twophase import analysis
+
+    run_experiment(tiny(data_root, arms=["two-phase@4", "two-phase@2", "adam"], switch_epoch=None),
+                   str(tmp_path), "20260101-000000-00000e")
+    run = runs.load_run(str(tmp_path), "20260101-000000-00000e")
+    arms = run.summary["arms"]
+    assert arms["two-phase@4"]["switch_epoch"] == 4
+    final = analysis.final_table(run.metrics, run.events).set_index("arm")
+    assert arms["two-phase@4"]["phase"] == final.loc["two-phase@4", "phase"] == "adam"
+    assert arms["two-phase@2"]["phase"] == final.loc["two-phase@2", "phase"] == "cg"
+    assert arms["adam"]["phase"] == final.loc["adam", "phase"] == "adam"
+
+
 def test_same_seed_gives_identical_metrics_apart_from_time(data_root, tmp_path):
     for run_id in ("20260101-000000-00000a", "20260101-000000-00000b"):
         run_experiment(tiny(data_root), str(tmp_path), run_id)

@@ -194,7 +194,7 @@ ARM_SUMMARY_FIGURES: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "
 class ArmSummary:
     """One arm in summary.json's "arms": its status and last figures.
 
-    epochs: the last epoch recorded. phase: the phase it ended in. label: its name in legends.
+    epochs: the last epoch recorded. phase: the phase of that epoch (metrics.csv's last row). label: its name in legends.
     figures: ARM_SUMMARY_FIGURES of its last record (None where not finite).
     switch: for an arm with a switch rule, switch_epoch, peak_epoch, peak_grad_norm, threshold
         (the last three None until it switched). shared_epochs: epochs 1..shared_epochs were the

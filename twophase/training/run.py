@@ -135,7 +135,9 @@ def arm_summaries(arms: list[Arm]) -> dict[str, ArmSummary]:
             vs_adam = ratios_to_baseline([dict(zip(keys, h)) for h in arm.history],
                                          [dict(zip(keys, h)) for h in adam.history])
         out[arm.name] = ArmSummary(
-            status=arm.status, epochs=arm.epoch, phase=arm.phase,
+            # the phase of its last recorded epoch, as in metrics.csv: an arm whose rule fired at its
+            # last epoch trained that epoch with Adam (arm.phase, already "cg", is what a resume runs next)
+            status=arm.status, epochs=arm.epoch, phase=arm.last.phase if arm.last is not None else arm.phase,
             label=arm_label(arm.name, rule.switch_epoch if rule is not None else None),
             figures=arm.last.to_row() if arm.last is not None else None, switch=switch,
             shared_epochs=arm.shared_epochs if arm.spec.kind.first == Phase.ADAM else 0,
