@@ -1,11 +1,11 @@
 """Curvature on the app's default run: does the switch come where negative curvature disappears?
 
 Runs the default RunConfig (both arms) with the Hessian probe on, then writes
-assets/curvature_default_run.png (the project's own plots.curvature_figure and
-grad_norm_figure) and benchmarks/results/curvature.md with the per-epoch ratios
-around the switch. `--size long`: the same on 1,000 epochs (the probe every 10 epochs), where
-the surface turns nearly convex long after the gradient-norm peak (assets/curvature_long_run.png,
-benchmarks/results/curvature_long.md; the Learn page shows it).
+assets/curvature_default_run.png (the project's own plots.grad_norm_and_curvature_figure) and
+benchmarks/results/curvature.md with the per-epoch ratios around the switch. `--size long`: the
+same on 1,000 epochs (the probe every 10 epochs), where the surface turns nearly convex long after
+the gradient-norm peak: the run is copied into the package (twophase/data_files/curvature_runs/,
+the Learn page draws it) and benchmarks/results/curvature_long.md lists the trunk's probes.
 Usage: python -m benchmarks.curvature [--size small|full|long]
 """
 
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from plotly.subplots import make_subplots
+import shutil
 
 from benchmarks import common
 from twophase import analysis, plots, runs
@@ -28,13 +28,30 @@ PNG = ROOT / "assets" / "curvature_default_run.png"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def ship_run(source: Path, shipped_dir: Path) -> Path:
+    """Copy run folder `source` into `shipped_dir` (replacing any run there) as the package ships it:
+    config, summary and events as written, metrics.csv with its numbers to 6 significant digits
+    (a figure's precision, half the size), no checkpoint files."""
+    import pandas as pd
+
+    if shipped_dir.exists():
+        shutil.rmtree(shipped_dir)
+    target = shipped_dir / source.name
+    target.mkdir(parents=True)
+    for name in ("config.json", "summary.json", "events.jsonl"):
+        shutil.copyfile(source / name, target / name)
+    pd.read_csv(source / "metrics.csv").to_csv(target / "metrics.csv", index=False, float_format="%.6g")
+    return target
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["small", "full", "long"], default="full")
-    parser.add_argument("--png", default=None)
+    parser.add_argument("--png", default=None, help="where to draw the figure (default: assets/curvature_default_"
+                        "run.png; with --size long no PNG unless given)")
     args = parser.parse_args(argv)
     long = args.size == "long"
-    png = Path(args.png or (ROOT / "assets" / "curvature_long_run.png" if long else PNG))
+    png = Path(args.png) if args.png else (None if long else PNG)
     config = RunConfig(hessian_probe=True, probe_every=1, threads=1)
     if args.size == "small":
         config = config.replace(subset=256, val_subset=256, epochs=3)
@@ -45,34 +62,16 @@ def main(argv=None) -> dict:
     run = runs.load_run(runs_dir, summary["run_id"])
     df, events = run.metrics, run.events
 
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=("gradient norm", "hess_min / hess_max (below 0: non-convex)"))
-    for trace in plots.grad_norm_figure(df, events).data:
-        fig.add_trace(trace, row=1, col=1)
-    for trace in plots.curvature_figure(df, events).data:
-        trace.showlegend = False
-        fig.add_trace(trace, row=2, col=1)
+    if long:  # the Learn page draws it live from the shipped copy; a PNG only when asked for
+        ship_run(run.path, runs.CURVATURE_RUNS_DIR)
+        print(f"curvature: shipped the run to {runs.CURVATURE_RUNS_DIR / run.run_id}")
+    if png is not None:
+        fig = plots.grad_norm_and_curvature_figure(df, events, log_x=long, ratio_range=(-0.3, 0.05) if long else None)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        problem = common.save_png(fig, png, width=1050, height=650)
+        if problem:
+            print(f"curvature: the figure was not drawn: {problem}", file=sys.stderr)
     switch = analysis.switch_epoch(df, events)
-    if switch is not None:
-        for row in (1, 2):
-            fig.add_vline(x=switch, line_dash="dash", line_color=plots.arm_color("two-phase"), row=row, col=1)
-    fig.add_hline(y=0.0, line_color="#444", line_width=1, row=2, col=1)
-    fig.update_yaxes(type="log", row=1, col=1)
-    if long:
-        fig.update_xaxes(type="log", row=1, col=1)
-        fig.update_xaxes(type="log", row=2, col=1)
-        # the ratio's scale: the early, clearly non-convex epochs and the late, nearly convex ones
-        # (a stalled float32 CG branch reaches far below; those points leave the plotted range)
-        fig.update_yaxes(range=[-0.3, 0.05], row=2, col=1)
-        fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1.0), width=1050,
-                          margin=dict(r=230))
-    fig.update_layout(template="plotly_white", width=900, height=650, margin=dict(l=60, r=20, t=60, b=40),
-                      legend=dict(orientation="h", y=1.08, x=1, xanchor="right"))
-    fig.update_xaxes(title_text="epoch", row=2, col=1)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    problem = common.save_png(fig, png, width=fig.layout.width or 900, height=fig.layout.height or 650)
-    if problem:
-        print(f"curvature: the figure was not drawn: {problem}", file=sys.stderr)
 
     tp = df[df["arm"] == "two-phase"].copy()
     tp["ratio"] = tp["hess_min"] / tp["hess_max"]

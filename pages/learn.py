@@ -3,7 +3,8 @@
 Four sections: one parameter (loss, non-convex stretches, gradient norm against
 loss), two parameters (contour, non-convex shading, the paths of Adam, CG and
 two-phase, a step slider under the map that walks along them in the browser), what it all means, and the curvature of a real
-network over a long run (a figure made by benchmarks/curvature.py). The numbers
+network over a long run (the run shipped in twophase/data_files/curvature_runs/, made by
+benchmarks/curvature.py). The numbers
 come from twophase/teaching/, which runs NonlinearCG, TwoPhase and SwitchRule on the
 toy losses; this file only lays them out. It runs on its own too
 (`streamlit run pages/learn.py`), as the tests do.
@@ -12,12 +13,11 @@ toy losses; this file only lays them out. It runs on its own too
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from twophase import teaching
+from twophase import analysis, plots, runs, teaching
 from twophase.plots import arm_label
 
 
@@ -321,18 +321,49 @@ with e2:
     )
 
 st.header("4 · On a real network: the peak comes early, the convex region late")
-LONG_RUN_PNG = Path(__file__).resolve().parent.parent / "assets" / "curvature_long_run.png"
-st.markdown(
-    "The same probe on a real run: the app's mlp on 2,048 MNIST images for 1,000 epochs, the Hessian's "
-    "smallest and largest eigenvalues estimated every 10 epochs (Lanczos on 512 training images; "
-    "`python -m benchmarks.curvature --size long`). The gradient norm peaks at epoch 2 and the paper's "
-    "rule switches at epoch 3, but the surface there is clearly not convex: hess_min / hess_max is "
-    "about -0.08 along Adam's path. It comes closest to convex around epoch 300 (about -2e-5); later "
-    "probes along Adam's path are mostly near 0 but dip to -0.3 and below at several epochs after 600 "
-    "(Adam's steps do not settle, and the probe sees a 512-image sample). That is "
-    "why a switch at epoch 3 makes CG trail Adam per data pass, while a switch at 30-60% of such a run "
-    "usually puts it slightly ahead (README, \"When does switching pay off?\"). Where the float32 CG "
-    "branch stalls late in the run the probe finds large negative curvature: a saddle, not a minimum.")
-if LONG_RUN_PNG.exists():
-    st.image(str(LONG_RUN_PNG), caption="Gradient norm (top) and hess_min / hess_max (bottom) of the two-phase "
-                                        "arm (switched at epoch 3) and Adam, 1,000 epochs, log epoch axis.")
+
+
+@st.cache_resource(show_spinner=False)
+def long_run_figure_and_facts():
+    """The shipped long run with the probe (twophase/data_files/curvature_runs/): its figure and its
+    milestones, once per server (the files never change)."""
+    run = runs.curvature_run()
+    if run is None:
+        return None, None
+    fig = plots.grad_norm_and_curvature_figure(run.metrics, run.events, log_x=True, ratio_range=(-0.3, 0.05),
+                                               tolerance=(run.config or {}).get("tolerance"))
+    return fig, analysis.curvature_milestones(run.metrics, run.events)
+
+
+def _e(value: float) -> str:
+    """A ratio in words: -0.081, -2.1e-05."""
+    return f"{value:.2g}" if abs(value) >= 1e-3 else f"{value:.1e}"
+
+
+long_fig, m = long_run_figure_and_facts()
+if m is None:
+    st.info("The long run with the curvature probe is not installed with this copy of twophase "
+            "(`python -m benchmarks.curvature --size long` makes it again).")
+else:
+    passed = (f"Adam passes that loss at epoch {m['trunk_passes_epoch']} and ends at {m['trunk_loss']:.3g} "
+              f"(CG's is {m['branch_loss'] / m['trunk_loss']:.2f}x that)" if m["trunk_passes_epoch"]
+              else f"Adam ends at {m['trunk_loss']:.3g}")
+    st.markdown(
+        f"The same probe on a real run: the app's mlp on 2,048 MNIST images for {m['epochs']:,} epochs, the "
+        "Hessian's smallest and largest eigenvalues estimated every 10 epochs (Lanczos on 512 training images; "
+        "`python -m benchmarks.curvature --size long`). The gradient norm peaks at epoch "
+        f"{m['peak_epoch']} and the paper's rule switches at epoch {m['switch_epoch']}, but the surface there "
+        f"is clearly not convex: hess_min / hess_max is {_e(m['at_switch'][1])} along Adam's path. Along "
+        f"that path it comes closest to convex at epoch {m['closest'][0]} ({_e(m['closest'][1])}). From epoch "
+        f"{m['late_from']} on, {m['late_probes'] - m['late_dips']} of its {m['late_probes']} probes lie between -0.1 "
+        f"and 0 and {m['late_dips']} dip below -0.1 (lowest {_e(m['late_low'][1])} at epoch {m['late_low'][0]}): "
+        "Adam's steps do not settle, and the probe sees a 512-image sample. That is why a switch at epoch "
+        f"{m['switch_epoch']} makes CG trail Adam per data pass, while a switch at 30-60% of such a run "
+        "usually puts it slightly ahead (README, \"When does switching pay off?\").")
+    st.markdown(
+        f"The two-phase arm, CG from epoch {m['switch_epoch']}, reaches its last loss "
+        f"({m['branch_loss']:.3g}) at epoch {m['branch_best_epoch']} and stays there; {passed}. Its own "
+        f"probes read {_e(m['branch_end'][1])} at the end: nearly convex, yet hess_min is still below 0 and "
+        "the loss is above Adam's, so this is a stall, not a minimum (README, \"When does switching pay "
+        "off?\": float32 CG stalls on mlp, and a branch in float64 usually goes further).")
+    st.plotly_chart(long_fig, key="learn_long_run")

@@ -339,3 +339,28 @@ def test_probe_cost_and_lanczos_steps(tmp_path):
     # hess_max converges from below: more steps never lower it
     for _, part in steps.groupby("epoch"):
         assert part.sort_values("steps")["hess_max"].is_monotonic_increasing
+
+
+def test_curvature_ships_a_run_the_package_reads_back(data_root, tmp_path):
+    # benchmarks/curvature.py --size long copies its run into twophase/data_files/curvature_runs/;
+    # here the same copy into a folder of the test's, from a 3-epoch probed run
+    from benchmarks import curvature
+    from twophase import runs
+    from twophase.config import RunConfig
+    from twophase.training.run import run_experiment
+
+    config = RunConfig(data_root=data_root, subset=256, val_subset=256, epochs=3, hessian_probe=True,
+                       probe_every=1, threads=1, switch_epoch=1)
+    summary = run_experiment(config, str(tmp_path / "runs"))
+    source = runs.load_run(str(tmp_path / "runs"), summary["run_id"])
+    stale = tmp_path / "shipped" / "20200101-000000-aaaaaa"
+    stale.mkdir(parents=True)  # a run shipped before is replaced, not kept beside
+    target = curvature.ship_run(source.path, tmp_path / "shipped")
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "events.jsonl", "metrics.csv", "summary.json"]
+    assert not stale.exists()
+    shipped = runs.shipped_run(tmp_path / "shipped")
+    assert shipped is not None and shipped.run_id == source.run_id and shipped.events == source.events
+    a, b = source.metrics, shipped.metrics
+    assert list(a["arm"]) == list(b["arm"]) and list(a["phase"]) == list(b["phase"])
+    for column in ("train_loss", "grad_norm", "hess_min", "hess_max"):
+        assert b[column].to_numpy() == pytest.approx(a[column].to_numpy(), rel=1e-5)

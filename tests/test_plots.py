@@ -277,6 +277,56 @@ def test_curvature_figure_plots_the_eigenvalue_ratio_with_the_switch():
     assert len(plots.curvature_figure(df.drop(columns=["hess_min", "hess_max"])).data) == 0
 
 
+def probed_run(epochs: int = 20):
+    """A probed two-arm run: the two-phase arm switches after epoch 2 and stalls at loss 0.3 from
+    epoch 8; Adam's ratio is -0.5 at the start, closest to 0 at epoch 10, with two late dips."""
+    rows = []
+    adam_ratio = {0: -0.5, 2: -0.2, 4: -0.1, 6: -0.01, 8: -0.02, 10: -1e-5, 12: -0.003, 14: -0.4, 16: -0.05,
+                  18: -2.5, 20: -0.001}
+    for arm in ("two-phase", "adam"):
+        for e in range(epochs + 1):
+            phase = "init" if e == 0 else ("cg" if arm == "two-phase" and e > 2 else "adam")
+            loss = max(0.3, 1.0 / (e + 1)) if arm == "two-phase" and e > 2 else 1.0 / (e + 1)
+            ratio = adam_ratio.get(e) if (arm == "adam" or e <= 2) else (-1e-6 if e % 2 == 0 else None)
+            rows.append(dict(arm=arm, epoch=e, phase=phase, train_loss=loss, grad_norm=1.0 / (e + 1),
+                             grad_norm_max=1.0, data_passes=float(e), seconds=0.1 * e,
+                             hess_min=None if ratio is None else ratio * 2.0, hess_max=None if ratio is None else 2.0))
+    events = [{"arm": "two-phase", "kind": "peak", "epoch": 1, "value": 0.5},
+              {"arm": "two-phase", "kind": "switch", "epoch": 2, "value": 0.33, "threshold": 0.45}]
+    return pd.DataFrame(rows), events
+
+
+def test_curvature_milestones_read_the_convexity_transition_from_the_probes():
+    df, events = probed_run()
+    m = analysis.curvature_milestones(df, events)
+    assert (m["epochs"], m["peak_epoch"], m["switch_epoch"]) == (20, 1, 2)
+    assert m["at_switch"] == (2, -0.2)  # Adam's probe at the switch: still non-convex
+    assert m["closest"] == (10, -1e-5)  # nearest to convex after the switch
+    assert m["late_from"] == 12 and m["late_probes"] == 5 and m["late_dips"] == 2 and m["late_low"] == (18, -2.5)
+    assert m["branch_loss"] == 0.3 and m["branch_best_epoch"] == 3  # 1/(e+1) <= 0.3 from epoch 3: stalled there
+    assert m["trunk_passes_epoch"] == 3 and m["trunk_loss"] == pytest.approx(1 / 21)
+    assert m["branch_end"] == (20, -1e-6)
+    assert analysis.curvature_milestones(df.drop(columns=["hess_min", "hess_max"]), events) is None
+    assert analysis.curvature_milestones(df[df["arm"] == "adam"], []) is None  # no switch
+
+
+def test_grad_norm_and_curvature_figure_shares_the_epoch_axis_and_counts_probes_off_its_range():
+    df, events = probed_run()
+    fig = plots.grad_norm_and_curvature_figure(df, events, log_x=True, ratio_range=(-0.3, 0.05))
+    norms = [t for t in fig.data if (t.meta or {}).get("role") == "grad_norm"]
+    ratios = {t.meta["arm"]: t for t in fig.data if (t.meta or {}).get("role") == "curvature"}
+    assert {t.meta["arm"] for t in norms} == {"two-phase", "adam"} and set(ratios) == {"two-phase", "adam"}
+    assert all(t.yaxis == "y2" for t in ratios.values()) and all(t.yaxis in (None, "y") for t in norms)
+    assert min(ratios["adam"].x) == 2  # log epoch axis: epoch 0 left out
+    assert fig.layout.xaxis2.type == "log" and fig.layout.yaxis.type == "log"
+    assert fig.layout.yaxis.exponentformat == "power"
+    # Adam's probes at 14 (-0.4) and 18 (-2.5) lie below -0.3: said in the panel's title, not hidden
+    assert "2 probes off this range" in fig.layout.annotations[1].text
+    assert any(s.x0 == 2 for s in fig.layout.shapes if s.type == "line" and s.line.dash == "dash")
+    plain = plots.grad_norm_and_curvature_figure(df, events)
+    assert min(plain.data[0].x) == 0 and "off this range" not in plain.layout.annotations[1].text
+
+
 def test_points_get_markers_in_short_runs_and_plain_lines_in_long_ones():
     def long_metrics(epochs):
         return pd.DataFrame([dict(arm=arm, epoch=e, phase="adam" if e else "init", train_loss=1.0 / (e + 1),

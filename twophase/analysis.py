@@ -229,6 +229,63 @@ def peak(metrics: pd.DataFrame | None, events=None, arm: str = "two-phase") -> t
     return int(row["epoch"]), float(row["grad_norm"])
 
 
+def curvature_ratios(metrics: pd.DataFrame | None, arm: str) -> pd.DataFrame:
+    """`arm`'s probed epochs: columns epoch, ratio (hess_min / hess_max), train_loss; empty
+    without probe columns."""
+    df = _clean(metrics)
+    if not {"hess_min", "hess_max", "epoch"} <= set(df.columns):
+        return pd.DataFrame(columns=["epoch", "ratio", "train_loss"])
+    part = df[(df["arm"] == arm) & df["hess_min"].notna() & df["hess_max"].notna() & (df["hess_max"].abs() > 0)]
+    out = pd.DataFrame({"epoch": part["epoch"].astype(int), "ratio": part["hess_min"] / part["hess_max"],
+                        "train_loss": part.get("train_loss")})
+    return out.reset_index(drop=True)
+
+
+def curvature_milestones(metrics: pd.DataFrame | None, events=None, trunk: str = "adam",
+                         switching: str = "two-phase", late_from: float = 0.6) -> dict | None:
+    """What a probed run says about the convexity transition, in numbers (the Learn page's words).
+
+    trunk: the arm that stays with Adam; switching: the arm whose rule fired. Keys: epochs,
+    peak_epoch, switch_epoch; at_switch (epoch, ratio): the trunk's last probe at or before the
+    switch; closest (epoch, ratio): the trunk's probe nearest to convex after the switch;
+    late_from (the first epoch of the late part, late_from x epochs), late_probes, late_dips (its
+    trunk probes below -0.1), late_low (epoch, ratio): the lowest of them; trunk_loss,
+    branch_loss: final training losses; branch_best_epoch: the first epoch at which the switching
+    arm reached its final loss (where it stalled); trunk_passes_epoch: the first epoch at which the
+    trunk's loss was below that (None: never); branch_end (epoch, ratio): its last probe.
+    None without a switch or probes on both arms.
+    """
+    df = _clean(metrics)
+    sw = switch_epoch(df, events, switching)
+    a, b = curvature_ratios(df, trunk), curvature_ratios(df, switching)
+    if sw is None or a.empty or b.empty:
+        return None
+    pk = peak(df, events, switching)
+    epochs = int(df["epoch"].max())
+    before, after = a[a["epoch"] <= sw], a[a["epoch"] > sw]
+    if before.empty or after.empty:
+        return None
+    late_start = int(math.ceil(late_from * epochs))
+    late = a[a["epoch"] >= late_start]
+    closest = after.loc[after["ratio"].idxmax()]
+    low = late.loc[late["ratio"].idxmin()] if not late.empty else None
+    losses = {arm: df[df["arm"] == arm].dropna(subset=["train_loss"]).sort_values("epoch") for arm in (trunk, switching)}
+    branch = losses[switching]
+    final = float(branch["train_loss"].iloc[-1])
+    passed = losses[trunk][losses[trunk]["train_loss"] < final]
+    return {
+        "epochs": epochs, "peak_epoch": pk[0] if pk else None, "switch_epoch": sw,
+        "at_switch": (int(before["epoch"].iloc[-1]), float(before["ratio"].iloc[-1])),
+        "closest": (int(closest["epoch"]), float(closest["ratio"])),
+        "late_from": late_start, "late_probes": int(len(late)), "late_dips": int((late["ratio"] < -0.1).sum()),
+        "late_low": (int(low["epoch"]), float(low["ratio"])) if low is not None else None,
+        "trunk_loss": float(losses[trunk]["train_loss"].iloc[-1]), "branch_loss": final,
+        "branch_best_epoch": int(branch[branch["train_loss"] <= final]["epoch"].iloc[0]),
+        "trunk_passes_epoch": int(passed["epoch"].iloc[0]) if not passed.empty else None,
+        "branch_end": (int(b["epoch"].iloc[-1]), float(b["ratio"].iloc[-1])),
+    }
+
+
 def smooth(values: pd.Series, weight: float) -> pd.Series:
     """Exponential moving average with `weight` in [0, 1): 0 = unchanged.
 

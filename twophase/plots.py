@@ -289,7 +289,7 @@ def grad_norm_figure(metrics: pd.DataFrame | None, events=None, x: str = "epoch"
         if tol is not None:
             fig.add_trace(go.Scatter(
                 x=upto[x], y=running_max * float(tol), mode="lines",
-                name=f"threshold {float(tol):g} x max ({arm_label(arm)})", line_shape="hv",
+                name=f"threshold {float(tol):.4g} x max ({arm_label(arm)})", line_shape="hv",
                 line=dict(color="#555", width=2, dash="dash"), opacity=0.9, legendgroup=arm,
                 meta={"role": "threshold", "arm": arm},
             ))
@@ -571,4 +571,54 @@ def switch_study_figure(points: pd.DataFrame) -> go.Figure:
                       legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0))
     fig.update_xaxes(type="log", tickvals=[3, 10, 30, 100, 300, 1000], ticktext=["3", "10", "30", "100", "300", "1000"])
     fig.update_yaxes(type="log", exponentformat="power")  # 10⁻⁴, not "100µ"
+    return fig
+
+
+def grad_norm_and_curvature_figure(metrics: pd.DataFrame | None, events=None, log_x: bool = False,
+                                   ratio_range: tuple[float, float] | None = None,
+                                   tolerance: float | None = None) -> go.Figure:
+    """The gradient norm (top, log scale) over the Hessian probe's hess_min / hess_max (bottom) on
+    one shared epoch axis, every arm in both, the switch epoch as a dashed line through both: does
+    the rule switch where the negative curvature has gone?
+
+    log_x: a logarithmic epoch axis (epoch 0 is then left out), for a long run whose switch comes
+    in its first few epochs. ratio_range: the bottom panel's y range; probes outside it are counted
+    in the panel's title (they are not hidden silently; hovering shows every value). tolerance:
+    as in grad_norm_figure.
+    """
+    from plotly.subplots import make_subplots
+
+    df = _clean(metrics)
+    if log_x and "epoch" in df.columns:
+        df = df[df["epoch"] > 0]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
+                        subplot_titles=("Gradient norm", "hess_min / hess_max (below 0: non-convex)"))
+    for trace in grad_norm_figure(df, events, tolerance=tolerance).data:
+        fig.add_trace(trace, row=1, col=1)
+    ratio = curvature_figure(df, events)
+    for trace in ratio.data:
+        trace.showlegend = False  # the top panel's legend names the arms
+        fig.add_trace(trace, row=2, col=1)
+    sw = switch_epoch(df, events)
+    if sw is not None and (not log_x or sw > 0):
+        for row in (1, 2):
+            fig.add_vline(x=sw, line_dash="dash", line_width=1, line_color=arm_color("two-phase"), row=row, col=1)
+    fig.add_hline(y=0.0, line_color="#444", line_width=1, row=2, col=1)
+    _draw_order(fig)
+    fig.update_yaxes(type="log", exponentformat="power", title_text="gradient norm", row=1, col=1)
+    fig.update_yaxes(title_text="hess_min / hess_max", row=2, col=1)
+    fig.update_xaxes(title_text="epoch" + (" (log scale)" if log_x else ""), row=2, col=1)
+    if log_x:
+        fig.update_xaxes(type="log", tickvals=[1, 3, 10, 30, 100, 300, 1000],
+                         ticktext=["1", "3", "10", "30", "100", "300", "1000"])
+    if ratio_range is not None:
+        lo, hi = float(ratio_range[0]), float(ratio_range[1])
+        fig.update_yaxes(range=[lo, hi], row=2, col=1)
+        outside = sum(int(((pd.Series(t.y, dtype=float) < lo) | (pd.Series(t.y, dtype=float) > hi)).sum())
+                      for t in ratio.data)
+        if outside:  # said in the panel's title: a note under the axis collided with its title
+            fig.layout.annotations[1].text += f"; {outside} probe{'s' if outside != 1 else ''} off this range"
+    fig.update_layout(template="plotly_white", height=640, hovermode="x unified",
+                      margin=dict(l=70, r=20, t=40, b=40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0.0))
     return fig
