@@ -88,6 +88,17 @@ def test_grad_norm_figure_has_both_arms_rule_lines_peak_and_switch():
     assert any("epoch 4" in (a.text or "") for a in fig.layout.annotations)
 
 
+def test_a_switch_label_near_the_last_epoch_sits_left_of_its_line():
+    # Plotly widens the x axis to fit an annotation: a label right of a switch at the last epoch
+    # stretched a 10-epoch chart to about 19 epochs, half of it empty
+    early = plots.grad_norm_figure(make_metrics(), [{**EVENTS[1], "epoch": 1}])
+    late = plots.grad_norm_figure(make_metrics(), [{**EVENTS[1], "epoch": 6}])
+    (a,) = [a for a in early.layout.annotations if "switch" in (a.text or "")]
+    (b,) = [a for a in late.layout.annotations if "switch" in (a.text or "")]
+    assert a.x == 1 and a.xanchor == "left"
+    assert b.x == 6 and b.xanchor == "right"
+
+
 def test_switch_line_follows_the_cost_axis():
     m = make_metrics()
     fig = plots.grad_norm_figure(m, EVENTS, x="data_passes", tolerance=0.9)

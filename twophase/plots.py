@@ -167,7 +167,11 @@ def _add_line(fig: go.Figure, x, y, smoothing: float, name: str, line: dict, mod
 
 
 def _add_switch_lines(fig: go.Figure, df: pd.DataFrame, events, x: str, label: bool = True) -> None:
-    """A vertical line at each switching arm's switch epoch, labelled with its value."""
+    """A vertical line at each switching arm's switch epoch, labelled with its value. The label
+    sits on the side of the line with more room: Plotly widens the axis to fit a label, so one
+    right of a switch near the last epoch would leave half the chart empty."""
+    xs = pd.to_numeric(df[x], errors="coerce") if x in df.columns else pd.Series(dtype=float)
+    middle = (float(xs.min()) + float(xs.max())) / 2 if xs.notna().any() else None
     for arm in _arms(df):
         ep = switch_epoch(df, events, arm)
         if ep is None:
@@ -178,7 +182,8 @@ def _add_switch_lines(fig: go.Figure, df: pd.DataFrame, events, x: str, label: b
             continue
         note = {}
         if label:
-            note = dict(annotation_text=f"switch ({arm_label(arm)}): epoch {ep}", annotation_position="top right",
+            side = "top left" if middle is not None and xv > middle else "top right"
+            note = dict(annotation_text=f"switch ({arm_label(arm)}): epoch {ep}", annotation_position=side,
                         annotation_font_color=arm_color(arm))
         fig.add_vline(x=xv, line_dash="dash", line_color=arm_color(arm), line_width=1.5, **note)
 
