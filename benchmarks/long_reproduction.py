@@ -15,7 +15,8 @@ Every finished cell is recorded, one row per arm, in <out>/long_reproduction_arm
 the reproduction on, and an interrupted cell goes on from its checkpoint. From those rows:
 Table 1 beside the paper's (means over the seeds), two-phase / Adam at equal epochs (the paper's
 basis), equal data passes and equal wall time, the switch sweep, and how long each cell took.
-twophase/data_files/measured_long.csv is the copy that the Paper page shows.
+twophase/data_files/measured_long.csv and measured_long_sweep.csv are the copies that the Paper
+page shows.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ SIZES = {
     "issue": dict(epochs=None, subset=None, val_subset=None, models=None, seeds=[0, 1, 2]),
 }
 MEASURED_LONG = common.ROOT / "twophase" / "data_files" / "measured_long.csv"
+MEASURED_LONG_SWEEP = common.ROOT / "twophase" / "data_files" / "measured_long_sweep.csv"
 
 
 def plan_for(size: str, models=None, seeds=None):
@@ -172,6 +174,25 @@ def measured_copy(table: pd.DataFrame, compare: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def measured_sweep_copy(rows: pd.DataFrame) -> pd.DataFrame:
+    """What the Paper page shows of the sweep: per model and branch (in BRANCHES' order), the
+    median switch epoch and the median ratios to Adam at equal epochs, passes and time over the
+    seeds, with the seeds where the branch was lower per pass."""
+    out = []
+    for (dataset, model), cell in rows.groupby(["dataset", "model"], sort=False):
+        for arm, label in BRANCHES.items():
+            part = cell[cell["arm"] == arm]
+            if part.empty:
+                continue
+            row = {"dataset": dataset, "model": model, "branch": f"switch {label}", "seeds": part["seed"].nunique(),
+                   "switch_epoch": common.median(list(part["switch epoch"].dropna()))}
+            for axis in ("epochs", "passes", "time"):
+                row[f"ratio_{axis}"] = common.median(list(part[f"ratio at equal {axis}"].dropna()))
+            row["wins_passes"] = _wins(part["ratio at equal passes"])
+            out.append(row)
+    return pd.DataFrame(out)
+
+
 def main(args) -> common.Report:
     from twophase import paper, runs
 
@@ -230,6 +251,7 @@ def main(args) -> common.Report:
                  | {"cell hours": ".2f"}, detail=True, caption="Every arm of every cell:")
     if args.size in ("full", "issue") and Path(args.out).resolve() == (common.RESULTS_DIR / "long").resolve():
         measured_copy(table, compare).to_csv(MEASURED_LONG, index=False, float_format="%.6g")
+        measured_sweep_copy(rows).to_csv(MEASURED_LONG_SWEEP, index=False, float_format="%.6g")
     report.meta["runs_dir"] = runs_dir
     return report
 

@@ -288,8 +288,31 @@ def test_paper_page_shows_the_shipped_long_reproduction_beside_table1(tmp_path, 
     two = shown[shown["algorithm"] == paper.ALGORITHM_LABELS["two-phase"]].iloc[0]
     assert two["equal passes"] == 2.25 and two["two-phase / Adam, equal epochs"] == 1.5
     assert two["paper: train loss"] == pytest.approx(0.0006)  # the paper's figure beside ours
+    # and the same cells' switch sweep (deliverable 3): early and late branches, per pass as measured
+    sweep = table_with(at, "lower per pass (seeds)")
+    shipped_sweep = paper.measured_long_sweep()
+    assert list(sweep["branch"]) == list(shipped_sweep["branch"])
+    assert list(sweep["branch / Adam, equal passes"]) == pytest.approx(list(shipped_sweep["ratio_passes"]))
+    assert {"switch after epoch 3", "switch at 60%", "switch by the paper's rule"} <= set(sweep["branch"])
     monkeypatch.setattr(published, "MEASURED_LONG_PATH", tmp_path / "none.csv")
     assert all("equal passes" not in df.value.columns for df in new_page(RecordingJobs(tmp_path)).dataframe)
+
+
+def test_the_long_sweep_copy_gives_each_branch_its_medians_over_seeds():
+    from benchmarks.long_reproduction import measured_sweep_copy
+
+    rows = pd.DataFrame([dict(dataset="mnist", model="m", seed=seed, arm=arm, **{"switch epoch": epoch},
+                              **{"ratio at equal epochs": r * 0.5, "ratio at equal passes": r, "ratio at equal time": r * 2})
+                         for seed, r in ((0, 0.9), (1, 1.2), (2, 0.8))
+                         for arm, epoch in (("adam", None), ("two-phase@3", 3), ("two-phase@60%", 600))])
+    rows.loc[(rows["arm"] == "two-phase@3"), "ratio at equal passes"] = [20.0, 30.0, 10.0]
+    out = measured_sweep_copy(rows)
+    assert list(out["branch"]) == ["switch after epoch 3", "switch at 60%"]  # no Adam row, BRANCHES' order
+    late = out[out["branch"] == "switch at 60%"].iloc[0]
+    assert (late["seeds"], late["switch_epoch"], late["wins_passes"]) == (3, 600, "2/3")
+    assert late["ratio_passes"] == pytest.approx(0.9) and late["ratio_time"] == pytest.approx(1.8)
+    early = out[out["branch"] == "switch after epoch 3"].iloc[0]
+    assert early["ratio_passes"] == 20.0 and early["wins_passes"] == "0/3"
 
 
 def test_paper_page_shows_where_switching_paid_off_from_the_shipped_study(tmp_path):

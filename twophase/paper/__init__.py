@@ -12,7 +12,7 @@ Every cell is an ordinary run in the runs folder, tagged reproduce:<reproduction
 from twophase.paper.plan import (ALGORITHM_LABELS, ALGORITHMS, PAPER_MODELS, SCALES, TIE_TOLERANCE, VARIANTS, Cell,
                                  CellState, Plan, Scale, cell_states, check_datasets, make_plan,
                                  plan_from_runs, reproduction_ids, tag_for, tagged_runs)
-from twophase.paper.published import (BUDGETS, figures_for, final_loss, measured_long, measured_small,
+from twophase.paper.published import (BUDGETS, figures_for, final_loss, measured_long, measured_long_sweep, measured_small,
                                       small_run_minutes, switch_study, table)
 from twophase.paper.report import collect, comparison, markdown, status_table, sweep_table, table1, write_outputs
 from twophase.paper.runner import resumable, run_plan, start_cells, stop_cells
@@ -20,5 +20,5 @@ from twophase.paper.runner import resumable, run_plan, start_cells, stop_cells
 __all__ = ["ALGORITHM_LABELS", "ALGORITHMS", "PAPER_MODELS", "SCALES", "TIE_TOLERANCE", "VARIANTS", "Cell", "CellState",
            "Plan", "Scale", "cell_states", "check_datasets", "make_plan", "plan_from_runs",
            "reproduction_ids", "tag_for", "tagged_runs", "BUDGETS", "figures_for", "final_loss", "table", "collect",
-           "comparison", "markdown", "status_table", "sweep_table", "table1", "write_outputs", "run_plan", "measured_small", "measured_long", "switch_study", "small_run_minutes", "resumable",
+           "comparison", "markdown", "status_table", "sweep_table", "table1", "write_outputs", "run_plan", "measured_small", "measured_long", "measured_long_sweep", "switch_study", "small_run_minutes", "resumable",
            "start_cells", "stop_cells"]

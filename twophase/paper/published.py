@@ -24,6 +24,7 @@ MEASURED_SMALL_PATH = TABLE_PATH.parent / "measured_small.csv"
 # writes it from the rows recorded in benchmarks/results/long/): per model and algorithm the mean over
 # the seeds done, two-phase / Adam at equal epochs, data passes and wall time, and hours per cell.
 MEASURED_LONG_PATH = TABLE_PATH.parent / "measured_long.csv"
+MEASURED_LONG_SWEEP_PATH = TABLE_PATH.parent / "measured_long_sweep.csv"
 COLUMNS = ["dataset", "model", "algorithm", "train_loss", "train_acc", "val_loss", "val_acc",
            "overdetermination_q"]
 # The paper's budgets (epochs): Adam alone, and the two-phase split Adam + CG.
@@ -70,6 +71,15 @@ def measured_long() -> pd.DataFrame:
     theirs = _table().drop(columns=["overdetermination_q"]).rename(
         columns={c: f"paper_{c}" for c in ("train_loss", "train_acc", "val_loss", "val_acc")})
     return ours.merge(theirs, on=["dataset", "model", "algorithm"], how="left")
+
+
+def measured_long_sweep() -> pd.DataFrame:
+    """The shipped long reproduction's switch sweep: per model and branch (switch after epoch 3, at
+    10%, 30%, 60%, by the paper's rule) columns dataset, model, branch, seeds, switch_epoch
+    (median), ratio_epochs, ratio_passes, ratio_time (the branch's training loss over Adam's at
+    equal epochs, data passes and wall time, median over seeds) and wins_passes ("wins/seeds");
+    empty when none is shipped."""
+    return pd.read_csv(MEASURED_LONG_SWEEP_PATH) if MEASURED_LONG_SWEEP_PATH.exists() else pd.DataFrame()
 
 
 def switch_study() -> dict[str, pd.DataFrame]:
