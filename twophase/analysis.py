@@ -230,15 +230,14 @@ def peak(metrics: pd.DataFrame | None, events=None, arm: str = "two-phase") -> t
 
 
 def curvature_ratios(metrics: pd.DataFrame | None, arm: str) -> pd.DataFrame:
-    """`arm`'s probed epochs: columns epoch, ratio (hess_min / hess_max), train_loss; empty
-    without probe columns."""
+    """`arm`'s probed epochs: columns epoch and ratio (hess_min / hess_max); empty without probe
+    columns."""
     df = _clean(metrics)
     if not {"hess_min", "hess_max", "epoch"} <= set(df.columns):
-        return pd.DataFrame(columns=["epoch", "ratio", "train_loss"])
+        return pd.DataFrame(columns=["epoch", "ratio"])
     part = df[(df["arm"] == arm) & df["hess_min"].notna() & df["hess_max"].notna() & (df["hess_max"].abs() > 0)]
-    out = pd.DataFrame({"epoch": part["epoch"].astype(int), "ratio": part["hess_min"] / part["hess_max"],
-                        "train_loss": part.get("train_loss")})
-    return out.reset_index(drop=True)
+    return pd.DataFrame({"epoch": part["epoch"].astype(int),
+                         "ratio": part["hess_min"] / part["hess_max"]}).reset_index(drop=True)
 
 
 def curvature_milestones(metrics: pd.DataFrame | None, events=None, trunk: str = "adam",
